@@ -1,0 +1,252 @@
+"""Run the registered checks against a host, derive a verdict per Alumet plugin, render the report.
+
+Checks run concurrently (they mostly wait on subprocesses or on the network), each isolated: a
+check that raises is reported with status `error` and never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .checks import load_all
+from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status
+from .hosts import Host
+
+SCHEMA_VERSION = 1
+WORKERS = 12
+
+
+class Verdict:
+    READY = "ready"
+    DEGRADED = "degraded"
+    BLOCKED = "blocked"
+    NOT_AVAILABLE = "not-available"
+
+
+@dataclass(frozen=True)
+class PluginNeeds:
+    required: tuple[str, ...]
+    recommended: tuple[str, ...] = ()
+
+
+# What each Alumet plugin needs from the host, by check id (alumet-facts.md).
+PLUGINS: dict[str, PluginNeeds] = {
+    "rapl": PluginNeeds(required=("agent.binary", "rapl.access"), recommended=("rapl.persistence",)),
+    "perf": PluginNeeds(
+        required=("agent.binary", "kernel.perf_event_paranoid", "kernel.perf_probe"),
+        recommended=("agent.capabilities",),
+    ),
+    "procfs": PluginNeeds(required=("agent.binary", "procfs.hidepid")),
+    "nvml": PluginNeeds(required=("agent.binary", "nvml.device", "nvml.library")),
+    "energy-attribution": PluginNeeds(
+        required=("agent.binary", "rapl.access", "procfs.hidepid"),
+        recommended=("rapl.persistence", "config.file"),
+    ),
+    "csv": PluginNeeds(required=("agent.binary",)),
+}
+
+
+@dataclass
+class CheckResult:
+    id: str
+    title: str
+    group: str
+    finding: Finding
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        f = self.finding
+        return {
+            "id": self.id, "title": self.title, "group": self.group, "status": str(f.status),
+            "detail": f.detail, "fix": f.fix, "install": f.install_command, "data": _jsonable(f.data),
+        }
+
+
+@dataclass
+class PluginVerdict:
+    plugin: str
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    host: str
+    results: list[CheckResult]
+    plugins: list[PluginVerdict]
+    seconds: float
+
+    @property
+    def ready(self) -> bool:
+        return not any(p.verdict == Verdict.BLOCKED for p in self.plugins)
+
+    def summary(self) -> str:
+        by: dict[str, list[PluginVerdict]] = {}
+        for p in self.plugins:
+            by.setdefault(p.verdict, []).append(p)
+        parts = []
+        if Verdict.READY in by:
+            parts.append("ready for " + ", ".join(p.plugin for p in by[Verdict.READY]))
+        if Verdict.DEGRADED in by:
+            parts.append("degraded for " + "; ".join(f"{p.plugin}: {_first(p.reasons)}" for p in by[Verdict.DEGRADED]))
+        if Verdict.BLOCKED in by:
+            parts.append("blocked for " + "; ".join(f"{p.plugin}: {_first(p.reasons)}" for p in by[Verdict.BLOCKED]))
+        if Verdict.NOT_AVAILABLE in by:
+            parts.append("not available here: " + ", ".join(p.plugin for p in by[Verdict.NOT_AVAILABLE]))
+        return "; ".join(parts) if parts else "no plugin selected"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "ready": self.ready,
+            "summary": self.summary(),
+            "seconds": round(self.seconds, 3),
+            "checks": [r.to_json() for r in self.results],
+            "plugins": {p.plugin: {"verdict": p.verdict, "reasons": p.reasons} for p in self.plugins},
+        }
+
+
+def _first(reasons: list[str]) -> str:
+    return reasons[0] if reasons else "see above"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def check_ids() -> list[str]:
+    load_all()
+    return list(REGISTRY)
+
+
+def run_checks(host: Host, options: Options | None = None, only: Iterable[str] | None = None) -> list[CheckResult]:
+    """Run every registered check (or those in `only`) and return their results in registry order."""
+    load_all()
+    ctx = Context(host, options)
+    wanted = list(REGISTRY) if only is None else [c for c in REGISTRY if c in set(only)]
+    timings: dict[str, float] = {}
+
+    def timed(check_id: str) -> Finding:
+        start = time.perf_counter()
+        finding = ctx.evaluate(check_id)
+        timings.setdefault(check_id, time.perf_counter() - start)
+        return finding
+
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="check") as pool:
+        findings = dict(zip(wanted, pool.map(timed, wanted), strict=True))
+    return [
+        CheckResult(c, REGISTRY[c].title, REGISTRY[c].group, findings[c], timings.get(c, 0.0)) for c in wanted
+    ]
+
+
+def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None = None) -> list[PluginVerdict]:
+    """ready / degraded / blocked / not-available per plugin, with the reasons that decided it."""
+    by_id = {r.id: r for r in results}
+    verdicts = []
+    for plugin in plugins or PLUGINS:
+        needs = PLUGINS[plugin]
+        missing_hw, blocked, degraded = [], [], []
+        for check_id in needs.required:
+            result = by_id.get(check_id)
+            if result is None:
+                continue
+            f = result.finding
+            reason = f"{check_id}: {f.detail}"
+            if f.status is Status.NOT_AVAILABLE:
+                missing_hw.append(reason)
+            elif f.status in (Status.FAIL, Status.ERROR):
+                blocked.append(reason)
+            elif f.status is Status.WARN:
+                degraded.append(reason)
+        for check_id in needs.recommended:
+            result = by_id.get(check_id)
+            if result and result.finding.status in (Status.WARN, Status.FAIL, Status.ERROR):
+                degraded.append(f"{check_id}: {result.finding.detail}")
+        if missing_hw:
+            verdicts.append(PluginVerdict(plugin, Verdict.NOT_AVAILABLE, missing_hw))
+        elif blocked:
+            verdicts.append(PluginVerdict(plugin, Verdict.BLOCKED, blocked + degraded))
+        elif degraded:
+            verdicts.append(PluginVerdict(plugin, Verdict.DEGRADED, degraded))
+        else:
+            verdicts.append(PluginVerdict(plugin, Verdict.READY))
+    return verdicts
+
+
+def diagnose(host: Host, options: Options | None = None, plugins: Sequence[str] | None = None,
+             only: Iterable[str] | None = None) -> Report:
+    start = time.perf_counter()
+    results = run_checks(host, options, only)
+    return Report(host.name, results, judge_plugins(results, plugins), time.perf_counter() - start)
+
+
+def to_json(reports: Sequence[Report]) -> str:
+    """The --json document: versioned, one object per host (docs/doctor-schema.json)."""
+    return json.dumps(
+        {"schema_version": SCHEMA_VERSION, "tool_version": __version__, "hosts": [r.to_json() for r in reports]},
+        indent=2,
+    )
+
+
+SYMBOLS = {
+    Status.OK: ("✓", "green"),
+    Status.WARN: ("!", "yellow"),
+    Status.FAIL: ("✗", "red"),
+    Status.NOT_AVAILABLE: ("–", None),
+    Status.ERROR: ("?", "magenta"),
+}
+VERDICT_SYMBOLS = {
+    Verdict.READY: ("✓", "green"),
+    Verdict.DEGRADED: ("!", "yellow"),
+    Verdict.BLOCKED: ("✗", "red"),
+    Verdict.NOT_AVAILABLE: ("–", None),
+}
+
+
+def render_text(report: Report, color: bool = False, verbose: bool = False) -> str:
+    """The grouped human report, ending in the one-line summary."""
+
+    def paint(text: str, fg: str | None, bold: bool = False) -> str:
+        if not color or (fg is None and not bold):
+            return text
+        import click
+
+        return click.style(text, fg=fg, bold=bold)
+
+    lines = [paint(f"alumet-setup doctor: {report.host}", None, bold=True)]
+    width = max((len(r.title) for r in report.results), default=10)
+    group = None
+    for r in report.results:
+        if r.group != group:
+            group = r.group
+            lines += ["", paint(GROUPS[group], None, bold=True)]
+        symbol, fg = SYMBOLS[r.finding.status]
+        lines.append(f"  {paint(symbol, fg)} {r.title.ljust(width)}  {r.finding.detail}")
+        if r.finding.status is not Status.OK or verbose:
+            if r.finding.fix:
+                lines.append(f"      fix: {r.finding.fix}")
+            if r.finding.install_command and r.finding.status is not Status.OK:
+                lines.append(f"       or: {r.finding.install_command}")
+    lines += ["", paint("Plugins", None, bold=True)]
+    pwidth = max((len(p.plugin) for p in report.plugins), default=4)
+    for p in report.plugins:
+        symbol, fg = VERDICT_SYMBOLS[p.verdict]
+        why = f": {p.reasons[0]}" if p.reasons else ""
+        lines.append(f"  {paint(symbol, fg)} {p.plugin.ljust(pwidth)}  {p.verdict}{why}")
+        for extra in p.reasons[1:]:
+            lines.append(f"  {' ' * (pwidth + 2)}  also: {extra}")
+    verdict = "ready" if report.ready else "not ready"
+    lines += ["", f"{paint(verdict.capitalize(), 'green' if report.ready else 'red', bold=True)}: {report.summary()}"]
+    return "\n".join(lines)

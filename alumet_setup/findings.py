@@ -1,0 +1,139 @@
+"""What a doctor check returns, and how checks are registered.
+
+A check is a plain function `f(ctx) -> Finding`, registered with `@check(...)` under a stable id.
+It reads the host only through `ctx.host` (see hosts.py) and may read the findings of checks
+registered before it with `ctx.finding(id)`; their `data` carries the facts they established.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hosts import Host
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    NOT_AVAILABLE = "not-available"  # the hardware or feature is absent here: not a fault
+    ERROR = "error"  # the check itself broke; its message says how
+
+
+@dataclass
+class Finding:
+    status: Status
+    detail: str
+    # The exact shell command that fixes it, and the alumet-setup step that would do it for you.
+    fix: str | None = None
+    install_step: str | None = None
+    # Facts established by the check, for later checks, verdicts and --json.
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def install_command(self) -> str | None:
+        return f"alumet-setup install --only {self.install_step}" if self.install_step else None
+
+
+def ok(detail: str, **data: Any) -> Finding:
+    return Finding(Status.OK, detail, data=data)
+
+
+def not_available(detail: str, **data: Any) -> Finding:
+    return Finding(Status.NOT_AVAILABLE, detail, data=data)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    id: str
+    title: str
+    group: str
+    func: Callable[[Context], Finding]
+
+
+# Registration order is run and display order; ids are stable (they are part of --json).
+REGISTRY: dict[str, CheckSpec] = {}
+
+GROUPS = {
+    "system": "System",
+    "toolchain": "Build toolchain",
+    "agent": "alumet-agent",
+    "kernel": "Kernel settings",
+    "procfs": "/proc",
+    "rapl": "RAPL",
+    "nvml": "NVIDIA (NVML)",
+    "config": "Alumet configuration",
+}
+
+
+def check(check_id: str, title: str) -> Callable[[Callable[[Context], Finding]], Callable[[Context], Finding]]:
+    group = check_id.split(".", 1)[0]
+    if group not in GROUPS:
+        raise ValueError(f"check {check_id}: unknown group {group}")
+
+    def register(func: Callable[[Context], Finding]) -> Callable[[Context], Finding]:
+        if check_id in REGISTRY:
+            raise ValueError(f"check {check_id} registered twice")
+        REGISTRY[check_id] = CheckSpec(check_id, title, group, func)
+        return func
+
+    return register
+
+
+@dataclass
+class Options:
+    """What the user told doctor about this host."""
+
+    config_path: str = "/etc/alumet/alumet-config.toml"
+    config_explicit: bool = False  # --config given: a missing file is then a usage error
+    agent_path: str | None = None
+    sysctl_file: str = "/etc/sysctl.d/local.conf"  # where alumet-setup writes perf_event_paranoid
+    group: str = "alumet"  # the group that may read RAPL counters and is exempt from hidepid
+
+
+class Context:
+    """Handed to every check: the host, the options, and the findings of earlier checks."""
+
+    def __init__(self, host: Host, options: Options | None = None):
+        self.host = host
+        self.options = options or Options()
+        self._futures: dict[str, Future[Finding]] = {}
+        self._lock = threading.Lock()
+
+    def _claim(self, check_id: str) -> tuple[Future[Finding], bool]:
+        with self._lock:
+            future = self._futures.get(check_id)
+            if future is not None:
+                return future, False
+            future = self._futures[check_id] = Future()
+            return future, True
+
+    def evaluate(self, check_id: str) -> Finding:
+        """Run a check once (in this thread) or wait for the run already under way.
+
+        A check that raises becomes an `error` finding: one broken check never stops the others.
+        """
+        future, mine = self._claim(check_id)
+        if mine:
+            spec = REGISTRY[check_id]
+            try:
+                finding = spec.func(self)
+            except Exception as exc:
+                finding = Finding(Status.ERROR, f"{type(exc).__name__}: {exc}")
+            future.set_result(finding)
+        return future.result()
+
+    def finding(self, check_id: str) -> Finding:
+        """The finding of another check, run on demand if nobody has run it yet."""
+        if check_id not in REGISTRY:
+            raise KeyError(f"unknown check {check_id}")
+        return self.evaluate(check_id)
+
+    def data(self, check_id: str, key: str, default: Any = None) -> Any:
+        return self.finding(check_id).data.get(key, default)
