@@ -14,6 +14,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import paths
+
 if TYPE_CHECKING:
     from .hosts import Host
 
@@ -90,11 +92,11 @@ def check(check_id: str, title: str) -> Callable[[Callable[[Context], Finding]],
 class Options:
     """What the user told doctor about this host."""
 
-    config_path: str = "/etc/alumet/alumet-config.toml"
+    config_path: str = paths.CONFIG_FILE
     config_explicit: bool = False  # --config given: a missing file is then a usage error
     agent_path: str | None = None
-    sysctl_file: str = "/etc/sysctl.d/local.conf"  # where alumet-setup writes perf_event_paranoid
-    group: str = "alumet"  # the group that may read RAPL counters and is exempt from hidepid
+    sysctl_file: str = paths.SYSCTL_FILE  # where alumet-setup writes perf_event_paranoid
+    group: str = paths.GROUP  # the group that may read RAPL counters and is exempt from hidepid
 
 
 class Context:
