@@ -157,12 +157,11 @@ def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None 
     verdicts = []
     for plugin in plugins or PLUGINS:
         needs = PLUGINS[plugin]
+        if not all(c in by_id for c in needs.required):
+            continue  # a --check selection left this plugin unjudgeable
         missing_hw, blocked, degraded = [], [], []
         for check_id in needs.required:
-            result = by_id.get(check_id)
-            if result is None:
-                continue
-            f = result.finding
+            f = by_id[check_id].finding
             reason = f"{check_id}: {f.detail}"
             if f.status is Status.NOT_AVAILABLE:
                 missing_hw.append(reason)

@@ -1,0 +1,80 @@
+"""`alumet-setup doctor` as a user runs it: exit codes, one-line errors, JSON on stdout only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from alumet_setup import __version__
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_version():
+    result = cli("--version")
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["doctor"], ["install"], ["uninstall"], ["config", "render"]])
+def test_help_on_every_command(command):
+    result = cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_doctor_json_goes_to_stdout_alone_and_the_exit_code_says_ready():
+    result = cli("doctor", "--json")
+    assert result.returncode in (0, 1), result.stderr
+    document = json.loads(result.stdout)
+    host = document["hosts"][0]
+    assert result.returncode == (0 if host["ready"] else 1)
+    assert result.stderr == ""
+
+
+def test_doctor_restricted_to_one_plugin_judges_only_that_plugin():
+    result = cli("doctor", "--json", "--plugin", "csv")
+    document = json.loads(result.stdout)
+    assert list(document["hosts"][0]["plugins"]) == ["csv"]
+
+
+def test_list_checks_names_every_check():
+    result = cli("doctor", "--list-checks")
+    assert result.returncode == 0
+    ids = [line.split()[0] for line in result.stdout.splitlines()]
+    assert "kernel.perf_event_paranoid" in ids and "procfs.hidepid" in ids
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["doctor", "--bogus"], "No such option"),
+        (["doctor", "--plugin", "rapl,quantum"], "unknown plugin quantum"),
+        (["doctor", "--check", "nope.nope"], "unknown check nope.nope"),
+        (["doctor", "--config", "/nonexistent/alumet.toml"], "no such file"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(args, message):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("alumet-setup: error: ")
+    assert message in lines[0]
+
+
+def test_invalid_toml_config_is_a_usage_error(tmp_path):
+    bad = tmp_path / "alumet-config.toml"
+    bad.write_text("[plugins.rapl\npoll_interval = ")
+    result = cli("doctor", "--config", str(bad))
+    assert result.returncode == 2
+    assert "not valid TOML" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
