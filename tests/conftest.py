@@ -1,0 +1,47 @@
+"""Test-bed fixtures (tests/bed): container images, Rust mirror, stand-in source and their services."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "bed"))
+
+import prepare  # noqa: E402  (tests/bed is not a package)
+import services  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bed_env() -> dict[str, str]:
+    """Environment for podman and molecule: the project's containers.conf, no proxy for loopback."""
+    os.environ.setdefault("CONTAINERS_CONF", str(ROOT / ".ci" / "containers.conf"))
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def bed(bed_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Images, mirror and stand-in built (cached) and the services up on 127.0.0.1 for the session.
+
+    Skips where podman or root is missing, unless ALUMET_BED_REQUIRED=1 (tests/run.sh sets it), so a
+    CI machine never passes by skipping.
+    """
+    missing = [] if shutil.which("podman") and shutil.which("debootstrap") else ["podman/debootstrap"]
+    missing += [] if os.geteuid() == 0 else ["root"]
+    if missing:
+        if os.environ.get("ALUMET_BED_REQUIRED") == "1":
+            pytest.fail(f"test bed needs {', '.join(missing)}")
+        pytest.skip(f"test bed needs {', '.join(missing)}")
+    prepare.main()
+    with services.running():
+        yield {
+            "mirror_url": services.MIRROR_URL,
+            "rustup_update_root": services.RUSTUP_UPDATE_ROOT,
+            "git_url": services.GIT_URL,
+        }
