@@ -114,6 +114,105 @@ def _diagnose_one(spec: str | None, options: Any, plugins: list[str] | None, che
     return doc.diagnose(host, options, plugins=plugins, only=checks)
 
 
+def _play_options(command: Any) -> Any:
+    """The options install and uninstall share (one definition, like exasol's option groups)."""
+    options = [
+        click.option("--host", "hosts", multiple=True, metavar="HOST",
+                     help="Act on this host: a host or group of --inventory, or [user@]host[:port] over SSH. "
+                          "Repeatable. Default: this machine (local connection)."),
+        click.option("-i", "--inventory", default=None, metavar="FILE",
+                     help="Ansible inventory (INI or YAML); without --host, every host in it."),
+        click.option("--user", default=None, metavar="USER", help="SSH user for hosts that do not name one."),
+        click.option("--only", multiple=True, metavar="STEP[,STEP]", help="Run only these steps."),
+        click.option("--skip", multiple=True, metavar="STEP[,STEP]", help="Leave these steps out."),
+        click.option("--check", is_flag=True, help="Dry run: report what would change, change nothing."),
+        click.option("--diff", is_flag=True, help="Show the changes made to files."),
+        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                     help="Override a role setting (checked against the roles' argument specs)."),
+        click.option("-K", "--ask-become-pass", is_flag=True, help="Prompt for the sudo password."),
+        click.option("-v", "--verbose", count=True, help="More Ansible output (repeat for more)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@_play_options
+def install(**options: Any) -> None:
+    """Install alumet-agent and give it access to the energy counters (default: this machine).
+
+    Steps: prereqs, rustup, agent, group, sysctl, capabilities, hidepid, powercap, config.
+    """
+    _play("install", **options)
+
+
+@cli.command()
+@_play_options
+def uninstall(**options: Any) -> None:
+    """Undo what install changed, step by step (same options as install)."""
+    _play("uninstall", **options)
+
+
+def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user: str | None,
+          only: tuple[str, ...], skip: tuple[str, ...], check: bool, diff: bool, settings: tuple[str, ...],
+          ask_become_pass: bool, verbose: int) -> None:
+    """Validate every input (nothing runs before that), run the playbook, render the summary."""
+    import shlex
+
+    from . import resources, runner
+    from .inventory import InventoryError, build_inventory, resolve_targets
+    from .settings import STEPS, SettingError, load_specs, parse_settings
+
+    only_steps, skip_steps = split_csv(only), split_csv(skip)
+    unknown = sorted(set(only_steps + skip_steps) - set(STEPS), key=(only_steps + skip_steps).index)
+    if unknown:
+        fail(f"unknown step {', '.join(unknown)} (known: {', '.join(STEPS)})")
+    both = [s for s in only_steps if s in skip_steps]
+    if both:
+        fail(f"step {', '.join(both)} is both in --only and --skip")
+    try:
+        roles = resources.bundled("roles")
+        extravars = parse_settings(settings, load_specs(roles))
+        targets = resolve_targets(hosts, inventory, user)
+        playbook = resources.playbook(playbook_name)
+    except (SettingError, InventoryError, resources.ResourceMissing) as exc:
+        fail(str(exc))
+
+    password = None
+    if ask_become_pass:
+        password = click.prompt("BECOME password", hide_input=True, default="", show_default=False, err=True)
+    ad_hoc = [t for t in targets if not t.from_inventory]
+    try:
+        result = runner.run_playbook(
+            playbook, inventory=[inventory] if inventory else [],
+            generated_inventory=build_inventory(ad_hoc, user=user) if ad_hoc else None,
+            hosts=[t.name for t in ad_hoc],
+            limit=",".join(t.name for t in targets if t.from_inventory) or None,
+            extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=check, diff=diff,
+            verbosity=verbose, remote_user=user if inventory else None, become_password=password,
+            roles_path=roles, echo=click.echo,
+        )
+    except runner.RunnerError as exc:
+        click.echo(f"alumet-setup: error: {exc}", err=True)
+        sys.exit(EXIT_NOT_READY)
+
+    click.echo("")
+    for line in runner.render_summary(result.stats, result.hosts):
+        click.echo(line)
+    if any("sudo" in m and "password" in m for m in result.messages):
+        click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
+    click.echo(f"Run log: {result.artifact_dir}")
+    if check:
+        click.echo("Check mode: nothing was changed.")
+    names = [t.doctor_host(inventory) for t in ad_hoc] + [
+        f"ansible://{h}?ansible_inventory={inventory}" for h in result.stats if inventory]
+    doctor_hosts = [n for n in names if n]
+    hint = "".join(f" --host {shlex.quote(h)}" for h in doctor_hosts)
+    click.echo(f"Next: alumet-setup doctor{hint}")
+    sys.exit(EXIT_OK if result.ok else EXIT_NOT_READY)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: Click's usage errors become one line and exit 2."""
     try:

@@ -1,0 +1,204 @@
+"""Which hosts `install` acts on, checked strictly before anything runs, and the inventory for them.
+
+A --host is either a name (host or group) of the user's -i inventory, or an ad-hoc SSH target
+`[user@]host[:port]` (IPv6 as `[addr]:port` or a bare address). Ad-hoc targets get a generated
+inventory: their spec is data, never a command-line fragment, so anything that a shell or ssh could
+read as syntax (`;`, spaces, a leading `-` that ssh takes for an option) is refused up front.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOCAL_NAMES = ("local", "localhost")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_SPEC = re.compile(r"(?:(?P<user>[^@]*)@)?(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:@]*))(?::(?P<port>[^:@]*))?")
+_EXPECTED = "expected [user@]host[:port], an IPv4/IPv6 address, or a name from --inventory"
+
+
+class InventoryError(ValueError):
+    """A --host, --user or --inventory that cannot be used. The text is one line."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One host to act on. `name` is its inventory hostname (the label in progress and summary)."""
+
+    name: str
+    spec: str
+    address: str | None = None  # None: this machine, over a local connection
+    user: str | None = None
+    port: int | None = None
+    from_inventory: bool = False
+
+    @property
+    def local(self) -> bool:
+        return self.address is None and not self.from_inventory
+
+    def doctor_host(self, inventory: str | None = None) -> str | None:
+        """The `alumet-setup doctor --host` value that checks this host; None for this machine."""
+        if self.local:
+            return None
+        if self.from_inventory and inventory:
+            return f"ansible://{self.name}?ansible_inventory={os.path.abspath(inventory)}"
+        return self.spec
+
+
+def check_user(user: str, what: str = "--user") -> str:
+    if not _USER.fullmatch(user):
+        raise InventoryError(f"{what} {user!r}: not a valid user name (letters, digits, '_', '.', '-')")
+    return user
+
+
+def parse_host(spec: str) -> Target:
+    """`[user@]host[:port]` -> Target, or InventoryError naming what is wrong, in one line."""
+    if spec in LOCAL_NAMES:
+        return Target(name="localhost", spec=spec)
+    shown = repr(spec)
+    if not spec or not spec.strip():
+        raise InventoryError(f"--host {shown}: empty host ({_EXPECTED})")
+    if spec.startswith("-"):
+        raise InventoryError(f"--host {shown}: a host cannot start with '-' ({_EXPECTED})")
+    bad = sorted(set(re.sub(r"[A-Za-z0-9_.:@\[\]-]", "", spec)))
+    if bad:  # shell metacharacters, spaces, control characters, non-ASCII
+        listed = " ".join(repr(c) for c in bad)
+        raise InventoryError(f"--host {shown}: {listed} not allowed in a host ({_EXPECTED})")
+
+    user = port_text = None
+    rest = spec
+    if "@" in rest:
+        user, _, rest = rest.rpartition("@")
+        check_user(user, f"--host {shown}: user")
+    if rest.count(":") >= 2 and not rest.startswith("["):
+        host = _check_ipv6(rest, shown)  # a bare IPv6 address carries no port
+    else:
+        match = _SPEC.fullmatch(rest)
+        if not match:
+            raise InventoryError(f"--host {shown}: {_EXPECTED}")
+        port_text = match.group("port")
+        if match.group("v6") is not None:
+            host = _check_ipv6(match.group("v6"), shown)
+        else:
+            host = match.group("host") or ""
+            if not host:
+                raise InventoryError(f"--host {shown}: the host part is empty ({_EXPECTED})")
+            if host.startswith("-") or not _HOSTNAME.fullmatch(host) or len(host) > 253:
+                raise InventoryError(f"--host {shown}: {host!r} is not a valid host name or address")
+            if re.fullmatch(r"[0-9.]+", host):
+                try:
+                    ipaddress.IPv4Address(host)
+                except ValueError:
+                    raise InventoryError(f"--host {shown}: {host!r} is not a valid IPv4 address") from None
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise InventoryError(f"--host {shown}: port must be a number from 1 to 65535")
+        port = int(port_text)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", host) + (f"_{port}" if port else "")
+    return Target(name=name, spec=spec, address=host, user=user, port=port)
+
+
+def _check_ipv6(text: str, shown: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        raise InventoryError(f"--host {shown}: {text!r} is not a valid IPv6 address") from None
+
+
+def read_inventory(path: str) -> tuple[list[str], list[str]]:
+    """Host names and group names of an INI or YAML inventory, parsed by Ansible itself."""
+    if not os.path.exists(path):
+        raise InventoryError(f"--inventory {path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise InventoryError(f"--inventory {path}: not readable")
+    from ansible.inventory.manager import InventoryManager  # heavy: only install pays for it
+    from ansible.parsing.dataloader import DataLoader
+
+    noise = io.StringIO()  # Ansible's multi-line parse warnings: replaced by one line below
+    try:
+        with contextlib.redirect_stderr(noise), contextlib.redirect_stdout(noise):
+            manager = InventoryManager(loader=DataLoader(), sources=[os.path.abspath(path)])
+    except Exception as exc:
+        raise InventoryError(f"--inventory {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    hosts = sorted(h.name for h in manager.get_hosts())
+    groups = sorted(g for g in manager.groups if g not in ("all", "ungrouped"))
+    if not hosts:
+        raise InventoryError(f"--inventory {path}: no hosts found (not a valid INI or YAML inventory?)")
+    return hosts, groups
+
+
+def resolve_targets(specs: Sequence[str], inventory: str | None = None, user: str | None = None) -> list[Target]:
+    """The --host values as Targets. With -i every --host must name a host or group of it (no host: all
+    of them); without -i each is an ad-hoc SSH target, and no --host means this machine."""
+    if user is not None:
+        check_user(user)
+    if inventory is not None:
+        hosts, groups = read_inventory(inventory)
+        chosen = list(specs) or ["all"]
+        for name in chosen:
+            if name not in hosts and name not in groups and name != "all":
+                known = ", ".join([*groups, *hosts][:12])
+                raise InventoryError(f"--host {name!r} is not a host or group of {inventory} (known: {known})")
+        return [Target(name=name, spec=name, from_inventory=True) for name in dict.fromkeys(chosen)]
+    targets = [parse_host(spec) for spec in specs] or [Target(name="localhost", spec="localhost")]
+    seen: dict[str, int] = {}
+    unique: list[Target] = []
+    for target in targets:  # two specs for one address (other users): keep both, distinct names
+        count = seen.get(target.name, 0)
+        seen[target.name] = count + 1
+        if count:
+            target = Target(**{**target.__dict__, "name": f"{target.name}_{count + 1}"})
+        unique.append(target)
+    return unique
+
+
+def build_inventory(targets: Sequence[Target], *, user: str | None = None, is_root: bool | None = None
+                    ) -> dict[str, Any]:
+    """A YAML/JSON inventory for ad-hoc targets (inventory-file targets are not included)."""
+    if is_root is None:
+        is_root = os.geteuid() == 0
+    hosts: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        if target.from_inventory:
+            continue
+        if target.local:
+            # The controller's Python has every module dependency Ansible needs; as root there is
+            # nothing to become (and a minimal host may have no sudo at all).
+            host_vars: dict[str, Any] = {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                "ansible_become": not is_root,
+            }
+            if not is_root:
+                host_vars["ansible_become_method"] = "sudo"
+        else:
+            host_vars = {"ansible_host": target.address, "ansible_connection": "ssh"}
+            if target.port:
+                host_vars["ansible_port"] = target.port
+            remote_user = target.user or user
+            if remote_user:
+                host_vars["ansible_user"] = remote_user
+            if remote_user == "root":
+                host_vars["ansible_become"] = False
+        hosts[target.name] = host_vars
+    return {"all": {"hosts": hosts}}
+
+
+def write_inventory(directory: Path, inventory: dict[str, Any]) -> Path:
+    """Write the generated inventory as JSON (valid YAML) into the private run directory."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / "hosts.json"
+    path.write_text(json.dumps(inventory, indent=1) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,310 @@
+"""Run a bundled playbook with ansible-runner and render its events ourselves.
+
+Known ansible-runner traps handled here (see docs/architecture.md and the shared patterns notes):
+* the event handler returns True, or events and stats are dropped;
+* quiet=True, since the runner forces its own stdout callback: progress is rendered from events;
+* artifacts are kept under a state directory and rotated (rotate_artifacts);
+* the runner copies the whole environment into the run and into artifacts/command: only ANSIBLE_*
+  and ENV_ALLOW reach it;
+* `passwords=` given to ansible_runner.run() is dumped to env/passwords on disk: RunnerConfig is
+  built directly so the become password stays in memory, answered through pexpect;
+* ssh_key= is written to disk: never used (the ssh agent or ansible_ssh_private_key_file are);
+* a short private data dir (/tmp/as-XXXX): long paths break ssh ControlPath sockets;
+* the runner turns host key checking off unless told otherwise: it stays on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+KEEP_RUNS = 10
+STATS_COLUMNS = ("ok", "changed", "failed", "unreachable", "skipped")
+_STATS_KEYS = {"ok": "ok", "changed": "changed", "failed": "failures", "unreachable": "dark", "skipped": "skipped"}
+# Environment variables passed to ansible-playbook besides ANSIBLE_* (what ssh, locale and tmp need).
+ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TERM",
+             "TZ", "TMPDIR", "SSH_AUTH_SOCK", "SSH_AGENT_PID", "XDG_RUNTIME_DIR", "VIRTUAL_ENV")
+BECOME_PROMPT = r"^BECOME password[^:\n]*:\s*$"
+
+
+class RunnerError(Exception):
+    """ansible-playbook could not run the playbook (bad playbook, missing program, crash). One line."""
+
+    def __init__(self, message: str, rc: int | None = None):
+        super().__init__(message)
+        self.rc = rc
+
+    def __str__(self) -> str:
+        detail = super().__str__()
+        return f"{detail} (rc {self.rc})" if self.rc is not None else detail
+
+
+@dataclass
+class RunResult:
+    rc: int
+    status: str
+    stats: dict[str, dict[str, int]]  # host -> column -> count (STATS_COLUMNS)
+    artifact_dir: Path
+    hosts: list[str] = field(default_factory=list)  # hosts expected to run (missing ones failed)
+    messages: list[str] = field(default_factory=list)  # failure messages, for hints
+
+    def host_ok(self, host: str) -> bool:
+        row = self.stats.get(host)
+        return row is not None and row["failed"] == 0 and row["unreachable"] == 0
+
+    @property
+    def ok(self) -> bool:
+        hosts = self.hosts or list(self.stats)
+        return self.rc == 0 and bool(hosts) and all(self.host_ok(h) for h in hosts)
+
+
+def state_dir() -> Path:
+    """$XDG_STATE_HOME/alumet-setup (default ~/.local/state/alumet-setup)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "alumet-setup"
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def failure_message(res: Mapping[str, Any]) -> str:
+    """The most useful single line of a failed or unreachable result."""
+    if not isinstance(res, Mapping):
+        return _one_line(res)
+    for item in res.get("results") or ():  # loops: the first failing item says more than the summary
+        if isinstance(item, Mapping) and item.get("failed"):
+            return failure_message(item)
+    for key in ("msg", "stderr", "module_stderr", "stdout", "module_stdout", "reason"):
+        value = res.get(key)
+        if value and str(value).strip():
+            lines = [ln for ln in str(value).strip().splitlines() if ln.strip()]
+            if key != "msg" and lines:
+                return _one_line(lines[-1])
+            return _one_line(value)
+    if "rc" in res:
+        return f"exit code {res['rc']}"
+    return "failed"
+
+
+class Progress:
+    """Turns ansible-runner events into one line per task start and per result, plus activity lines
+    while an until/retries loop (async_status polling) waits. Usable as event_handler directly."""
+
+    def __init__(self, echo: Callable[[str], None], verbosity: int = 0):
+        self.echo = echo
+        self.verbosity = verbosity
+        self.stats: dict[str, dict[str, int]] = {}
+        self.errors: list[str] = []  # ERROR lines ansible-playbook printed outside any task
+        self.messages: list[str] = []  # failure messages, for hints
+        self._started: dict[tuple[str, str], str] = {}
+
+    def __call__(self, event: Mapping[str, Any]) -> bool:
+        try:
+            self.handle(event)
+        except Exception as exc:  # a rendering bug must not lose the run: say it, keep going
+            self.echo(f"(progress display error: {exc!r})")
+        return True  # anything else makes ansible-runner drop the event and the final stats
+
+    def handle(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host = data.get("host", "")
+        task = data.get("task") or data.get("name") or ""
+        res = data.get("res") or {}
+        key = (host, data.get("task_uuid", ""))
+        prefix = f"[{host}]"
+        if kind == "runner_on_start":
+            self._started[key] = event.get("created", "")
+            self.echo(f"{prefix} TASK {task}")
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"):
+            took = data.get("duration")
+            suffix = f" ({took:.0f} s)" if isinstance(took, (int, float)) and took >= 1 else ""
+            if kind == "runner_on_skipped":
+                self.echo(f"{prefix} skipped: {task}")
+            elif kind == "runner_on_ok":
+                state = "changed" if isinstance(res, Mapping) and res.get("changed") else "ok"
+                self.echo(f"{prefix} {state}: {task}{suffix}")
+            else:
+                message = failure_message(res)
+                self.messages.append(message)
+                label = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
+                ignored = " (ignored)" if data.get("ignore_errors") else ""
+                self.echo(f"{prefix} {label}{ignored}: {task}{suffix}: {message}")
+        elif kind in ("runner_retry", "runner_on_async_poll"):
+            since = self._started.get(key)
+            waited = _seconds(since, event.get("created"))
+            clock = f" ({waited:.0f} s)" if waited is not None else ""
+            if data.get("task_action", "").endswith("async_status") or kind == "runner_on_async_poll":
+                self.echo(f"{prefix} … {task}: still running{clock}")
+            else:
+                attempt = res.get("attempts", "?") if isinstance(res, Mapping) else "?"
+                self.echo(f"{prefix} … {task}: retrying (attempt {attempt}){clock}")
+        elif kind == "playbook_on_no_hosts_matched":
+            self.errors.append("no host matched the play")
+        elif kind == "playbook_on_stats":
+            self.stats = stats_from_event(data)
+        elif kind in ("verbose", "error", "warning"):
+            text = _strip_ansi(event.get("stdout", ""))
+            for line in text.splitlines():
+                if re.match(r"\s*(\[ERROR\]|ERROR!)", line):
+                    self.errors.append(_one_line(re.sub(r"^\s*(\[ERROR\]:?|ERROR!)\s*", "", line)))
+            if self.verbosity and text.strip():
+                self.echo(text.rstrip())
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def stats_from_event(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """playbook_on_stats event_data -> host -> {ok, changed, failed, unreachable, skipped}."""
+    hosts: set[str] = set()
+    for source in _STATS_KEYS.values():
+        hosts.update((data.get(source) or {}).keys())
+    hosts.update((data.get("processed") or {}).keys())
+    return {host: {col: int((data.get(src) or {}).get(host, 0)) for col, src in _STATS_KEYS.items()}
+            for host in sorted(hosts)}
+
+
+def render_summary(stats: Mapping[str, Mapping[str, int]], hosts: Iterable[str] = ()) -> list[str]:
+    """The per-host table; a host that never ran (no events) shows as unreachable-less dashes."""
+    names = list(dict.fromkeys([*hosts, *stats]))
+    width = max([4, *(len(n) for n in names)])
+    lines = [f"{'host':<{width}}  " + "  ".join(f"{c:>{max(len(c), 3)}}" for c in STATS_COLUMNS)]
+    for name in names:
+        row = stats.get(name)
+        cells = [str(row[c]) if row else "-" for c in STATS_COLUMNS]
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{max(len(c), 3)}}" for v, c in zip(cells, STATS_COLUMNS,
+                                                                                                strict=True)))
+    return lines
+
+
+def _environment(runner_env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """What ansible-playbook sees: ANSIBLE_*, ENV_ALLOW, whatever the runner itself set or changed."""
+    keep = {}
+    for name, value in runner_env.items():
+        set_by_runner = os.environ.get(name) != value
+        if name.startswith(("ANSIBLE_", "LC_")) or name in ENV_ALLOW or set_by_runner:
+            keep[name] = value
+    keep.update(extra)
+    return keep
+
+
+def run_playbook(
+    playbook: Path,
+    *,
+    inventory: Sequence[str | Path] = (),
+    generated_inventory: Mapping[str, Any] | None = None,
+    hosts: Sequence[str] = (),
+    limit: str | None = None,
+    extravars: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    skip_tags: Sequence[str] = (),
+    check: bool = False,
+    diff: bool = False,
+    verbosity: int = 0,
+    remote_user: str | None = None,
+    become_password: str | None = None,
+    roles_path: Path | None = None,
+    echo: Callable[[str], None] = print,
+    keep: int = KEEP_RUNS,
+    runs_dir: Path | None = None,
+) -> RunResult:
+    """Run `playbook` and stream progress to `echo`. RunnerError when ansible-playbook could not run it;
+    otherwise a RunResult whose `.ok` says whether every host succeeded."""
+    from ansible_runner.config.runner import RunnerConfig  # heavy: only install/uninstall pay for it
+    from ansible_runner.exceptions import AnsibleRunnerException
+    from ansible_runner.runner import Runner
+
+    from .inventory import write_inventory
+
+    runs = runs_dir or state_dir() / "runs"
+    runs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ident = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    progress = Progress(echo, verbosity)
+    artifact_dir = runs / ident
+    status, rc = "unstarted", None
+    try:
+        sources = [str(Path(p).resolve()) for p in inventory]
+        if generated_inventory is not None:
+            sources.append(str(write_inventory(private / "inventory", dict(generated_inventory))))
+        cmdline: list[str] = []
+        if check:
+            cmdline.append("--check")
+        if diff:
+            cmdline.append("--diff")
+        if remote_user:
+            cmdline += ["--user", remote_user]
+        passwords = None
+        if become_password is not None:
+            cmdline.append("--ask-become-pass")
+            passwords = {BECOME_PROMPT: become_password}
+        # The venv's bin directory first: pipx and plain venvs do not put ansible-playbook on PATH.
+        bin_dir = str(Path(sys.executable).parent)
+        path = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
+        envvars = {"PATH": path, "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
+                   "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False"}
+        config = RunnerConfig(
+            private_data_dir=str(private),
+            artifact_dir=str(runs),
+            ident=ident,
+            rotate_artifacts=keep,
+            playbook=str(playbook),
+            inventory=sources or None,
+            limit=limit,
+            extravars=dict(extravars or {}),
+            tags=",".join(tags) or None,
+            skip_tags=",".join(skip_tags) or None,
+            verbosity=verbosity or None,
+            cmdline=shlex.join(cmdline) if cmdline else None,
+            passwords=passwords,
+            roles_path=[str(roles_path)] if roles_path else None,
+            envvars=envvars,
+            quiet=True,
+        )
+        config.prepare()
+        config.env = _environment(config.env, envvars)
+        runner = Runner(config, event_handler=progress)
+        try:
+            status, rc = runner.run()
+            artifact_dir = Path(config.artifact_dir)
+        except AnsibleRunnerException as exc:
+            raise RunnerError(f"ansible-runner failed: {_one_line(exc)}") from None
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+    if not progress.stats:
+        detail = progress.errors[0] if progress.errors else _last_output_line(artifact_dir) or status
+        raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
+    return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
+                     artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages)
+
+
+def _last_output_line(artifact_dir: Path) -> str:
+    try:
+        text = _strip_ansi((artifact_dir / "stdout").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return _one_line(lines[-1]) if lines else ""

@@ -1,0 +1,168 @@
+"""runner.py against a real ansible-runner run of a tiny playbook on this machine (local connection,
+debug/sleep tasks only: nothing on the machine changes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alumet_setup import runner
+from alumet_setup.inventory import build_inventory, resolve_targets
+
+PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Say hello
+      ansible.builtin.debug: {msg: hello}
+    - name: Build slowly
+      ansible.builtin.command: sleep 2
+      async: 30
+      poll: 0
+      register: job
+      changed_when: true
+    - name: Wait for the build
+      ansible.builtin.async_status: {jid: "{{ job.ansible_job_id }}"}
+      register: waited
+      until: waited.finished
+      retries: 20
+      delay: 1
+    - name: Refuse politely
+      ansible.builtin.fail: {msg: "boom: nothing\\nwas changed"}
+      ignore_errors: true
+    - name: Never runs
+      ansible.builtin.debug: {msg: x}
+      when: false
+"""
+PASSWORD = "pw-Zq81-never-on-disk"
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("run")
+    playbook = base / "tiny.yml"
+    playbook.write_text(PLAYBOOK)
+    runs = base / "runs"
+    runs.mkdir()
+    for i in range(5):  # older runs: rotation must drop the oldest
+        old = runs / f"old-{i}"
+        old.mkdir()
+        os.utime(old, (time.time() - 1000 + i, time.time() - 1000 + i))
+    lines: list[str] = []
+    events: list[dict[str, Any]] = []
+    progress_call = runner.Progress.__call__
+
+    def record(self: runner.Progress, event: dict[str, Any]) -> bool:
+        events.append(event)
+        return progress_call(self, event)
+
+    os.environ["ALUMET_TEST_UNRELATED"] = "must-not-reach-ansible"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(runner.Progress, "__call__", record)
+    try:
+        result = runner.run_playbook(
+            playbook, generated_inventory=build_inventory(resolve_targets([])), hosts=["localhost"],
+            extravars={"alumet_group_name": "alumet"}, become_password=PASSWORD, echo=lines.append,
+            keep=3, runs_dir=runs,
+        )
+    finally:
+        mp.undo()
+        del os.environ["ALUMET_TEST_UNRELATED"]
+    return {"result": result, "lines": lines, "events": events, "runs": runs}
+
+
+def test_progress_lines(real_run: dict[str, Any]) -> None:
+    lines = real_run["lines"]
+    assert lines[:2] == ["[localhost] TASK Say hello", "[localhost] ok: Say hello"]
+    assert "[localhost] TASK Wait for the build" in lines
+    assert any(line.startswith("[localhost] … Wait for the build: still running (") for line in lines)
+    assert any(line.startswith("[localhost] changed: Wait for the build") for line in lines)
+    assert "[localhost] FAILED (ignored): Refuse politely: boom: nothing was changed" in lines
+    assert lines[-1] == "[localhost] skipped: Never runs"
+
+
+def test_summary_and_success(real_run: dict[str, Any]) -> None:
+    result = real_run["result"]
+    assert result.ok and result.rc == 0
+    assert result.stats == {"localhost": {"ok": 4, "changed": 2, "failed": 0, "unreachable": 0, "skipped": 1}}
+    assert runner.render_summary(result.stats, result.hosts) == [
+        "host        ok  changed  failed  unreachable  skipped",
+        "localhost    4        2       0            0        1",
+    ]
+
+
+def test_rendering_replays_the_captured_events(real_run: dict[str, Any]) -> None:
+    lines: list[str] = []
+    progress = runner.Progress(lines.append)
+    assert all(progress(event) is True for event in real_run["events"])  # True, or the runner drops events
+    assert lines == real_run["lines"]
+    assert progress.stats == real_run["result"].stats
+
+
+def test_artifacts_rotated_and_kept(real_run: dict[str, Any]) -> None:
+    runs: Path = real_run["runs"]
+    kept = sorted(p.name for p in runs.iterdir())
+    assert len(kept) == 3 and "old-0" not in kept and "old-2" not in kept
+    assert real_run["result"].artifact_dir.parent == runs
+    assert (real_run["result"].artifact_dir / "job_events").is_dir()
+
+
+def test_become_password_never_written(real_run: dict[str, Any]) -> None:
+    artifact_dir: Path = real_run["result"].artifact_dir
+    command = json.loads((artifact_dir / "command").read_text())
+    assert "--ask-become-pass" in command["command"]  # the password was asked for, and answered
+    for path in artifact_dir.rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_only_allowed_environment_reaches_ansible(real_run: dict[str, Any]) -> None:
+    env = json.loads((real_run["result"].artifact_dir / "command").read_text())["env"]
+    assert "ALUMET_TEST_UNRELATED" not in env
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env["PATH"].split(os.pathsep)[0]  # the venv's bin directory first
+
+
+def test_private_data_dir_removed(real_run: dict[str, Any]) -> None:
+    command = json.loads((real_run["result"].artifact_dir / "command").read_text())
+    inventory = command["command"][command["command"].index("-i") + 1]
+    assert len(inventory) < 48 and not Path(inventory).exists()
+
+
+def test_broken_playbook_is_one_runner_error(tmp_path: Path) -> None:
+    playbook = tmp_path / "broken.yml"
+    playbook.write_text("- hosts: all\n  tasks:\n    - name: x\n      no_such_module_here: {}\n")
+    with pytest.raises(runner.RunnerError) as caught:
+        runner.run_playbook(playbook, generated_inventory=build_inventory(resolve_targets([])),
+                            hosts=["localhost"], echo=lambda _line: None, runs_dir=tmp_path / "runs")
+    assert caught.value.rc not in (0, None)
+    assert "\n" not in str(caught.value) and "no_such_module_here" in str(caught.value)
+
+
+def test_unreachable_host_fails_the_run(tmp_path: Path) -> None:
+    playbook = tmp_path / "ping.yml"
+    playbook.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")
+    lines: list[str] = []
+    result = runner.run_playbook(
+        playbook, generated_inventory=build_inventory(resolve_targets(["root@127.0.0.1:1"])),
+        hosts=["127.0.0.1_1"], echo=lines.append, runs_dir=tmp_path / "runs")
+    assert not result.ok
+    assert result.stats["127.0.0.1_1"]["unreachable"] == 1
+    assert any(line.startswith("[127.0.0.1_1] UNREACHABLE: ") for line in lines)
+
+
+def test_failure_message_prefers_the_failing_item() -> None:
+    res = {"msg": "One or more items failed", "results": [{"failed": False}, {"failed": True, "msg": "E: no pkg"}]}
+    assert runner.failure_message(res) == "E: no pkg"
+    assert runner.failure_message({"rc": 3, "stderr": "first\nlast line\n"}) == "last line"
+
+
+def test_a_host_without_events_is_not_a_success(tmp_path: Path) -> None:
+    result = runner.RunResult(rc=0, status="successful", stats={}, artifact_dir=tmp_path, hosts=["lab01"])
+    assert not result.ok
+    assert runner.render_summary({}, ["lab01"])[1].split() == ["lab01", "-", "-", "-", "-", "-"]
