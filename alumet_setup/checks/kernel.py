@@ -1,1 +1,262 @@
-"""(to be written)"""
+"""kernel.perf_event_paranoid: the live value, the value the next boot will set, and whether the
+agent can measure with it.
+
+The boot value follows systemd-sysctl(8) and sysctl.d(5), not procps' `sysctl --system` (which reads
+/etc/sysctl.conf last): see alumet-facts.md. The probe (kernel.perf_probe) lives in probe.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import shlex
+from dataclasses import dataclass
+
+from ..findings import REGISTRY, Context, Finding, Status, check
+from ..hosts import Host
+
+KEY = "kernel.perf_event_paranoid"
+LIVE_PATH = "/proc/sys/kernel/perf_event_paranoid"
+RECOMMENDED = 2  # least privilege with cap_perfmon (alumet-facts.md)
+# Directories in precedence order: a NAME.conf in an earlier one masks the same name in later ones.
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d")
+SPLIT_USR_DIR = "/lib/sysctl.d"  # only read where /lib is not merged into /usr
+# systemd-analyze cat-config sysctl.d could cross-check the order, but it is not used: it cost 13-31 ms
+# here (as much as the rest of this check's file reads), it reads the same files this code reads, and
+# on a fixture host it would report the real machine. The fixtures test the order instead.
+
+
+def normalize_key(key: str) -> str:
+    """sysctl.d(5): 'kernel.perf_event_paranoid' and 'kernel/perf_event_paranoid' are one key.
+
+    When the first separator is a dot, dots are separators and slashes are literal (and swapped).
+    """
+    key = key.strip()
+    first = min((i for i in (key.find("."), key.find("/")) if i >= 0), default=-1)
+    if first >= 0 and key[first] == ".":
+        key = key.translate(str.maketrans("./", "/."))
+    return key
+
+
+def parse_sysctl(text: str) -> list[tuple[str, str]]:
+    """(normalized key, value) assignments of one sysctl.d file, in file order."""
+    assignments = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = key.strip()
+        if key.startswith("-"):
+            key = key[1:]  # '-' only says "ignore a failure to write it": it still sets the key
+        if key.startswith("!"):
+            continue  # excludes a key from a glob; sets nothing itself
+        assignments.append((normalize_key(key), value.strip()))
+    return assignments
+
+
+def key_matches(pattern: str, key: str = KEY) -> bool:
+    """An exact key, or a glob (systemd >= 245 accepts 'net.ipv4.conf.*.rp_filter')."""
+    wanted = normalize_key(key)
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(wanted, pattern)
+    return pattern == wanted
+
+
+def sysctl_files(host: Host) -> list[str]:
+    """The files systemd-sysctl applies at boot, in the order it applies them."""
+    dirs = list(SYSCTL_DIRS)
+    if host.realpath("/lib") != "/usr/lib":
+        dirs.append(SPLIT_USR_DIR)
+    chosen: dict[str, str | None] = {}
+    for directory in dirs:
+        for name in host.listdir(directory):
+            if not name.endswith(".conf") or name in chosen:
+                continue
+            path = f"{directory}/{name}"
+            if host.realpath(path) == "/dev/null":
+                chosen[name] = None  # masks the name in later directories, sets nothing
+                continue
+            st = host.stat(path)
+            if st is None or not st.is_file:
+                continue  # a dangling link or a directory is skipped and masks nothing
+            chosen[name] = path
+    # Applied by file NAME in byte order, whatever the directory: a later name wins for a key.
+    order = sorted(chosen, key=lambda n: n.encode("utf-8", "surrogateescape"))
+    return [path for name in order if (path := chosen[name])]
+
+
+@dataclass(frozen=True)
+class Setter:
+    file: str
+    value: str
+
+    @property
+    def int_value(self) -> int | None:
+        try:
+            return int(self.value)
+        except ValueError:
+            return None
+
+
+def boot_setters(host: Host) -> list[Setter]:
+    """Every place that sets the key at boot, in application order: the kernel command line
+    (sysctl.KEY=, applied by the kernel before init), then each sysctl.d file."""
+    setters = []
+    for word in (host.read_text("/proc/cmdline") or "").split():
+        name, sep, value = word.partition("=")
+        if sep and name.startswith("sysctl.") and key_matches(normalize_key(name[len("sysctl."):])):
+            setters.append(Setter("/proc/cmdline", value))
+    for path in sysctl_files(host):
+        for key, value in parse_sysctl(host.read_text(path) or ""):
+            if key_matches(key):
+                setters.append(Setter(path, value))
+    return setters
+
+
+def kernel_default(host: Host) -> int:
+    """The value a kernel starts with when nothing sets it: distribution patches change it."""
+    if host.exists("/proc/version_signature"):  # only Ubuntu kernels have it
+        return 4
+    if "debian-kernel@lists.debian.org" in (host.read_text("/proc/version") or ""):
+        return 3
+    return 2
+
+
+def overriding(setters: list[Setter], own_file: str) -> list[Setter]:
+    """Setters applied after `own_file` (by name) with another value than its own (any value, when it
+    sets none): they silently win over what alumet-setup writes."""
+    own_name = posixpath.basename(own_file).encode("utf-8", "surrogateescape")
+    own = [s for s in setters if s.file == own_file]
+    own_value = own[-1].value if own else None
+    return [s for s in setters
+            if s.file != "/proc/cmdline" and s.file != own_file
+            and posixpath.basename(s.file).encode("utf-8", "surrogateescape") > own_name
+            and s.value != own_value]
+
+
+# Severity order for combining several judgements into one status.
+_RANK = {Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    reason: str
+    step: str | None = None  # "sysctl" (change the value) or "capabilities" (grant cap_perfmon)
+
+
+def judge(value: int, has_perfmon: bool, probe: Finding | None) -> Verdict:
+    """Can the agent open CPU-wide perf events (RAPL PMU, perf plugin) at this level?"""
+    if value <= 0:
+        # perf_paranoid_cpu() is `paranoid > 0`: CPU-wide events need no capability here.
+        return Verdict(Status.OK, f"{value}: CPU-wide events allowed without capabilities")
+    if value <= 2:
+        if has_perfmon:
+            return Verdict(Status.OK, f"{value} with cap_perfmon")
+        limit = "own processes only" if value == 2 else "no CPU-wide events"
+        return Verdict(Status.FAIL, f"{value} without cap_perfmon: {limit} (RAPL needs CPU-wide events)",
+                       "capabilities")
+    if value == 3:
+        if not has_perfmon:
+            return Verdict(Status.FAIL, "3 (Debian patch) without cap_perfmon: perf_event_open refused", "sysctl")
+        if probe is not None and probe.status is Status.OK:
+            return Verdict(Status.OK, "3 (Debian patch): perf_event_open works here (probed)")
+        if probe is not None and probe.status is Status.FAIL:
+            return Verdict(Status.FAIL, f"3 (Debian patch): the probe failed: {probe.detail}", "sysctl")
+        return Verdict(Status.WARN, "Debian-patched level 3: must be probed", "sysctl")
+    return Verdict(Status.FAIL, f"{value} (Ubuntu patch): not supported even with capabilities", "sysctl")
+
+
+_SED_KEY = r"^[[:space:]]*-?[[:space:]]*kernel[./]perf_event_paranoid[[:space:]]*="
+
+
+def _persist_fix(host: Host, sysctl_file: str) -> str:
+    """Write the recommended value into alumet-setup's file without losing the file's other settings."""
+    line = shlex.quote(f"{KEY} = {RECOMMENDED}")
+    target = shlex.quote(sysctl_file)
+    others = [k for k, _ in parse_sysctl(host.read_text(sysctl_file) or "") if not key_matches(k)]
+    if not others:
+        return f"echo {line} | sudo tee {target}"
+    return f"sudo sed -i -E '/{_SED_KEY}/d' {target} && echo {line} | sudo tee -a {target}"
+
+
+def _unoverride_fix(host: Host, setter: Setter) -> str:
+    """Comment the key out of a file that overrides ours. A vendor file is not edited (an upgrade
+    would restore it): a same-named copy in /etc/sysctl.d masks it and keeps its other settings."""
+    comment = shlex.quote(f"s/({_SED_KEY})/# \\1/")
+    if setter.file.startswith(("/etc/", "/run/")):
+        return f"sudo sed -i -E {comment} {shlex.quote(host.realpath(setter.file))}"
+    copy = shlex.quote(f"/etc/sysctl.d/{posixpath.basename(setter.file)}")
+    return f"sed -E {comment} {shlex.quote(setter.file)} | sudo tee {copy} >/dev/null"
+
+
+def _probe(ctx: Context) -> Finding | None:
+    # The probe is another module's check and may not be registered. It must not ask for this check's
+    # finding, or the two would wait on each other.
+    return ctx.finding("kernel.perf_probe") if "kernel.perf_probe" in REGISTRY else None
+
+
+@check("kernel.perf_event_paranoid", "perf_event_paranoid")
+def perf_event_paranoid(ctx: Context) -> Finding:
+    host = ctx.host
+    text = host.read_text(LIVE_PATH)
+    if text is None:
+        return Finding(Status.NOT_AVAILABLE, f"no {LIVE_PATH}: kernel built without perf events")
+    try:
+        live = int(text.strip())
+    except ValueError:
+        return Finding(Status.ERROR, f"{LIVE_PATH}: unexpected value {text.strip()!r}")
+
+    setters = boot_setters(host)
+    valid = [s for s in setters if s.int_value is not None]  # the kernel refuses the others
+    if valid:
+        boot, boot_file = valid[-1].int_value, valid[-1].file
+    else:
+        boot, boot_file = kernel_default(host), None
+    over = overriding(setters, ctx.options.sysctl_file)
+    data = {"live": live, "boot": boot, "boot_file": boot_file,
+            "setters": [{"file": s.file, "value": s.value} for s in setters],
+            "overriding_files": [s.file for s in over]}
+
+    caps = ctx.finding("agent.capabilities")
+    has_perfmon = bool(caps.data.get("has_perfmon"))
+    probe = _probe(ctx) if 3 in (live, boot) else None
+    now = judge(live, has_perfmon, probe)
+    later = judge(boot, has_perfmon, probe) if boot != live else now
+
+    # (status, text, step) for each problem; the worst one leads the detail.
+    problems: list[tuple[Status, str, str | None]] = []
+    notes: list[str] = []
+    if now.status is not Status.OK:
+        problems.append((now.status, f"live {now.reason}", now.step))
+    if boot != live:
+        change = f"a reboot will set {boot} ({boot_file or 'the kernel default'})"
+        if later.status is Status.OK:
+            notes.append(change)
+        else:  # not broken yet: a warning
+            problems.append((Status.WARN, f"{change}: {later.reason}", later.step))
+    if over:
+        names = ", ".join(f"{s.file} ({s.value})" for s in over)
+        problems.append((Status.WARN, f"{names} overrides {ctx.options.sysctl_file} at boot", "sysctl"))
+    if not problems:
+        return Finding(Status.OK, "; ".join([f"live {now.reason}", *notes]), data=data)
+
+    problems.sort(key=lambda p: _RANK[p[0]], reverse=True)  # stable: the live problem first among equals
+    status, _, step = problems[0]
+    if step == "capabilities":
+        step = caps.install_step or step  # no agent yet: installing it comes first
+    steps = {p[2] for p in problems}
+    fixes = [_unoverride_fix(host, s) for s in over]
+    if "capabilities" in steps and caps.fix:
+        fixes.append(caps.fix)
+    own = [s.int_value for s in setters if s.file == ctx.options.sysctl_file and s.int_value is not None]
+    own_ok = bool(own) and judge(own[-1], has_perfmon, probe).status is Status.OK
+    if later.status is not Status.OK and later.step == "sysctl" and not own_ok:
+        fixes.append(_persist_fix(host, ctx.options.sysctl_file))
+    if now.status is not Status.OK and now.step == "sysctl":
+        fixes.append(f"sudo sysctl -w {KEY}={RECOMMENDED}")
+    return Finding(status, "; ".join([p[1] for p in problems] + notes), fix=" && ".join(fixes) or None,
+                   install_step=step, data=data)

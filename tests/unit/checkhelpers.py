@@ -1,0 +1,73 @@
+"""Shared by the doctor check tests: fixture trees as hosts, and stand-ins for other checks' findings."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from alumet_setup.findings import REGISTRY, CheckSpec, Context, Finding, Options, Status
+from alumet_setup.hosts import COMMAND_NOT_FOUND, CommandResult, LocalHost
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class FixtureHost(LocalHost):
+    """A fixture tree read as if it were /. Commands come from `canned` (by program name) or, for an
+    absolute path, run the tree's own file; `ran` records what was asked."""
+
+    def __init__(self, root: str | Path, canned: dict[str, CommandResult] | None = None):
+        super().__init__(root=str(root), name=Path(root).name, path_env=FIXTURE_PATH)
+        self.canned = canned or {}
+        self.ran: list[tuple[str, ...]] = []
+
+    def run(self, argv: Sequence[str], timeout: float = 10.0, env: dict[str, str] | None = None) -> CommandResult:
+        self.ran.append(tuple(argv))
+        name = posixpath.basename(argv[0])
+        if name in self.canned:
+            return self.canned[name]
+        if argv[0].startswith("/"):
+            inside = os.path.join(self.root, self.realpath(argv[0]).lstrip("/"))
+            if os.path.isfile(inside):
+                return super().run([inside, *argv[1:]], timeout, env)
+        return CommandResult(tuple(argv), COMMAND_NOT_FOUND, "", f"{argv[0]}: command not found")
+
+
+def result(stdout: str = "", rc: int = 0, stderr: str = "") -> CommandResult:
+    return CommandResult(("canned",), rc, stdout, stderr)
+
+
+def copy_fixture(name: str, tmp_path: Path) -> Path:
+    """A private copy (tests change modes and owners) with modes that do not depend on the umask."""
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / name, root, symlinks=True)
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(0o755)
+        else:
+            path.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
+    return root
+
+
+def stub(monkeypatch: pytest.MonkeyPatch, check_id: str, finding: Finding) -> None:
+    """Make another check answer `finding`, for this test only."""
+    monkeypatch.setitem(REGISTRY, check_id, CheckSpec(check_id, check_id, check_id.split(".")[0],
+                                                      lambda _ctx: finding))
+
+
+def caps_finding(has_perfmon: bool = True, has_ptrace: bool = True) -> Finding:
+    status = Status.OK if has_perfmon else Status.FAIL
+    fix = None if has_perfmon else "sudo setcap 'cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep' /opt/alumet/bin/x"
+    return Finding(status, "stub", fix=fix, install_step=None if has_perfmon else "capabilities",
+                   data={"has_perfmon": has_perfmon, "has_sys_nice": has_perfmon, "has_ptrace": has_ptrace})
+
+
+def context(host: LocalHost, **options: object) -> Context:
+    return Context(host, Options(**options))  # type: ignore[arg-type]
