@@ -55,8 +55,12 @@ def cli() -> None:
 @click.option("--check", "check_ids", multiple=True, metavar="ID[,ID]", help="Run only these checks.")
 @click.option("--list-checks", is_flag=True, help="List the check ids and titles, then exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show fix commands for passing checks too.")
+@click.option("--probe", is_flag=True,
+              help="Also start alumet-agent for a second (rapl + csv in a temporary directory) and report "
+                   "what each plugin really measured (check agent.probe).")
 def doctor(hosts: tuple[str, ...], as_json: bool, config_path: str | None, agent_path: str | None,
-           plugins: tuple[str, ...], check_ids: tuple[str, ...], list_checks: bool, verbose: bool) -> None:
+           plugins: tuple[str, ...], check_ids: tuple[str, ...], list_checks: bool, verbose: bool,
+           probe: bool) -> None:
     """Tell whether a host is ready for each Alumet plugin, why not, and what fixes it."""
     from . import doctor as doc
     from .findings import REGISTRY, Options
@@ -75,7 +79,7 @@ def doctor(hosts: tuple[str, ...], as_json: bool, config_path: str | None, agent
         unknown = sorted(set(selected_checks) - set(doc.check_ids()))
         if unknown:
             fail(f"unknown check {', '.join(unknown)} (see --list-checks)")
-    options = Options(agent_path=agent_path)
+    options = Options(agent_path=agent_path, probe=probe)
     if config_path is not None:
         _require_toml(config_path)
         options.config_path = config_path
@@ -211,6 +215,61 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
     hint = "".join(f" --host {shlex.quote(h)}" for h in doctor_hosts)
     click.echo(f"Next: alumet-setup doctor{hint}")
     sys.exit(EXIT_OK if result.ok else EXIT_NOT_READY)
+
+
+@cli.group()
+def config() -> None:
+    """Render and validate Alumet configuration files (profiles: templates/alumet-config/)."""
+
+
+@config.command("render")
+@click.option("--profile", "profile_name", default="energy-attribution", show_default=True, metavar="NAME",
+              help="energy-attribution, rapl, rapl-perf or nvml.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override a profile parameter (repeatable); --list-parameters shows them.")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write FILE atomically instead of printing.")
+@click.option("--list-parameters", is_flag=True, help="List the profile's parameters and defaults, then exit.")
+def config_render(profile_name: str, settings: tuple[str, ...], output: str | None, list_parameters: bool) -> None:
+    """Print (or write) the configuration of a profile; nothing is written unless it validates."""
+    from . import profiles
+
+    try:
+        profile = profiles.get_profile(profile_name)
+        if list_parameters:
+            for p in profile.parameters:
+                click.echo(f"{p.name:28} {str(p.default).lower() if p.kind == 'bool' else p.default:20} {p.help}")
+            return
+        text = profiles.render(profile.name, profiles.parse_settings(profile, settings))
+    except profiles.ProfileError as exc:
+        fail(str(exc))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        profiles.write_atomic(output, text)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    click.echo(f"wrote {output} (profile {profile.name})", err=True)
+
+
+@config.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def config_validate(file: str) -> None:
+    """Check FILE against the configuration schema of the pinned alumet-agent; exit 1 when invalid."""
+    from . import alumet_schema
+
+    try:
+        with open(file, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        fail(f"{file}: {exc.strerror or exc}")
+    errors = alumet_schema.validate_text(text)
+    for error in errors:
+        click.echo(f"{file}: {error}")
+    if errors:
+        sys.exit(EXIT_NOT_READY)
+    click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

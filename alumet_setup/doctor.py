@@ -87,18 +87,18 @@ class Report:
         return not any(p.verdict == Verdict.BLOCKED for p in self.plugins)
 
     def summary(self) -> str:
-        by: dict[str, list[PluginVerdict]] = {}
-        for p in self.plugins:
-            by.setdefault(p.verdict, []).append(p)
+        """One line: "ready for rapl, procfs; blocked for perf, csv (<first reason>); ..."."""
         parts = []
-        if Verdict.READY in by:
-            parts.append("ready for " + ", ".join(p.plugin for p in by[Verdict.READY]))
-        if Verdict.DEGRADED in by:
-            parts.append("degraded for " + "; ".join(f"{p.plugin}: {_first(p.reasons)}" for p in by[Verdict.DEGRADED]))
-        if Verdict.BLOCKED in by:
-            parts.append("blocked for " + "; ".join(f"{p.plugin}: {_first(p.reasons)}" for p in by[Verdict.BLOCKED]))
-        if Verdict.NOT_AVAILABLE in by:
-            parts.append("not available here: " + ", ".join(p.plugin for p in by[Verdict.NOT_AVAILABLE]))
+        for verdict, label in ((Verdict.READY, "ready for"), (Verdict.DEGRADED, "degraded for"),
+                               (Verdict.BLOCKED, "blocked for"), (Verdict.NOT_AVAILABLE, "not available here:")):
+            # Plugins stopped by the same first reason are named together, the reason once.
+            explained = verdict in (Verdict.DEGRADED, Verdict.BLOCKED)
+            by_reason: dict[str, list[str]] = {}
+            for p in self.plugins:
+                if p.verdict == verdict:
+                    by_reason.setdefault(p.reasons[0] if explained and p.reasons else "", []).append(p.plugin)
+            for reason, names in by_reason.items():
+                parts.append(f"{label} {', '.join(names)}" + (f" ({reason})" if reason else ""))
         return "; ".join(parts) if parts else "no plugin selected"
 
     def to_json(self) -> dict[str, Any]:
@@ -110,10 +110,6 @@ class Report:
             "checks": [r.to_json() for r in self.results],
             "plugins": {p.plugin: {"verdict": p.verdict, "reasons": p.reasons} for p in self.plugins},
         }
-
-
-def _first(reasons: list[str]) -> str:
-    return reasons[0] if reasons else "see above"
 
 
 def _jsonable(value: Any) -> Any:

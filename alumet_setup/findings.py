@@ -98,6 +98,7 @@ class Options:
     sysctl_file: str = paths.SYSCTL_FILE  # where alumet-setup writes perf_event_paranoid
     group: str = paths.GROUP  # the group that may read RAPL counters and is exempt from hidepid
     powercap_world_readable: bool = False  # the user chose a+r on energy_uj, accepting CVE-2020-8694
+    probe: bool = False  # doctor --probe: start the agent for a second (checks/agent_probe.py)
 
 
 class Context:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("system", "toolchain", "agent", "kernel", "probe", "procfs", "rapl", "nvml", "config")
+MODULES = ("system", "toolchain", "agent", "agent_probe", "kernel", "probe", "procfs", "rapl", "nvml", "config")
 
 
 def load_all() -> None:

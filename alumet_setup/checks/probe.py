@@ -11,6 +11,7 @@ import errno
 import functools
 import importlib.resources
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..findings import Context, Finding, Status, check
@@ -45,7 +46,12 @@ def setpriv_argv(python: str, caps: list[int]) -> list[str]:
     if caps:
         spec = ",".join(f"+cap_{n}" for n in caps)
         argv += [f"--inh-caps={spec}", f"--ambient-caps={spec}"]
-    return [*argv, python, "-c", probe_source()]
+    return [*argv, *probe_argv(python)]
+
+
+def probe_argv(python: str) -> list[str]:
+    # -I -S: no site packages, no user environment: faster start, and nothing of the caller's leaks in.
+    return [python, "-I", "-S", "-c", probe_source()]
 
 
 def parse(result: CommandResult) -> dict[str, Any] | None:
@@ -91,8 +97,27 @@ def _blocked_for_everyone(raw: dict[str, Any]) -> str | None:
 def perf_probe(ctx: Context) -> Finding:
     # /usr/bin/python3 first: nobody cannot run interpreters under root's home (pyenv shims, ...).
     python = "/usr/bin/python3" if ctx.host.exists("/usr/bin/python3") else "python3"
-    first = ctx.host.run([python, "-c", probe_source()], timeout=10)
-    raw = parse(first)
+    # The unprivileged probe starts at once, beside the one as the caller: doctor must answer fast.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        as_agent = pool.submit(_probe_as_agent, ctx, python)
+        first = ctx.host.run(probe_argv(python), timeout=10)
+        raw = parse(first)
+        if raw is None or raw["uid"] != 0:
+            as_agent.cancel()
+        second, caps, caps_text = as_agent.result() if not as_agent.cancelled() else (None, [], "")
+    return _judge(ctx, python, first, raw, second, caps, caps_text)
+
+
+def _probe_as_agent(ctx: Context, python: str) -> tuple[CommandResult | None, list[int], str]:
+    """The probe as nobody holding only the agent's capabilities (root only; None without setpriv)."""
+    caps, caps_text = _agent_caps(ctx)
+    if ctx.host.which("setpriv") is None:
+        return None, caps, caps_text
+    return ctx.host.run(setpriv_argv(python, caps), timeout=10), caps, caps_text
+
+
+def _judge(ctx: Context, python: str, first: CommandResult, raw: dict[str, Any] | None,
+           second: CommandResult | None, caps: list[int], caps_text: str) -> Finding:
     if raw is None:
         return Finding(Status.ERROR, f"the probe did not run: {_failure(first)}", data={"python": python})
     data: dict[str, Any] = {"python": python, "rapl": raw["rapl"], "probes": {}}
@@ -105,12 +130,10 @@ def perf_probe(ctx: Context) -> Finding:
         blocked = _blocked_for_everyone(raw)
         if blocked:
             return Finding(Status.NOT_AVAILABLE, blocked, data={**data, "judged": "root", "cpu_wide_ok": False})
-        if ctx.host.which("setpriv") is None:
+        if second is None:
             return Finding(Status.WARN, "setpriv is missing: probed as root only, not with the agent's privileges",
                            fix="sudo apt-get install -y util-linux", data={**data, "judged": "root",
                                                                              "cpu_wide_ok": raw["cpu_wide"]["ok"]})
-        caps, caps_text = _agent_caps(ctx)
-        second = ctx.host.run(setpriv_argv(python, caps), timeout=10)
         judged = parse(second)
         if judged is None:
             return Finding(Status.ERROR, f"the probe as uid {NOBODY} did not run: {_failure(second)}",

@@ -88,14 +88,18 @@ def _container_kind(host: Host) -> str | None:
     return environ.strip() if environ else None
 
 
+# What systemd-detect-virt prints inside containers (as opposed to virtual machines).
+CONTAINER_KINDS = {"docker", "podman", "lxc", "lxc-libvirt", "systemd-nspawn", "rkt", "wsl", "proot", "pouch",
+                   "openvz", "container-other"}
+
+
 @check("system.virtualization", "Virtualization")
 def virtualization(ctx: Context) -> Finding:
     result = ctx.host.run(["systemd-detect-virt"])
     kind = result.stdout.strip() if result.found else ""
     if not kind or kind == "none":
         kind = _container_kind(ctx.host) or ("none" if result.found else "unknown")
-    container = ctx.host.run(["systemd-detect-virt", "--container"]).stdout.strip() if result.found else ""
-    is_container = bool(container and container != "none") or kind in {"podman", "docker", "lxc", "container"}
+    is_container = kind in CONTAINER_KINDS
     data = {"kind": kind, "container": is_container}
     if kind == "none":
         return ok("bare metal", **data)

@@ -75,7 +75,7 @@ def test_cap_numbers_and_setpriv_argv() -> None:
     argv = probe.setpriv_argv("/usr/bin/python3", [38, 23])
     assert argv[:4] == ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     assert "--inh-caps=+cap_38,+cap_23" in argv and "--ambient-caps=+cap_38,+cap_23" in argv
-    assert argv[-3:-1] == ["/usr/bin/python3", "-c"]
+    assert argv[-5:-1] == ["/usr/bin/python3", "-I", "-S", "-c"]
     assert not any(a.startswith("--ambient") for a in probe.setpriv_argv("python3", []))
 
 

@@ -1,0 +1,197 @@
+"""Alumet configuration profiles: parameters, rendering (Jinja2) and validation before anything is written.
+
+The templates are templates/alumet-config/<profile>.toml.j2, the same files the alumet_config role
+renders with ansible.builtin.template: one source of truth. They read the role's variable names,
+`alumet_config_<parameter>`, so this module passes exactly those. Templates may only use what both
+ansible's templar and plain Jinja2 accept: `{% include %}` of a sibling file, `if`, and the
+`tojson` filter (JSON string and boolean literals are valid TOML too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import alumet_schema
+
+VARIABLE_PREFIX = "alumet_config_"
+TEMPLATE_DIR = "alumet-config"
+
+
+class ProfileError(ValueError):
+    """Bad profile name, parameter or value: a usage error, one line."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    kind: str  # alumet_schema.Scalar kinds: duration, bool, char, string; or a choice via `choices`
+    default: Any
+    help: str
+    plugins: tuple[str, ...]  # the parameter exists in a profile that enables one of these
+    choices: tuple[str, ...] = ()
+
+    @property
+    def variable(self) -> str:
+        return VARIABLE_PREFIX + self.name
+
+    def parse(self, text: str) -> Any:
+        """`--set NAME=TEXT` -> the typed value, checked like the validator would."""
+        value: Any = text
+        if self.kind == "bool":
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false"):
+                raise ProfileError(f"--set {self.name}: expected true or false, got {text!r}")
+            value = lowered == "true"
+        errors: list[str] = []
+        alumet_schema.Scalar(self.kind, self.choices).check(value, f"--set {self.name}", errors)
+        if errors:
+            raise ProfileError(errors[0])
+        return value
+
+
+# Defaults are upstream's own defaults (alumet_schema lists the sources) except where noted.
+PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("poll_interval", "duration", "1s", "interval between two measurements (rapl, perf, nvml)",
+              ("rapl", "perf", "nvml")),
+    Parameter("flush_interval", "duration", "5s", "interval between two flushes to the outputs", ("rapl", "perf",
+              "nvml", "procfs")),
+    Parameter("no_perf_events", "bool", False, "rapl: always read powercap, never perf_events", ("rapl",)),
+    # Relative on purpose: the service runs in /var/lib/alumet (its StateDirectory), an interactive
+    # `alumet-agent exec` writes next to the user, as upstream's default does.
+    Parameter("output_path", "string", "alumet-output.csv", "csv: output file (truncated at every start)", ("csv",)),
+    Parameter("csv_delimiter", "char", ";", "csv: field delimiter", ("csv",)),
+    Parameter("csv_late_delimiter", "char", ",", "csv: delimiter inside the __late_attributes column", ("csv",)),
+    Parameter("force_flush", "bool", True, "csv: flush the file after every write", ("csv",)),
+    Parameter("append_unit_to_metric_name", "bool", True, "csv: metric column reads e.g. rapl_consumed_energy_J",
+              ("csv",)),
+    Parameter("use_unit_display_name", "bool", True, "csv: unit display name (J) rather than unique name",
+              ("csv",)),
+    Parameter("procfs_poll_interval", "duration", "5s", "procfs: kernel, memory and network interval",
+              ("procfs",)),
+    Parameter("process_poll_interval", "duration", "1s", "procfs: per-process interval (event strategy)",
+              ("procfs",)),
+    Parameter("memory_mode", "string", "quick", "procfs: per-process memory statistics", ("procfs",),
+              ("quick", "slow_but_accurate")),
+    # Upstream has no default. Points reach the transform in batches every flush_interval, so keep them
+    # longer than that or the interpolation has no neighbours to work with.
+    Parameter("retention_time", "duration", "10s", "energy-attribution: how long points are kept",
+              ("energy-attribution",)),
+    Parameter("nvml_mode", "string", "full", "nvml: full metrics, or power only", ("nvml",), ("full", "minimal")),
+    Parameter("nvml_skip_failed_devices", "bool", True, "nvml: go on when one GPU cannot be inspected", ("nvml",)),
+)
+PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    plugins: tuple[str, ...]
+    description: str
+
+    @property
+    def template(self) -> str:
+        """Path relative to templates/: what the alumet_config role's template task names too."""
+        return f"{TEMPLATE_DIR}/{self.name}.toml.j2"
+
+    @property
+    def parameters(self) -> tuple[Parameter, ...]:
+        return tuple(p for p in PARAMETERS if set(p.plugins) & set(self.plugins))
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p for p in (
+        Profile("energy-attribution", ("rapl", "procfs", "energy-attribution", "csv"),
+                "RAPL energy attributed to each process by its CPU share"),
+        Profile("rapl", ("rapl", "csv"), "RAPL energy counters only"),
+        Profile("rapl-perf", ("rapl", "perf", "csv"), "RAPL and perf hardware/cache counters"),
+        Profile("nvml", ("rapl", "nvml", "csv"), "RAPL and NVIDIA GPUs through NVML"),
+    )
+}
+DEFAULT_PROFILE = "energy-attribution"
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ProfileError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})") from None
+
+
+def parse_settings(profile: Profile, settings: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`["poll_interval=2s", ...]` -> {"poll_interval": "2s"}; unknown keys and bad values are errors."""
+    known = {p.name: p for p in profile.parameters}
+    values: dict[str, Any] = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ProfileError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in known:
+            raise ProfileError(f"--set {key}: not a parameter of profile {profile.name} "
+                               f"(known: {', '.join(known)})")
+        values[key] = known[key].parse(text)
+    return values
+
+
+def variables(profile: Profile, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The template variables, named as the role names them: defaults overlaid with `values`."""
+    merged = {p.name: p.default for p in profile.parameters} | dict(values or {})
+    return {"alumet_config_profile": profile.name} | {VARIABLE_PREFIX + k: v for k, v in merged.items()}
+
+
+def templates_dir() -> Path:
+    from .resources import bundled
+
+    return bundled("templates")
+
+
+def render(profile_name: str, values: Mapping[str, Any] | None = None, template_root: Path | None = None) -> str:
+    """The configuration text of a profile; ProfileError when the result would not pass validation."""
+    import jinja2  # here, not at import time: doctor must stay fast
+
+    profile = get_profile(profile_name)
+    root = (template_root or templates_dir()) / TEMPLATE_DIR
+    # ansible.builtin.template's settings, so both give the same bytes: trim_blocks, and trailing
+    # newlines dropped by Jinja (included files' too) then restored for the top template only.
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined, trim_blocks=True,
+        keep_trailing_newline=False, autoescape=False,
+    )
+    try:
+        template = env.get_template(f"{profile.name}.toml.j2")
+        text = template.render(variables(profile, values))
+        source = (root / f"{profile.name}.toml.j2").read_text(encoding="utf-8")
+        text += "\n" * max(0, _trailing_newlines(source) - _trailing_newlines(text))
+    except jinja2.TemplateNotFound as exc:
+        raise ProfileError(f"profile {profile.name}: template {exc.name} is missing from {root}") from None
+    except jinja2.UndefinedError as exc:
+        raise ProfileError(f"profile {profile.name}: template error: {exc.message}") from None
+    errors = alumet_schema.validate_text(text)
+    if errors:
+        raise ProfileError(f"profile {profile.name}: rendered configuration is invalid: {'; '.join(errors)}")
+    return text
+
+
+def _trailing_newlines(text: str) -> int:
+    return len(text) - len(text.rstrip("\n"))
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    """Write next to the target, then rename: readers see the old file or the new one, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".alumet-config.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,172 @@
+"""agent.probe (doctor --probe): the log parser on real agent log shapes, the verdicts, and a run end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from _fakes import FIXTURES, ScriptedHost, done, evaluate, stand_in
+
+from alumet_setup import doctor
+from alumet_setup.checks import agent_probe
+from alumet_setup.checks.agent_probe import PluginOutcome, csv_metric_rows, judge, parse_agent_log
+from alumet_setup.findings import Options, Status
+from alumet_setup.hosts import CommandResult, LocalHost
+
+LOGS = Path(FIXTURES) / "agent-logs"
+ROOT = Path(__file__).resolve().parents[2]
+RAPL_CSV = (
+    "metric;timestamp;value;resource_kind;resource_id;consumer_kind;consumer_id;domain;__late_attributes\n"
+    "rapl_consumed_energy_J;2026-06-12T09:14:02.2Z;1.93;cpu_package;0;local_machine;;package;\n"
+    "rapl_consumed_energy_J;2026-06-12T09:14:02.2Z;1.93;local_machine;;local_machine;;package_total;\n"
+)
+
+
+def log(name: str) -> agent_probe.AgentLog:
+    return parse_agent_log((LOGS / f"{name}.log").read_text(encoding="utf-8"))
+
+
+def test_success_log() -> None:
+    parsed = log("success")
+    assert parsed.ready and parsed.failed_plugin is None and parsed.error is None
+    assert parsed.messages == []
+
+
+def test_perf_events_denied_log_falls_back_to_powercap() -> None:
+    parsed = log("perf-events-denied")
+    assert parsed.ready and parsed.failed_plugin is None
+    assert parsed.rapl_message() == ("I could not use perf_events to read RAPL energy counters: "
+                                     "Permission denied (os error 13).")
+    [rapl] = judge(parsed, csv_metric_rows(RAPL_CSV), ["rapl"])
+    assert rapl.outcome == "measured" and rapl.message.startswith("through powercap: I could not use perf_events")
+
+
+def test_powercap_denied_log_stops_the_agent() -> None:
+    parsed = log("powercap-denied")
+    assert not parsed.ready and parsed.failed_plugin == "rapl"
+    assert parsed.error_chain == [
+        "startup failure",
+        "plugin failed to start: rapl v0.3.1",
+        "Could not open /sys/devices/virtual/powercap/intel-rapl/intel-rapl:0/energy_uj. Try to adjust file "
+        "permissions.",
+        "Permission denied (os error 13)",
+    ]
+    assert parsed.rapl_message().startswith("I could not use the powercap sysfs to read RAPL energy counters: "
+                                            "Could not open /sys/devices/virtual/powercap/")
+    rapl, csv = judge(parsed, {}, ["rapl", "csv"])
+    assert rapl.outcome == "failed" and "powercap sysfs" in rapl.message
+    assert csv == PluginOutcome("csv", "not-started", "the agent stopped at rapl")
+
+
+def test_no_rapl_pmu_log_is_not_available() -> None:
+    parsed = log("no-rapl-pmu")
+    assert not parsed.ready and parsed.failed_plugin == "rapl"
+    assert parsed.error.startswith("Both perf_events and powercap failed, unable to read RAPL counters: Could not "
+                                   "read /sys/devices/power/events.")
+    assert parsed.error.endswith("No such file or directory (os error 2)")  # the continuation line joined
+    [rapl] = judge(parsed, {}, ["rapl"])
+    assert rapl.outcome == "not-available"
+    assert rapl.message.startswith("Both perf_events and powercap failed, unable to read RAPL counters")
+
+
+def test_ready_without_rows_is_no_data() -> None:
+    rapl, csv = judge(log("success"), {"standin_exec_time_s": 1}, ["rapl", "csv"])
+    assert rapl.outcome == "no-data" and csv == PluginOutcome("csv", "measured", "1 row")
+
+
+def test_csv_rows_per_metric() -> None:
+    assert csv_metric_rows(RAPL_CSV) == {"rapl_consumed_energy_J": 2}
+    assert csv_metric_rows("") == {} and csv_metric_rows("not;a;header\n1;2;3\n") == {}
+
+
+# ---- the check ----------------------------------------------------------------------------------
+
+def test_not_run_unless_asked_and_no_verdict_uses_it() -> None:
+    f = evaluate(LocalHost(), "agent.probe", Options())
+    assert f.status is Status.NOT_AVAILABLE and f.detail == "not run (use --probe)"
+    assert all("agent.probe" not in needs.required + needs.recommended for needs in doctor.PLUGINS.values())
+
+
+def test_refuses_to_run_an_unsafe_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in(monkeypatch, "agent.binary", Status.FAIL, "unsafe to carry capabilities: /tmp is writable",
+             path="/tmp/alumet-agent")
+    host = ScriptedHost(os.path.join(FIXTURES, "agent-logs"))
+    f = evaluate(host, "agent.probe", Options(probe=True))
+    assert f.status is Status.FAIL and f.detail.startswith("cannot probe: unsafe")
+    assert host.calls == []
+
+
+class ProbeHost(ScriptedHost):
+    """mktemp, the config write, the agent (answering with a fixture log) and rm, on a fake host."""
+
+    def __init__(self, agent_log: str, csv_text: str | None):
+        super().__init__(root=FIXTURES)
+        self.agent_log, self.csv_text = agent_log, csv_text
+        self.script = self.answer
+
+    def answer(self, argv: Sequence[str]) -> CommandResult:
+        if argv[0] == "mktemp":
+            return done(argv, "/tmp/alumet-probe.abc123\n")
+        if argv[0] == "/usr/local/bin/alumet-agent":
+            return done(argv, "", 0 if self.csv_text is not None else 1, self.agent_log)
+        return done(argv, "1000\n" if argv[0] == "id" else "")
+
+    def read_text(self, path: str) -> str | None:
+        return self.csv_text if path == "/tmp/alumet-probe.abc123/probe.csv" else None
+
+
+@pytest.mark.parametrize(
+    ("fixture", "csv_text", "status", "step"),
+    [
+        ("success", RAPL_CSV, Status.OK, None),
+        ("perf-events-denied", RAPL_CSV, Status.WARN, "capabilities"),
+        ("powercap-denied", None, Status.FAIL, "powercap"),
+        ("no-rapl-pmu", None, Status.NOT_AVAILABLE, None),
+    ],
+)
+def test_probe_on_each_agent_log(monkeypatch: pytest.MonkeyPatch, fixture: str, csv_text: str | None,
+                                 status: Status, step: str | None) -> None:
+    stand_in(monkeypatch, "agent.binary", Status.OK, path="/usr/local/bin/alumet-agent")
+    host = ProbeHost((LOGS / f"{fixture}.log").read_text(encoding="utf-8"), csv_text)
+    f = evaluate(host, "agent.probe", Options(probe=True))
+    assert (f.status, f.install_step) == (status, step), f.detail
+    argvs = [call[0] for call in host.calls]
+    config_write = next(a for a in argvs if a[0] == "sh")
+    assert config_write[-1] == "/tmp/alumet-probe.abc123/alumet-config.toml"
+    assert 'output_path = "/tmp/alumet-probe.abc123/probe.csv"' in config_write[-2]
+    assert ("/usr/local/bin/alumet-agent", "--config", "/tmp/alumet-probe.abc123/alumet-config.toml", "exec",
+            "sleep", "1") in argvs
+    assert ("rm", "-rf", "--", "/tmp/alumet-probe.abc123") in argvs
+
+
+# ---- end to end with the test bed's stand-in agent ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def standin_agent(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tests/bed/standin built with cargo (a few seconds; it needs only pkg-config and libssl-dev)."""
+    source = ROOT / "tests" / "bed" / "standin"
+    missing = [tool for tool in ("cargo", "pkg-config") if shutil.which(tool) is None]
+    if missing or not (source / "Cargo.toml").is_file():
+        pytest.skip(f"stand-in agent not buildable here: {', '.join(missing) or 'tests/bed/standin is missing'}")
+    target = tmp_path_factory.mktemp("standin-target")
+    build = subprocess.run(["cargo", "build", "--offline", "--release", "--target-dir", str(target)], cwd=source,
+                           capture_output=True, text=True, timeout=300, check=False)
+    if build.returncode != 0:
+        pytest.skip(f"stand-in agent did not build: {(build.stderr.strip().splitlines() or ['?'])[-1]}")
+    return str(target / "release" / "alumet-agent")
+
+
+def test_probe_end_to_end_with_the_standin(monkeypatch: pytest.MonkeyPatch, standin_agent: str) -> None:
+    # The stand-in sits under /tmp, which agent.binary rightly calls unsafe: vouch for it here.
+    stand_in(monkeypatch, "agent.binary", Status.OK, path=standin_agent)
+    f = evaluate(LocalHost(), "agent.probe", Options(probe=True))
+    assert f.data["ready"] and f.data["rc"] == 0
+    # The stand-in writes one row of its own metric, no RAPL energy: csv measured, rapl without data.
+    assert f.data["plugins"]["csv"]["outcome"] == "measured"
+    assert f.data["plugins"]["rapl"]["outcome"] == "no-data"
+    assert f.status is Status.FAIL
+    assert f.data["tmpdir"].startswith("/tmp/alumet-probe.") and not os.path.exists(f.data["tmpdir"])

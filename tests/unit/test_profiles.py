@@ -1,0 +1,215 @@
+"""Alumet configuration profiles: rendering, golden files, validation rules, `config render|validate`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alumet_setup import alumet_schema, profiles
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=ROOT)
+
+
+@pytest.mark.parametrize("name", list(profiles.PROFILES))
+def test_profile_renders_valid_toml_equal_to_its_golden_file(name: str) -> None:
+    text = profiles.render(name)
+    doc = tomllib.loads(text)
+    assert alumet_schema.validate(doc) == []
+    assert alumet_schema.enabled_plugins(doc) == list(profiles.PROFILES[name].plugins)
+    assert text == (GOLDEN / f"{name}.toml").read_text(encoding="utf-8")
+
+
+def test_every_profile_has_a_template_and_golden_file_and_nothing_else_does() -> None:
+    templates = {p.name.removesuffix(".toml.j2") for p in (ROOT / "templates" / "alumet-config").glob("[!_]*.j2")}
+    assert templates == set(profiles.PROFILES)
+    assert {p.stem for p in GOLDEN.glob("*.toml")} == set(profiles.PROFILES)
+
+
+def test_energy_attribution_profile_has_what_attribution_needs() -> None:
+    plugins = tomllib.loads(profiles.render("energy-attribution"))["plugins"]
+    assert set(plugins["procfs"]) == {"kernel", "memory", "network", "processes"}
+    assert plugins["procfs"]["processes"]["strategy"] == "event"
+    formula = plugins["energy-attribution"]["formulas"]["attributed_energy"]
+    assert formula["expr"] == "cpu_energy * cpu_usage / 100.0"
+    assert formula["per_resource"]["cpu_energy"] == {
+        "metric": "rapl_consumed_energy", "resource_kind": "local_machine", "domain": "package_total"}
+    assert formula["per_consumer"]["cpu_usage"] == {"metric": "cpu_percent", "kind": "total"}
+    assert set(plugins["csv"]) == set(alumet_schema.CSV_KEYS)
+
+
+def test_settings_are_typed_and_rendered() -> None:
+    profile = profiles.get_profile("rapl")
+    values = profiles.parse_settings(profile, ["poll_interval=250ms", "no_perf_events=TRUE", "csv_delimiter=,",
+                                               'output_path=/var/lib/alumet/out "1".csv'])
+    plugins = tomllib.loads(profiles.render("rapl", values))["plugins"]
+    assert plugins["rapl"] == {"poll_interval": "250ms", "flush_interval": "5s", "no_perf_events": True}
+    assert plugins["csv"]["csv_delimiter"] == ","
+    assert plugins["csv"]["output_path"] == '/var/lib/alumet/out "1".csv'  # quoted for TOML, not pasted
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("retention_time=5s", "--set retention_time: not a parameter of profile rapl"),
+        ("poll_interval=1.5s", '--set poll_interval: expected a duration such as "1s"'),
+        ("poll_interval=", '--set poll_interval: expected a duration'),
+        ("force_flush=yes", "--set force_flush: expected true or false, got 'yes'"),
+        ("csv_delimiter=;;", "--set csv_delimiter: expected a string of exactly one character"),
+        ("poll_interval", "--set 'poll_interval': expected KEY=VALUE"),
+    ],
+)
+def test_bad_settings_are_refused(setting: str, message: str) -> None:
+    with pytest.raises(profiles.ProfileError, match="^" + re.escape(message)):
+        profiles.parse_settings(profiles.get_profile("rapl"), [setting])
+
+
+def test_render_refuses_a_template_whose_output_is_invalid(tmp_path: Path) -> None:
+    (tmp_path / "alumet-config").mkdir()
+    (tmp_path / "alumet-config" / "rapl.toml.j2").write_text('[plugins.rapl]\npoll_interval = "1s"\n')
+    with pytest.raises(profiles.ProfileError, match=re.escape("plugins.rapl: missing key flush_interval")):
+        profiles.render("rapl", template_root=tmp_path)
+
+
+def test_role_defaults_and_argument_specs_match_the_profile_parameters() -> None:
+    role = ROOT / "roles" / "alumet_config"
+    if not (role / "defaults" / "main.yml").is_file():
+        pytest.skip("roles/alumet_config/defaults/main.yml is not there yet")
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    for p in profiles.PARAMETERS:
+        assert defaults[p.variable] == p.default, p.variable
+        assert specs[p.variable]["default"] == p.default, p.variable
+        assert tuple(specs[p.variable].get("choices", ())) == p.choices, p.variable
+    assert defaults["alumet_config_profile"] == profiles.DEFAULT_PROFILE
+
+
+# ---- validation rules (alumet_schema.validate) ---------------------------------------------------
+
+def _doc(name: str = "energy-attribution") -> dict:
+    return tomllib.loads((GOLDEN / f"{name}.toml").read_text(encoding="utf-8"))
+
+
+def _errors_after(mutate) -> list[str]:  # type: ignore[no-untyped-def]
+    doc = _doc()
+    mutate(doc["plugins"])
+    return alumet_schema.validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda p: p["csv"].pop("csv_late_delimiter"), "plugins.csv: missing key csv_late_delimiter"),
+        (lambda p: p["csv"].update(delimiter=";"), "plugins.csv: unknown key delimiter"),
+        (lambda p: p["csv"].update(csv_delimiter="ab"),
+         "plugins.csv.csv_delimiter: expected a string of exactly one character, got 'ab'"),
+        (lambda p: p["csv"].update(force_flush="true"), "plugins.csv.force_flush: expected true or false, got 'true'"),
+        (lambda p: p["procfs"].pop("network"), "plugins.procfs: missing key network"),
+        (lambda p: p["procfs"]["processes"].update(strategy="events"),
+         "plugins.procfs.processes.strategy: expected one of 'watcher', 'event', got 'events'"),
+        (lambda p: p["procfs"]["processes"]["groups"][0].pop("exe_regex"),
+         "plugins.procfs.processes.groups[0]: missing key exe_regex"),
+        (lambda p: p["rapl"].update(poll_interval="1"),
+         'plugins.rapl.poll_interval: expected a duration such as "1s" or "500ms", got \'1\''),
+        (lambda p: p["rapl"].update(poll_interval=1), "plugins.rapl.poll_interval: expected a duration"),
+        (lambda p: p["rapl"].update(no_perf_events=0), "plugins.rapl.no_perf_events: expected true or false, got 0"),
+        (lambda p: p.update(nvidia={}), "plugins.nvidia: unknown plugin nvidia (alumet-agent 0.9.5 refuses to start)"),
+        (lambda p: p["rapl"].update(enabled="no"), "plugins.rapl.enabled: expected true or false, got 'no'"),
+    ]
+    + [
+        (lambda p, key=key: p["energy-attribution"]["formulas"]["attributed_energy"].pop(key),
+         f"plugins.energy-attribution.formulas.attributed_energy: missing key {key}")
+        for key in ("expr", "ref", "per_resource", "per_consumer", "retention_time")
+    ]
+    + [
+        (lambda p: p["energy-attribution"]["formulas"]["attributed_energy"].update(ref="cpu_usage"),
+         "plugins.energy-attribution.formulas.attributed_energy.ref: 'cpu_usage' is not a per_resource timeseries"),
+        (lambda p: p["energy-attribution"]["formulas"]["attributed_energy"]["per_consumer"]["cpu_usage"].pop("metric"),
+         "plugins.energy-attribution.formulas.attributed_energy.per_consumer.cpu_usage: missing key metric"),
+        (lambda p: p["energy-attribution"].update(formulas={}),
+         "plugins.energy-attribution.formulas: must define at least one entry"),
+    ],
+)
+def test_each_rule_names_the_key_path(mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
+    errors = _errors_after(mutate)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_a_disabled_plugin_is_not_checked_and_switches_are_not_keys() -> None:
+    doc = {"plugins": {"perf": {"enabled": False, "bogus": 1}, "csv": {"enable": True, **_doc()["plugins"]["csv"]}}}
+    assert alumet_schema.validate(doc) == []
+    assert alumet_schema.enabled_plugins(doc) == ["csv"]
+
+
+@pytest.mark.parametrize("value", ["1s", "500ms", "1m 30s", "2h", "10 sec", "1min"])
+def test_durations_humantime_accepts(value: str) -> None:
+    assert alumet_schema.is_duration(value)
+
+
+@pytest.mark.parametrize("value", ["", "1", "1.5s", "s", "1 parsec", "-1s", 5])
+def test_durations_humantime_refuses(value: object) -> None:
+    assert not alumet_schema.is_duration(value)
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+def test_config_render_prints_the_golden_file() -> None:
+    result = cli("config", "render", "--profile", "rapl-perf")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (GOLDEN / "rapl-perf.toml").read_text(encoding="utf-8")
+
+
+def test_config_render_writes_atomically_and_validate_accepts_it(tmp_path: Path) -> None:
+    out = tmp_path / "alumet-config.toml"
+    out.write_text("old")
+    result = cli("config", "render", "--profile", "nvml", "--set", "nvml_mode=minimal", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert tomllib.loads(out.read_text())["plugins"]["nvml"]["mode"] == "minimal"
+    assert [p.name for p in tmp_path.iterdir()] == ["alumet-config.toml"]  # no temporary file left
+    checked = cli("config", "validate", str(out))
+    assert checked.returncode == 0 and "valid for alumet-agent 0.9.5" in checked.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "gpu"], "unknown profile 'gpu' (known: energy-attribution, rapl, rapl-perf, nvml)"),
+        (["--profile", "rapl", "--set", "colour=red"], "--set colour: not a parameter of profile rapl"),
+        (["--set", "poll_interval=fast"], '--set poll_interval: expected a duration such as "1s" or "500ms"'),
+    ],
+)
+def test_config_render_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "out.toml"
+    result = cli("config", "render", *args, "-o", str(out))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"alumet-setup: error: {message}")
+    assert result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_config_validate_lists_every_error_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[plugins.csv]\noutput_path = "x.csv"\n\n[plugins.gpu]\n')
+    result = cli("config", "validate", str(bad))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert f"{bad}: plugins.csv: missing key csv_late_delimiter" in lines
+    assert f"{bad}: plugins.gpu: unknown plugin gpu (alumet-agent 0.9.5 refuses to start)" in lines
+
+
+def test_config_validate_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = cli("config", "validate", str(tmp_path / "absent.toml"))
+    assert result.returncode == 2 and result.stderr.startswith("alumet-setup: error: ")
