@@ -7,113 +7,32 @@ The boot value follows systemd-sysctl(8) and sysctl.d(5), not procps' `sysctl --
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 import shlex
 from dataclasses import dataclass
 
+from .. import sysctl_precedence as precedence
 from ..findings import REGISTRY, Context, Finding, Status, check
 from ..hosts import Host
+from ..sysctl_precedence import Setter, normalize_key, overriding, parse_sysctl, sysctl_files
+
+__all__ = ["Setter", "boot_setters", "key_matches", "normalize_key", "overriding", "parse_sysctl", "sysctl_files"]
 
 KEY = "kernel.perf_event_paranoid"
 LIVE_PATH = "/proc/sys/kernel/perf_event_paranoid"
 RECOMMENDED = 2  # least privilege with cap_perfmon (alumet-facts.md)
-# Directories in precedence order: a NAME.conf in an earlier one masks the same name in later ones.
-SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d")
-SPLIT_USR_DIR = "/lib/sysctl.d"  # only read where /lib is not merged into /usr
 # systemd-analyze cat-config sysctl.d could cross-check the order, but it is not used: it cost 13-31 ms
 # here (as much as the rest of this check's file reads), it reads the same files this code reads, and
 # on a fixture host it would report the real machine. The fixtures test the order instead.
 
 
-def normalize_key(key: str) -> str:
-    """sysctl.d(5): 'kernel.perf_event_paranoid' and 'kernel/perf_event_paranoid' are one key.
-
-    When the first separator is a dot, dots are separators and slashes are literal (and swapped).
-    """
-    key = key.strip()
-    first = min((i for i in (key.find("."), key.find("/")) if i >= 0), default=-1)
-    if first >= 0 and key[first] == ".":
-        key = key.translate(str.maketrans("./", "/."))
-    return key
-
-
-def parse_sysctl(text: str) -> list[tuple[str, str]]:
-    """(normalized key, value) assignments of one sysctl.d file, in file order."""
-    assignments = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        key = key.strip()
-        if key.startswith("-"):
-            key = key[1:]  # '-' only says "ignore a failure to write it": it still sets the key
-        if key.startswith("!"):
-            continue  # excludes a key from a glob; sets nothing itself
-        assignments.append((normalize_key(key), value.strip()))
-    return assignments
-
-
 def key_matches(pattern: str, key: str = KEY) -> bool:
-    """An exact key, or a glob (systemd >= 245 accepts 'net.ipv4.conf.*.rp_filter')."""
-    wanted = normalize_key(key)
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(wanted, pattern)
-    return pattern == wanted
-
-
-def sysctl_files(host: Host) -> list[str]:
-    """The files systemd-sysctl applies at boot, in the order it applies them."""
-    dirs = list(SYSCTL_DIRS)
-    if host.realpath("/lib") != "/usr/lib":
-        dirs.append(SPLIT_USR_DIR)
-    chosen: dict[str, str | None] = {}
-    for directory in dirs:
-        for name in host.listdir(directory):
-            if not name.endswith(".conf") or name in chosen:
-                continue
-            path = f"{directory}/{name}"
-            if host.realpath(path) == "/dev/null":
-                chosen[name] = None  # masks the name in later directories, sets nothing
-                continue
-            st = host.stat(path)
-            if st is None or not st.is_file:
-                continue  # a dangling link or a directory is skipped and masks nothing
-            chosen[name] = path
-    # Applied by file NAME in byte order, whatever the directory: a later name wins for a key.
-    order = sorted(chosen, key=lambda n: n.encode("utf-8", "surrogateescape"))
-    return [path for name in order if (path := chosen[name])]
-
-
-@dataclass(frozen=True)
-class Setter:
-    file: str
-    value: str
-
-    @property
-    def int_value(self) -> int | None:
-        try:
-            return int(self.value)
-        except ValueError:
-            return None
+    return precedence.key_matches(pattern, key)
 
 
 def boot_setters(host: Host) -> list[Setter]:
-    """Every place that sets the key at boot, in application order: the kernel command line
-    (sysctl.KEY=, applied by the kernel before init), then each sysctl.d file."""
-    setters = []
-    for word in (host.read_text("/proc/cmdline") or "").split():
-        name, sep, value = word.partition("=")
-        if sep and name.startswith("sysctl.") and key_matches(normalize_key(name[len("sysctl."):])):
-            setters.append(Setter("/proc/cmdline", value))
-    for path in sysctl_files(host):
-        for key, value in parse_sysctl(host.read_text(path) or ""):
-            if key_matches(key):
-                setters.append(Setter(path, value))
-    return setters
+    """Every place that sets perf_event_paranoid at boot, in application order."""
+    return precedence.boot_setters(host, KEY)
 
 
 def kernel_default(host: Host) -> int:
@@ -123,18 +42,6 @@ def kernel_default(host: Host) -> int:
     if "debian-kernel@lists.debian.org" in (host.read_text("/proc/version") or ""):
         return 3
     return 2
-
-
-def overriding(setters: list[Setter], own_file: str) -> list[Setter]:
-    """Setters applied after `own_file` (by name) with another value than its own (any value, when it
-    sets none): they silently win over what alumet-setup writes."""
-    own_name = posixpath.basename(own_file).encode("utf-8", "surrogateescape")
-    own = [s for s in setters if s.file == own_file]
-    own_value = own[-1].value if own else None
-    return [s for s in setters
-            if s.file != "/proc/cmdline" and s.file != own_file
-            and posixpath.basename(s.file).encode("utf-8", "surrogateescape") > own_name
-            and s.value != own_value]
 
 
 # Severity order for combining several judgements into one status.
