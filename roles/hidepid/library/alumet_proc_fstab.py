@@ -1,0 +1,224 @@
+#!/usr/bin/python
+# The one place where alumet-setup parses /proc mount options and computes the hidepid/gid ones.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: alumet_proc_fstab
+short_description: Set the /proc line of /etc/fstab for a hidepid policy, safely
+description:
+  - Reads the live /proc options and the /proc line of the fstab, computes the options a hidepid policy
+    needs and rewrites only that line (or adds one), atomically.
+  - The fstab is verified with C(findmnt --verify --tab-file) before anything is changed (an invalid fstab
+    is refused), the candidate is verified before it replaces the fstab, and the fstab is verified again
+    afterwards (the previous content is restored on failure). The first edit keeps a backup copy.
+  - Returns the options a live remount needs (empty when /proc already matches); it never remounts.
+options:
+  policy:
+    description: keep (change nothing), exempt-group (keep the hidepid level, add gid=), disable (drop hidepid and gid).
+    type: str
+    choices: [keep, exempt-group, disable]
+    required: true
+  gid:
+    description: Group exempted from hidepid (exempt-group). May be missing in check mode only.
+    type: int
+  fstab:
+    description: The fstab to edit.
+    type: path
+    default: /etc/fstab
+  backup:
+    description: Copy of the fstab kept before the first edit (never overwritten).
+    type: path
+    default: /etc/fstab.alumet-setup.bak
+  mounts:
+    description: Where the live mount table is read.
+    type: path
+    default: /proc/self/mounts
+"""
+
+RETURN = r"""
+hidepid: {description: The hidepid level in force or wanted (0..4, null when none), type: int}
+live_options: {description: Options of the mounted /proc, type: str}
+fstab_line: {description: The /proc line of the fstab after the change (null when none), type: str}
+remount_options: {description: Options for mount -o remount,OPTIONS /proc; empty when the live /proc already matches, type: str}
+backup_file: {description: The backup copy, when this run made it, type: str}
+"""
+
+import os
+import re
+import shutil
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+# hidepid names (Linux >= 5.8) and numbers are the same levels.
+LEVELS = {"off": 0, "noaccess": 1, "invisible": 2, "ptraceable": 4}
+
+
+def level(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value in LEVELS:
+        return LEVELS[value]
+    return int(value) if value.isdigit() else None
+
+
+def parse_options(text: str) -> tuple[list[str], dict[str, str]]:
+    opts = [o for o in text.split(",") if o]
+    keyed = {}
+    for o in opts:
+        k, sep, v = o.partition("=")
+        if sep:
+            keyed[k] = v
+    return opts, keyed
+
+
+def set_options(opts: list[str], drop: tuple[str, ...], add: list[str]) -> str:
+    out = [o for o in opts if o.partition("=")[0] not in drop] + add
+    return ",".join(out) if out else "defaults"
+
+
+def live_proc(path: str) -> str:
+    options = ""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 4 and fields[1] == "/proc" and fields[2] == "proc":
+                options = fields[3]  # the last one is the visible mount
+    return options
+
+
+def proc_lines(lines: list[str]) -> list[int]:
+    found = []
+    for i, line in enumerate(lines):
+        fields = line.split()
+        if fields and not fields[0].startswith("#") and len(fields) >= 3 and fields[1] == "/proc" and fields[2] == "proc":
+            found.append(i)
+    return found
+
+
+def rewrite(line: str, options: str) -> str:
+    body, nl = (line[:-1], "\n") if line.endswith("\n") else (line, "")
+    tokens = re.split(r"(\s+)", body.strip())
+    if len(tokens) >= 7:
+        tokens[6] = options
+    else:
+        tokens += ["\t", options, "\t", "0", "\t", "0"]
+    lead = body[: len(body) - len(body.lstrip())]
+    return lead + "".join(tokens) + nl
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "policy": {"type": "str", "required": True, "choices": ["keep", "exempt-group", "disable"]},
+            "gid": {"type": "int"},
+            "fstab": {"type": "path", "default": "/etc/fstab"},
+            "backup": {"type": "path", "default": "/etc/fstab.alumet-setup.bak"},
+            "mounts": {"type": "path", "default": "/proc/self/mounts"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    policy, gid, fstab = p["policy"], p["gid"], p["fstab"]
+    findmnt = module.get_bin_path("findmnt", required=True)
+
+    def verify(path: str) -> tuple[bool, str]:
+        rc, out, err = module.run_command([findmnt, "--verify", "--tab-file", path])
+        return rc == 0, (out + err).strip()
+
+    live = live_proc(p["mounts"])
+    live_opts, live_keyed = parse_options(live)
+    live_level, live_gid = level(live_keyed.get("hidepid")), live_keyed.get("gid")
+
+    exists = os.path.exists(fstab)
+    before = ""
+    if exists:
+        ok, report = verify(fstab)
+        if not ok:
+            module.fail_json(msg=f"{fstab} is already invalid, refusing to edit it (findmnt --verify): {report}")
+        with open(fstab, encoding="utf-8") as f:
+            before = f.read()
+    lines = before.splitlines(keepends=True)
+    idx = proc_lines(lines)
+    fstab_opts = lines[idx[-1]].split()[3] if idx and len(lines[idx[-1]].split()) >= 4 else ("defaults" if idx else None)
+    fstab_level = level(parse_options(fstab_opts)[1].get("hidepid")) if fstab_opts else None
+
+    result = {"changed": False, "live_options": live, "remount_options": "", "hidepid": None, "fstab_line": None}
+    new_opts = None
+    msg = []
+    if policy == "keep":
+        msg.append("policy keep: /proc and the fstab are left as they are")
+        result["hidepid"] = fstab_level if fstab_level is not None else live_level
+    elif policy == "disable":
+        if fstab_opts is not None:
+            opts, keyed = parse_options(fstab_opts)
+            if "hidepid" in keyed or "gid" in keyed:
+                new_opts = set_options(opts, ("hidepid", "gid"), [])
+        if live_level not in (None, 0):
+            result["remount_options"] = "hidepid=0"
+        result["hidepid"] = 0
+    else:
+        wanted = fstab_level if fstab_level is not None else live_level
+        result["hidepid"] = wanted
+        if wanted in (None, 0):
+            msg.append("hidepid is not in use here: every process is visible, no exemption needed")
+        else:
+            gid_text = str(gid) if gid is not None else None
+            if gid_text is None and not module.check_mode:
+                module.fail_json(msg="policy exempt-group needs the group's gid")
+            want = [f"hidepid={wanted}", f"gid={gid_text if gid_text is not None else '<new group>'}"]
+            if fstab_opts is None:
+                new_opts = set_options(["defaults"], (), want)
+            else:
+                opts, keyed = parse_options(fstab_opts)
+                if level(keyed.get("hidepid")) != wanted or keyed.get("gid") != gid_text:
+                    new_opts = set_options(opts, ("hidepid", "gid"), want)
+            if live_level != wanted or live_gid != gid_text:
+                result["remount_options"] = ",".join(want)
+
+    after = before
+    if new_opts is not None:
+        if idx:
+            for i in idx:
+                lines[i] = rewrite(lines[i], new_opts)
+        else:
+            if lines and not lines[-1].endswith("\n"):
+                lines[-1] += "\n"
+            lines.append(f"proc\t/proc\tproc\t{new_opts}\t0\t0\n")
+        after = "".join(lines)
+    if after != before:
+        result["changed"] = True
+        result["diff"] = {"before": before, "after": after, "before_header": fstab, "after_header": fstab}
+        msg.append(f"{fstab}: /proc options {fstab_opts or '(no /proc line)'} -> {new_opts}")
+        if not module.check_mode:
+            if exists and not os.path.exists(p["backup"]):
+                shutil.copy2(fstab, p["backup"])
+                result["backup_file"] = p["backup"]
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(fstab), prefix=".fstab.alumet-setup.")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(after)
+            ok, report = verify(tmp)
+            if not ok:
+                os.unlink(tmp)
+                module.fail_json(msg=f"the new {fstab} would be invalid, left unchanged (findmnt --verify): {report}")
+            if exists:
+                shutil.copystat(fstab, tmp)
+            else:
+                os.chmod(tmp, 0o644)
+            module.atomic_move(tmp, fstab)
+            ok, report = verify(fstab)
+            if not ok:
+                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(fstab), prefix=".fstab.alumet-setup.")
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(before)
+                module.atomic_move(tmp, fstab)
+                module.fail_json(msg=f"{fstab} failed findmnt --verify after the edit and was restored: {report}")
+    cur = proc_lines(after.splitlines())
+    result["fstab_line"] = after.splitlines()[cur[-1]] if cur else None
+    result["msg"] = "; ".join(msg) if msg else f"{fstab} already matches policy {policy}"
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
