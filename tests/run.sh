@@ -37,4 +37,5 @@ fi
 # Build or refresh the test bed up front so its progress shows; the fixture then only checks caches.
 time .venv/bin/python tests/bed/prepare.py
 
+export PATH="$PWD/.venv/bin:$PATH"  # molecule finds ansible-playbook and pytest here
 exec .venv/bin/python -m pytest -ra "$@" tests/

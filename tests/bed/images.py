@@ -125,9 +125,7 @@ def build(name: str, tag: str) -> None:
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         rootfs = Path(tmp) / "rootfs"
         debootstrap(suite, script, rootfs, mirror, keyring)
-        tar = subprocess.Popen(
-            ["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
-        )
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(
             ["podman", "import", "--quiet", "--change", "CMD=/bin/bash", "-", f"{repo}:{tag}"],
             stdin=tar.stdout,
@@ -149,10 +147,10 @@ def build(name: str, tag: str) -> None:
     print(f"images: built {repo}:{tag} in {time.monotonic() - start:.0f} s")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {list(IMAGES)}")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
     tag = recipe_hash()
     for name in args.names or IMAGES:

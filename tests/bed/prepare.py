@@ -10,7 +10,7 @@ from images import ROOT
 
 
 def main() -> None:
-    images.main()
+    images.main([])  # all images; never parse the caller's argv (pytest)
     rust_mirror.build()
     standin.build()
     # Per-platform apt archive caches, bind-mounted by molecule: debs are kept, installs stay real.

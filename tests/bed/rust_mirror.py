@@ -72,15 +72,23 @@ def package_tarball(tc: Path, manifest: str, comp: str, mtime: int, dest: Path) 
     with dest.open("wb") as out:
         zstd = subprocess.Popen(["zstd", "-q", "-10", "-T0", "-c"], stdin=subprocess.PIPE, stdout=out)
         with tarfile.open(fileobj=zstd.stdin, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-            for meta, text in (
-                ("rust-installer-version", "3\n"),
-                ("components", f"{comp}\n"),
-                (f"{comp}/manifest.in", "\n".join(lines) + "\n"),
-            ):
+
+            def add_text(arcname: str, text: str) -> None:
                 data = text.encode()
-                tar.addfile(info(meta, len(data), 0o644), io.BytesIO(data))
+                tar.addfile(info(arcname, len(data), 0o644), io.BytesIO(data))
+
+            add_text("rust-installer-version", "3\n")
+            add_text("components", f"{comp}\n")
+            files = sorted(ln.split(":", 1)[1] for ln in lines if ln.startswith("file:"))
+            # Parent directories first (sorted puts parents before children): rustup warns without them.
+            dirs = {str(p) for rel in files for p in Path(f"{comp}/{rel}").parents if str(p) != "."}
+            for d in sorted(dirs):
+                ti = info(d, 0, 0o755)
+                ti.type = tarfile.DIRTYPE
+                tar.addfile(ti)
+            add_text(f"{comp}/manifest.in", "\n".join(lines) + "\n")
             # Files are added as fresh regular entries: toolchains contain hard links, which rustup refuses.
-            for rel in sorted(ln.split(":", 1)[1] for ln in lines if ln.startswith("file:")):
+            for rel in files:
                 src = tc / rel
                 mode = 0o755 if os.access(src, os.X_OK) else 0o644
                 with src.open("rb") as f:
@@ -90,9 +98,7 @@ def package_tarball(tc: Path, manifest: str, comp: str, mtime: int, dest: Path) 
             sys.exit("rust-mirror: zstd failed")
 
 
-def channel_manifest(
-    date: str, versions: dict[str, str], triple: str, hashes: dict[str, str], full: str
-) -> str:
+def channel_manifest(date: str, versions: dict[str, str], triple: str, hashes: dict[str, str], full: str) -> str:
     out = ['manifest-version = "2"', f'date = "{date}"', ""]
     for pkg in COMPONENTS:
         # Under the upstream URL prefix so rustup rewrites it to RUSTUP_DIST_SERVER: no host or port here.
@@ -132,18 +138,14 @@ def build() -> Path:
     start = time.monotonic()
     shutil.rmtree(OUT, ignore_errors=True)
     date = re.search(r'^date = "([^"]+)"', host_manifest, re.M).group(1)
-    versions = {
-        p: re.search(rf'^\[pkg\.{p}\]\nversion = "([^"]+)"', host_manifest, re.M).group(1) for p in COMPONENTS
-    }
+    versions = {p: re.search(rf'^\[pkg\.{p}\]\nversion = "([^"]+)"', host_manifest, re.M).group(1) for p in COMPONENTS}
     full = versions["rustc"].split()[0]  # e.g. 1.95.0; cargo's tarball carries the Rust version too
     (OUT / "dist" / date).mkdir(parents=True)
     hashes = {}
     for pkg in COMPONENTS:
         dest = OUT / "dist" / date / f"{pkg}-{full}-{triple}.tar.zst"
         comp = f"{pkg}-{triple}" if pkg == "rust-std" else pkg
-        package_tarball(
-            tc, f"manifest-{pkg}-{triple}", comp, calendar.timegm(time.strptime(date, "%Y-%m-%d")), dest
-        )
+        package_tarball(tc, f"manifest-{pkg}-{triple}", comp, calendar.timegm(time.strptime(date, "%Y-%m-%d")), dest)
         hashes[pkg] = write_with_sha(dest)
     manifest = channel_manifest(date, versions, triple, hashes, full).encode()
     for channel in ("stable", full, full.rsplit(".", 1)[0]):
@@ -156,9 +158,7 @@ def build() -> Path:
     rustup_version = subprocess.run(
         [str(rustup), "--version"], capture_output=True, text=True, check=True
     ).stdout.split()[1]
-    (OUT / "rustup" / "release-stable.toml").write_text(
-        f"schema-version = '1'\nversion = '{rustup_version}'\n"
-    )
+    (OUT / "rustup" / "release-stable.toml").write_text(f"schema-version = '1'\nversion = '{rustup_version}'\n")
     stamp.write_text(key.hexdigest())
     print(f"rust-mirror: built Rust {full} ({date}) for {triple} in {time.monotonic() - start:.0f} s")
     return OUT

@@ -72,9 +72,7 @@ def running(log_dir: Path | None = None) -> Iterator[None]:
                 print(f"services: 127.0.0.1:{port} already listening, reusing it", file=sys.stderr)
                 continue
             log = (log_dir / f"{port}.log").open("wb")
-            started.append(
-                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            )
+            started.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
             deadline = time.monotonic() + 10
             while not listening(port):
                 if started[-1].poll() is not None or time.monotonic() > deadline:

@@ -24,7 +24,7 @@ curl -fsSO "$mirror/rustup/dist/$triple/rustup-init" -O "$mirror/rustup/dist/$tr
 sha256sum -c rustup-init.sha256
 chmod +x rustup-init
 t env RUSTUP_DIST_SERVER=$mirror RUSTUP_UPDATE_ROOT=$mirror/rustup \
-  ./rustup-init -y --no-modify-path --profile minimal --default-toolchain "$toolchain"
+  ./rustup-init -v -y --no-modify-path --profile minimal --default-toolchain "$toolchain"
 export PATH="$HOME/.cargo/bin:$PATH"
 rustc --version
 install=(cargo install --locked --git "$src" --tag v0.9.5 alumet-agent --root /opt/alumet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +24,9 @@ def test_scenario(scenario: str, bed: dict[str, str], bed_env: dict[str, str]) -
     molecule = Path(sys.executable).parent / "molecule"
     cmd = [str(molecule), "-c", "molecule/config.yml", "test", "-s", scenario]
     start = time.monotonic()
-    env = {**bed_env, "NO_COLOR": "1", "PY_COLORS": "0", "ANSIBLE_FORCE_COLOR": "0"}  # a readable log
+    # molecule calls ansible-playbook and pytest from PATH: use this interpreter's; no colours in the log.
+    path = f"{molecule.parent}{os.pathsep}{bed_env.get('PATH', '')}"
+    env = {**bed_env, "PATH": path, "NO_COLOR": "1", "PY_COLORS": "0", "ANSIBLE_FORCE_COLOR": "0"}
     with log.open("w") as out:
         proc = subprocess.run(
             cmd,
@@ -41,7 +44,6 @@ def test_scenario(scenario: str, bed: dict[str, str], bed_env: dict[str, str]) -
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-80:])
         pytest.fail(
-            f"molecule test -s {scenario} failed (rc={proc.returncode}, {elapsed:.0f} s, "
-            f"full log {log}):\n{tail}",
+            f"molecule test -s {scenario} failed (rc={proc.returncode}, {elapsed:.0f} s, full log {log}):\n{tail}",
             pytrace=False,
         )
