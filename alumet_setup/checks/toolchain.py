@@ -15,10 +15,13 @@ SYSTEM_BIN = f"{paths.CARGO_HOME}/bin"  # where alumet-setup's rustup role insta
 RUSTUP_ENV = {"RUSTUP_HOME": paths.RUSTUP_HOME, "CARGO_HOME": paths.CARGO_HOME}
 # A per-user rustup; "~" for LocalHost, "$HOME" for the remote shell (TestinfraHost.which).
 USER_BINS = ("~/.cargo/bin", "$HOME/.cargo/bin")
+# Never `curl | sh`: download rustup-init, check it against its published sha256, then run it.
+_RUSTUP_URL = "https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
 RUSTUP_INSTALL = (
-    "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sudo env "
-    + " ".join(f"{k}={v}" for k, v in RUSTUP_ENV.items())
-    + f" sh -s -- -y --no-modify-path --profile minimal --default-toolchain {MIN_RUST}"
+    f'cd "$(mktemp -d)" && curl --proto =https -fsSLO "{_RUSTUP_URL}" && '
+    f'echo "$(curl --proto =https -fsSL "{_RUSTUP_URL}.sha256" | cut -d" " -f1)  rustup-init" | sha256sum -c - && '
+    "chmod +x rustup-init && sudo env " + " ".join(f"{k}={v}" for k, v in RUSTUP_ENV.items())
+    + f" ./rustup-init -y --no-modify-path --profile minimal --default-toolchain {MIN_RUST}"
 )
 
 

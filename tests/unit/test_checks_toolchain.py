@@ -66,7 +66,8 @@ def test_missing_tools_fail_without_agent(tmp_path: Path, no_agent: None) -> Non
         f = evaluate(host, check_id)
         assert f.status is Status.FAIL, check_id
         assert f.install_step in ("rustup", "prereqs") and f.fix
-    assert "sh.rustup.rs" in evaluate(host, "toolchain.rustup").fix
+    fix = evaluate(host, "toolchain.rustup").fix
+    assert "sha256sum -c" in fix and "| sh" not in fix  # a verified download, never curl | sh
     assert "libssl-dev" in evaluate(host, "toolchain.openssl").fix
 
 
