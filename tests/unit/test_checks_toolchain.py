@@ -67,7 +67,7 @@ def test_missing_tools_fail_without_agent(tmp_path: Path, no_agent: None) -> Non
         assert f.status is Status.FAIL, check_id
         assert f.install_step in ("rustup", "prereqs") and f.fix
     fix = evaluate(host, "toolchain.rustup").fix
-    assert "sha256sum -c" in fix and "| sh" not in fix  # a verified download, never curl | sh
+    assert "sha256sum -c" in fix and "| sh " not in fix and not fix.endswith("| sh")  # verified, never curl | sh
     assert "libssl-dev" in evaluate(host, "toolchain.openssl").fix
 
 
