@@ -71,6 +71,14 @@ class FileCaps:
         return sorted(self.effective_names, key=cap_number)
 
 
+def parse_bounding_set(status: str) -> frozenset[str] | None:
+    """CapBnd of a /proc/PID/status text: the capabilities any execve in this environment may gain."""
+    for line in status.splitlines():
+        if line.startswith("CapBnd:"):
+            return _names(int(line.split(":", 1)[1].strip(), 16))
+    return None
+
+
 def decode_xattr(blob: bytes) -> FileCaps:
     """Decode struct vfs_cap_data / vfs_ns_cap_data (little endian, linux/capability.h)."""
     if len(blob) < 4:

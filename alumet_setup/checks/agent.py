@@ -11,7 +11,9 @@ from .. import paths
 from ..capabilities import (
     CapabilityError,
     FileCaps,
+    cap_number,
     decode_xattr,
+    parse_bounding_set,
     parse_getcap_line,
     required_caps,
     setcap_command,
@@ -121,6 +123,8 @@ def binary(ctx: Context) -> Finding:
     data["version"] = version
     if not result.ok:
         why = (result.stderr.strip().splitlines() or [f"exit code {result.rc}"])[-1]
+        if "Operation not permitted" in why:
+            why += " (execve refused: see File capabilities)"
         problems.append(f"`{AGENT} --version` failed: {why}")
         return Finding(Status.FAIL, f"{shown}: {problems[0]}", fix=f"{INSTALL_FIX} --only agent",
                        install_step="agent", data=data)
@@ -209,6 +213,16 @@ def file_capabilities(ctx: Context) -> Finding:
                                       (nice, nice in effective)) if not has]
     if missing:
         return finding(Status.FAIL, f"missing {', '.join(missing)} on {real}")
+    # A file whose permitted set exceeds the bounding set is not executed at all (EPERM): seen in
+    # containers started without these capabilities.
+    bounding = parse_bounding_set(host.read_text("/proc/self/status") or "")
+    beyond = sorted(caps.permitted - bounding, key=cap_number) if caps.effective and bounding is not None else []
+    data["beyond_bounding_set"] = beyond
+    if beyond:
+        adds = ",".join(name.removeprefix("cap_").upper() for name in beyond)
+        return Finding(Status.FAIL, f"{', '.join(beyond)} outside this environment's capability bounding set: "
+                       f"the kernel refuses to execute {AGENT} (EPERM)",
+                       fix=f"start the container with --cap-add={adds}, or run the agent on the host", data=data)
     if ignored:
         return finding(Status.WARN, f"capabilities are set but ignored: {ignored}")
     if listed is not None and (listed.effective_names != effective or listed.permitted != caps.permitted):

@@ -258,3 +258,18 @@ def test_real_machine_gives_valid_findings() -> None:
         json.dumps(finding.data)
         if finding.status is not Status.OK:
             assert finding.fix and finding.install_step
+
+
+@needs_setcap
+def test_capabilities_beyond_the_bounding_set_fail(installed: Path) -> None:
+    # Podman's default bounding set (no CAP_PERFMON, CAP_SYS_NICE, CAP_SYS_PTRACE): execve gets EPERM.
+    status = installed / "proc" / "self" / "status"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    status.write_text("Name:\tpython3\nCapBnd:\t00000000800405fb\n")
+    setcap(installed, "cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep")
+    finding = context(FixtureHost(installed)).finding("agent.capabilities")
+    assert finding.status is Status.FAIL
+    assert finding.data["beyond_bounding_set"] == ["cap_sys_ptrace", "cap_sys_nice", "cap_perfmon"]
+    assert "EPERM" in finding.detail and "--cap-add=SYS_PTRACE,SYS_NICE,PERFMON" in (finding.fix or "")
+    status.write_text("Name:\tpython3\nCapBnd:\t000001ffffffffff\n")  # a host's full set
+    assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK
