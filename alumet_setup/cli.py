@@ -44,8 +44,13 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--host", "hosts", multiple=True, metavar="HOST",
-              help="Check this host over SSH (user@host:port, a name from ~/.ssh/config, or a testinfra "
-                   "URL such as podman://NAME). Default: this machine.")
+              help="Check this host over SSH: [user@]host[:port], a name from ~/.ssh/config, a host or group "
+                   "of --inventory, or a testinfra URL such as podman://NAME. Repeatable: hosts are checked in "
+                   "parallel. Default: this machine.")
+@click.option("-i", "--inventory", default=None, metavar="FILE",
+              help="Ansible inventory (INI or YAML): --host names its hosts or groups (none: all of them), "
+                   "reached with their ansible_host, ansible_port, ansible_user, ansible_ssh_private_key_file "
+                   "and ansible_ssh_common_args.")
 @click.option("--json", "as_json", is_flag=True, help="Print the versioned JSON report on stdout.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Alumet configuration to validate. Default: /etc/alumet/alumet-config.toml.")
@@ -58,10 +63,13 @@ def cli() -> None:
 @click.option("--probe", is_flag=True,
               help="Also start alumet-agent for a second (rapl + csv in a temporary directory) and report "
                    "what each plugin really measured (check agent.probe).")
-def doctor(hosts: tuple[str, ...], as_json: bool, config_path: str | None, agent_path: str | None,
-           plugins: tuple[str, ...], check_ids: tuple[str, ...], list_checks: bool, verbose: bool,
-           probe: bool) -> None:
-    """Tell whether a host is ready for each Alumet plugin, why not, and what fixes it."""
+def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_path: str | None,
+           agent_path: str | None, plugins: tuple[str, ...], check_ids: tuple[str, ...], list_checks: bool,
+           verbose: bool, probe: bool) -> None:
+    """Tell whether a host is ready for each Alumet plugin, why not, and what fixes it.
+
+    Exit code: 0 every host ready, 1 a host not ready, 2 a host unreachable (or bad input).
+    """
     from . import doctor as doc
     from .findings import REGISTRY, Options
 
@@ -85,12 +93,24 @@ def doctor(hosts: tuple[str, ...], as_json: bool, config_path: str | None, agent
         options.config_path = config_path
         options.config_explicit = True
 
-    reports = [_diagnose_one(spec, options, selected_plugins, selected_checks) for spec in hosts or (None,)]
+    targets = _doctor_targets(hosts, inventory)
+    from .hosts import SshControl, connect
+
+    with SshControl() as control:
+        connectors = [(_target_name(t), lambda t=t: connect(t, control)) for t in targets]
+        reports = doc.diagnose_many(connectors, options, plugins=selected_plugins, only=selected_checks)
+    for report in reports:
+        if report.error is not None:
+            click.echo(f"alumet-setup: error: {report.host}: {report.error}", err=True)
     if as_json:
         click.echo(doc.to_json(reports))
     else:
         color = sys.stdout.isatty()
         click.echo("\n\n".join(doc.render_text(r, color=color, verbose=verbose) for r in reports))
+        if len(reports) > 1:
+            click.echo("\n" + doc.render_table(reports))
+    if any(r.error is not None for r in reports):
+        sys.exit(EXIT_USAGE)
     sys.exit(EXIT_OK if all(r.ready for r in reports) else EXIT_NOT_READY)
 
 
@@ -107,15 +127,22 @@ def _require_toml(path: str) -> None:
         fail(f"--config {path}: not valid TOML: {exc}")
 
 
-def _diagnose_one(spec: str | None, options: Any, plugins: list[str] | None, checks: list[str] | None) -> Any:
-    from . import doctor as doc
-    from .hosts import HostError, host_from_spec
+def _doctor_targets(hosts: Sequence[str], inventory: str | None) -> list[Any]:
+    """The --host values as connect() targets, every one checked before any host is contacted."""
+    from .hosts import ssh_target
+    from .inventory import InventoryError, resolve_targets, ssh_targets
 
     try:
-        host = host_from_spec(spec)
-    except HostError as exc:
+        if inventory is not None:
+            resolve_targets(hosts, inventory)  # unknown names: the same one-line error as install
+            return ssh_targets(inventory, list(hosts))
+        return [ssh_target(spec) for spec in hosts] or [None]
+    except InventoryError as exc:
         fail(str(exc))
-    return doc.diagnose(host, options, plugins=plugins, only=checks)
+
+
+def _target_name(target: Any) -> str:
+    return "localhost" if target in (None, "local") else getattr(target, "name", None) or str(target)
 
 
 def _play_options(command: Any) -> Any:
@@ -134,6 +161,14 @@ def _play_options(command: Any) -> Any:
         click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
                      help="Override a role setting (checked against the roles' argument specs)."),
         click.option("-K", "--ask-become-pass", is_flag=True, help="Prompt for the sudo password."),
+        click.option("--forks", default=10, show_default=True, type=click.IntRange(1, 200),
+                     help="Hosts worked on in parallel."),
+        click.option("--build-host", default=None, metavar="NAME",
+                     help="Host that compiles alumet-agent for the hosts of its distribution, release and "
+                          "architecture (default: the first of them in inventory order)."),
+        click.option("--build-on-each", is_flag=True,
+                     help="Compile alumet-agent on every host instead of once per distribution, release "
+                          "and architecture."),
         click.option("-v", "--verbose", count=True, help="More Ansible output (repeat for more)."),
     ]
     for option in reversed(options):
@@ -160,12 +195,12 @@ def uninstall(**options: Any) -> None:
 
 def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user: str | None,
           only: tuple[str, ...], skip: tuple[str, ...], check: bool, diff: bool, settings: tuple[str, ...],
-          ask_become_pass: bool, verbose: int) -> None:
+          ask_become_pass: bool, forks: int, build_host: str | None, build_on_each: bool, verbose: int) -> None:
     """Validate every input (nothing runs before that), run the playbook, render the summary."""
     import shlex
 
     from . import resources, runner
-    from .inventory import InventoryError, build_inventory, resolve_targets
+    from .inventory import InventoryError, build_inventory, expand_hosts, resolve_targets
     from .settings import STEPS, SettingError, load_specs, parse_settings
 
     only_steps, skip_steps = split_csv(only), split_csv(skip)
@@ -180,8 +215,20 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
         extravars = parse_settings(settings, load_specs(roles))
         targets = resolve_targets(hosts, inventory, user)
         playbook = resources.playbook(playbook_name)
+        # Every host the play will touch, groups expanded: each gets a summary row even if it never answers.
+        ad_hoc_names = [t.name for t in targets if not t.from_inventory]
+        expected = ad_hoc_names + (expand_hosts(inventory, [t.name for t in targets if t.from_inventory])
+                                   if inventory else [])
     except (SettingError, InventoryError, resources.ResourceMissing) as exc:
         fail(str(exc))
+    if build_host is not None and build_host not in expected:
+        fail(f"--build-host {build_host!r} is not one of the hosts of this run ({', '.join(expected)})")
+    if build_on_each and build_host is not None:
+        fail("--build-host and --build-on-each exclude each other")
+    if build_on_each:
+        extravars["alumet_agent_build_once"] = False
+    if build_host is not None:
+        extravars["alumet_agent_build_host"] = build_host
 
     password = None
     if ask_become_pass:
@@ -191,7 +238,7 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
         result = runner.run_playbook(
             playbook, inventory=[inventory] if inventory else [],
             generated_inventory=build_inventory(ad_hoc, user=user) if ad_hoc else None,
-            hosts=[t.name for t in ad_hoc],
+            hosts=expected, forks=forks,
             limit=",".join(t.name for t in targets if t.from_inventory) or None,
             extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=check, diff=diff,
             verbosity=verbose, remote_user=user if inventory else None, become_password=password,
@@ -204,16 +251,21 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
     click.echo("")
     for line in runner.render_summary(result.stats, result.hosts):
         click.echo(line)
+    unreachable = [h for h in result.hosts if (result.stats.get(h) or {}).get("unreachable")]
+    for host in unreachable:
+        click.echo(f"alumet-setup: error: {host}: unreachable: {result.unreachable.get(host, 'no answer')}",
+                   err=True)
     if any("sudo" in m and "password" in m for m in result.messages):
         click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
     click.echo(f"Run log: {result.artifact_dir}")
     if check:
         click.echo("Check mode: nothing was changed.")
-    names = [t.doctor_host(inventory) for t in ad_hoc] + [
-        f"ansible://{h}?ansible_inventory={inventory}" for h in result.stats if inventory]
-    doctor_hosts = [n for n in names if n]
-    hint = "".join(f" --host {shlex.quote(h)}" for h in doctor_hosts)
+    doctor_hosts = [h for h in (t.doctor_host() for t in targets) if h]
+    hint = f" -i {shlex.quote(inventory)}" if inventory else ""
+    hint += "".join(f" --host {shlex.quote(h)}" for h in doctor_hosts)
     click.echo(f"Next: alumet-setup doctor{hint}")
+    if unreachable:
+        sys.exit(EXIT_USAGE)  # as doctor: 2 when a host could not be reached, 1 when one failed
     sys.exit(EXIT_OK if result.ok else EXIT_NOT_READY)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +16,12 @@ from typing import Any
 from . import __version__
 from .checks import load_all
 from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status
-from .hosts import Host
+from .hosts import Host, HostError
 
 SCHEMA_VERSION = 1
 WORKERS = 12
+# Hosts diagnosed at once (each runs WORKERS checks, over one ssh connection).
+HOST_WORKERS = 10
 
 
 class Verdict:
@@ -81,13 +83,20 @@ class Report:
     results: list[CheckResult]
     plugins: list[PluginVerdict]
     seconds: float
+    error: str | None = None  # the host could not be reached: no check ran
+
+    @classmethod
+    def unreachable(cls, host: str, error: str, seconds: float = 0.0) -> Report:
+        return cls(host, [], [], seconds, error=error)
 
     @property
     def ready(self) -> bool:
-        return not any(p.verdict == Verdict.BLOCKED for p in self.plugins)
+        return self.error is None and not any(p.verdict == Verdict.BLOCKED for p in self.plugins)
 
     def summary(self) -> str:
         """One line: "ready for rapl, procfs; blocked for perf, csv (<first reason>); ..."."""
+        if self.error is not None:
+            return f"unreachable: {self.error}"
         parts = []
         for verdict, label in ((Verdict.READY, "ready for"), (Verdict.DEGRADED, "degraded for"),
                                (Verdict.BLOCKED, "blocked for"), (Verdict.NOT_AVAILABLE, "not available here:")):
@@ -102,7 +111,7 @@ class Report:
         return "; ".join(parts) if parts else "no plugin selected"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "host": self.host,
             "ready": self.ready,
             "summary": self.summary(),
@@ -110,6 +119,9 @@ class Report:
             "checks": [r.to_json() for r in self.results],
             "plugins": {p.plugin: {"verdict": p.verdict, "reasons": p.reasons} for p in self.plugins},
         }
+        if self.error is not None:  # only then: schema_version 1 readers see nothing new otherwise
+            document["error"] = self.error
+        return document
 
 
 def _jsonable(value: Any) -> Any:
@@ -187,6 +199,42 @@ def diagnose(host: Host, options: Options | None = None, plugins: Sequence[str] 
     return Report(host.name, results, judge_plugins(results, plugins), time.perf_counter() - start)
 
 
+def diagnose_many(connectors: Sequence[tuple[str, Callable[[], Host]]], options: Options | None = None,
+                  plugins: Sequence[str] | None = None, only: Iterable[str] | None = None,
+                  workers: int = HOST_WORKERS) -> list[Report]:
+    """Diagnose several hosts at once, in the order given. `connectors` are (name, connect) pairs; a
+    connect that raises HostError gives that host an unreachable report, and the others go on."""
+    only = None if only is None else list(only)
+
+    def one(item: tuple[str, Callable[[], Host]]) -> Report:
+        name, connect = item
+        start = time.perf_counter()
+        try:
+            host = connect()
+            report = diagnose(host, options, plugins=plugins, only=only)
+        except HostError as exc:
+            message = str(exc)
+            prefix = f"{name}: "
+            return Report.unreachable(name, message.removeprefix(prefix), time.perf_counter() - start)
+        report.host = name
+        return report
+
+    if len(connectors) == 1:
+        return [one(connectors[0])]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(connectors))), thread_name_prefix="host") as pool:
+        return list(pool.map(one, connectors))
+
+
+def render_table(reports: Sequence[Report]) -> str:
+    """host | ready | summary, one row per host, after the reports of several hosts."""
+    rows = [(r.host, "unreachable" if r.error is not None else "yes" if r.ready else "no", r.summary())
+            for r in reports]
+    width = max(4, *(len(h) for h, _, _ in rows))
+    lines = [f"{'host':<{width}}  {'ready':<11}  summary"]
+    lines += [f"{h:<{width}}  {ready:<11}  {summary}" for h, ready, summary in rows]
+    return "\n".join(lines)
+
+
 def to_json(reports: Sequence[Report]) -> str:
     """The --json document: versioned, one object per host (docs/doctor-schema.json)."""
     return json.dumps(
@@ -221,6 +269,8 @@ def render_text(report: Report, color: bool = False, verbose: bool = False) -> s
         return click.style(text, fg=fg, bold=bold)
 
     lines = [paint(f"alumet-setup doctor: {report.host}", None, bold=True)]
+    if report.error is not None:
+        return "\n".join([*lines, "", f"{paint('Unreachable', 'red', bold=True)}: {report.error}"])
     width = max((len(r.title) for r in report.results), default=10)
     group = None
     for r in report.results:

@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from typing import Any, Protocol
 
 # Commands answered 127 when absent, like a shell does.
 COMMAND_NOT_FOUND = 127
+# Commands in flight per remote host: sshd refuses more than MaxSessions (default 10) sessions on one
+# multiplexed connection, and doctor runs 12 checks at once.
+REMOTE_SLOTS = 6
 
 
 class HostError(Exception):
@@ -273,7 +277,7 @@ class TestinfraHost:
     def __init__(self, backend: Any, name: str | None = None):
         self._host = backend
         self.name = name or backend.backend.get_hostname()
-        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(REMOTE_SLOTS)
 
     @classmethod
     def connect(cls, spec: str, **kwargs: Any) -> TestinfraHost:
@@ -306,12 +310,22 @@ class TestinfraHost:
             command = "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " " + command
         # `command -v` first, so a missing program reads as 127 on every backend.
         script = f"command -v {shlex.quote(argv[0])} >/dev/null 2>&1 || exit 127; exec timeout {timeout:g} {command}"
-        result = self._host.run("sh -c " + shlex.quote(script))
+        result = self._run_shell(script)
         stdout = result.stdout if isinstance(result.stdout, str) else result.stdout.decode("utf-8", "replace")
         stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode("utf-8", "replace")
         if result.rc == 255 and _UNREACHABLE.search(stderr):
-            raise HostError(f"{self.name}: {stderr.strip().splitlines()[-1]}")
+            raise HostError(f"{self.name}: {ssh_failure(stderr)}")
         return CommandResult(tuple(argv), result.rc, stdout, stderr)
+
+    def _run_shell(self, script: str) -> Any:
+        with self._slots:
+            try:
+                return self._host.run("sh -c " + shlex.quote(script))
+            except RuntimeError as exc:  # testinfra's ssh backend raises on rc 255 with the result inside
+                result = exc.args[0] if exc.args else None
+                stderr = getattr(result, "stderr", "") or ""
+                stderr = stderr if isinstance(stderr, str) else stderr.decode("utf-8", "replace")
+                raise HostError(f"{self.name}: {ssh_failure(stderr) or 'ssh failed (exit code 255)'}") from None
 
     def read_bytes(self, path: str) -> bytes | None:
         result = self._py(_PY_READ, path)
@@ -363,16 +377,109 @@ class TestinfraHost:
         dirs = ":".join(extra_dirs)
         script = f'PATH="$PATH:{dirs}" command -v {shlex.quote(command)}' if dirs else \
             f"command -v {shlex.quote(command)}"
-        result = self._host.run("sh -c " + shlex.quote(script))
+        result = self._run_shell(script)
         out = result.stdout.strip()
         return out if result.rc == 0 and out.startswith("/") else None
+
+
+# ssh's own words for why it could not get in -> one line that says what to do about it.
+_SSH_REASONS = (
+    (re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed", re.I),
+     "host key verification failed: the host's key is not the one in known_hosts (check it, then update "
+     "known_hosts)"),
+    (re.compile(r"Permission denied \((?P<methods>[^)]*)\)", re.I),
+     "authentication failed (Permission denied ({methods})): check the user and the key or ssh agent"),
+    (re.compile(r"Connection refused", re.I), "connection refused: no ssh server listening on that port"),
+    (re.compile(r"Connection timed out|Operation timed out", re.I), "connection timed out"),
+    (re.compile(r"No route to host", re.I), "no route to host"),
+    (re.compile(r"Could not resolve hostname (?P<name>\S+?):", re.I), "could not resolve host name {name}"),
+)
+
+
+def ssh_failure(text: str) -> str:
+    """One line for an ssh (or Ansible ssh connection) failure; the last non-banner line otherwise."""
+    for pattern, message in _SSH_REASONS:
+        match = pattern.search(text)
+        if match:
+            return message.format(**match.groupdict())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("@")]
+    return lines[-1] if lines else ""
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach one host over ssh: from an inventory entry or a `[user@]host[:port]` --host."""
+
+    name: str  # the label in reports
+    destination: str  # an address, or a name ssh resolves itself (so ~/.ssh/config applies)
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    extra_args: tuple[str, ...] = ()  # ansible_ssh_common_args + ansible_ssh_extra_args, split
+
+    def spec(self) -> str:
+        host = f"[{self.destination}]" if ":" in self.destination else self.destination
+        return "ssh://" + (f"{self.user}@" if self.user else "") + host + (f":{self.port}" if self.port else "")
+
+
+class SshControl:
+    """One private directory of ssh ControlMaster sockets for a doctor run: each host's commands share
+    one connection, and the masters are told to exit when the run ends (no ssh left behind)."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="as-ssh-")  # short: socket paths are limited to 108 bytes
+
+    def args(self, target: SshTarget) -> str:
+        """testinfra's ssh_extra_args: one shell-quoted string (testinfra runs ssh through a shell)."""
+        # BatchMode: never prompt (a password or an unknown host key fails at once, with ssh's reason).
+        argv = ["-o", "BatchMode=yes", "-o", f"ControlPath={self.directory}/%C", *target.extra_args]
+        return " ".join(shlex.quote(a) for a in argv)
+
+    def close(self) -> None:
+        for socket in os.listdir(self.directory):
+            subprocess.run(["ssh", "-S", os.path.join(self.directory, socket), "-O", "exit", "x"],
+                           capture_output=True, timeout=10, check=False)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> SshControl:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def connect(target: str | SshTarget | None, control: SshControl | None = None) -> Host:
+    """A reachable Host for a target (HostError otherwise, in one line): None or `local` -> this
+    machine; an SshTarget -> ssh; anything with `://` -> that testinfra backend."""
+    if target is None or target in ("", "local", "localhost", "local://"):
+        return LocalHost()
+    if isinstance(target, SshTarget):
+        kwargs: dict[str, Any] = {"ssh_identity_file": target.identity_file} if target.identity_file else {}
+        if control is not None:
+            kwargs["ssh_extra_args"] = control.args(target)
+        elif target.extra_args:
+            kwargs["ssh_extra_args"] = " ".join(shlex.quote(a) for a in target.extra_args)
+        host = TestinfraHost.connect(target.spec(), name=target.name, **kwargs)
+    else:
+        host = TestinfraHost.connect(target)
+    host.ping()
+    return host
+
+
+def ssh_target(spec: str) -> str | SshTarget:
+    """A --host value without an inventory: a testinfra URL stays as it is; `[user@]host[:port]` is
+    checked like install checks it (InventoryError) and becomes an SshTarget."""
+    if "://" in spec:
+        return spec
+    from .inventory import LOCAL_NAMES, parse_host
+
+    if spec in LOCAL_NAMES:
+        return "local"
+    parsed = parse_host(spec)
+    return SshTarget(name=spec, destination=parsed.address or spec, user=parsed.user, port=parsed.port)
 
 
 def host_from_spec(spec: str | None) -> Host:
     """`None`/`local` -> this machine; anything with `://` -> a testinfra backend; `user@host:port`
     or a bare name -> ssh (names are resolved by ssh itself, so ~/.ssh/config applies)."""
-    if spec in (None, "", "local", "localhost", "local://"):
-        return LocalHost()
-    host = TestinfraHost.connect(spec) if "://" in spec else TestinfraHost.connect(f"ssh://{spec}", name=spec)
-    host.ping()
-    return host
+    return connect(None if spec is None else ssh_target(spec))

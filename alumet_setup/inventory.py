@@ -16,7 +16,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hosts import SshTarget
 
 LOCAL_NAMES = ("local", "localhost")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -45,12 +48,12 @@ class Target:
     def local(self) -> bool:
         return self.address is None and not self.from_inventory
 
-    def doctor_host(self, inventory: str | None = None) -> str | None:
+    def doctor_host(self) -> str | None:
         """The `alumet-setup doctor --host` value that checks this host; None for this machine."""
         if self.local:
             return None
-        if self.from_inventory and inventory:
-            return f"ansible://{self.name}?ansible_inventory={os.path.abspath(inventory)}"
+        if self.from_inventory:
+            return self.name  # with `doctor -i INVENTORY`, which reaches it as Ansible does
         return self.spec
 
 
@@ -117,6 +120,79 @@ def _check_ipv6(text: str, shown: str) -> str:
 
 def read_inventory(path: str) -> tuple[list[str], list[str]]:
     """Host names and group names of an INI or YAML inventory, parsed by Ansible itself."""
+    manager = _load(path)
+    hosts = sorted(h.name for h in manager.get_hosts())
+    groups = sorted(g for g in manager.groups if g not in ("all", "ungrouped"))
+    if not hosts:
+        raise InventoryError(f"--inventory {path}: no hosts found (not a valid INI or YAML inventory?)")
+    return hosts, groups
+
+
+def expand_hosts(path: str, names: Sequence[str]) -> list[str]:
+    """The hosts that host and group `names` of an inventory stand for: in the order named, each group
+    in inventory order, each host once."""
+    manager = _load(path)
+    return list(dict.fromkeys(h.name for name in names or ["all"] for h in manager.get_hosts(pattern=name)))
+
+
+# Inventory variables doctor needs to reach a host the way Ansible would, with their older aliases.
+_SSH_VARS = {
+    "host": ("ansible_host", "ansible_ssh_host"),
+    "port": ("ansible_port", "ansible_ssh_port"),
+    "user": ("ansible_user", "ansible_ssh_user"),
+    "key": ("ansible_ssh_private_key_file", "ansible_private_key_file"),
+    "connection": ("ansible_connection",),
+    "common_args": ("ansible_ssh_common_args",),
+    "extra_args": ("ansible_ssh_extra_args",),
+}
+
+
+def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
+    """For doctor: each host of `names` as an SshTarget built from its inventory variables
+    (ansible_host/port/user/ssh_private_key_file/ssh_common_args), "local" for a local connection,
+    and a testinfra ansible:// URL for any other connection plugin."""
+    import shlex
+
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    from .hosts import SshTarget
+
+    manager = _load(path)
+    loader = manager._loader
+    variables = VariableManager(loader=loader, inventory=manager)
+    targets: list[str | SshTarget] = []
+    for name in expand_hosts(path, names):
+        host_vars = variables.get_vars(host=manager.get_host(name), include_hostvars=False)
+        templar = Templar(loader=loader, variables=host_vars)
+
+        def var(key: str, host_vars: dict[str, Any] = host_vars, templar: Templar = templar) -> str | None:
+            for alias in _SSH_VARS[key]:
+                if host_vars.get(alias) not in (None, ""):
+                    return str(templar.template(host_vars[alias]))
+            return None
+
+        connection = var("connection") or "ssh"
+        if connection == "local":
+            targets.append("local")
+        elif connection not in ("ssh", "smart", "paramiko", "ansible.builtin.ssh"):
+            targets.append(f"ansible://{name}?ansible_inventory={os.path.abspath(path)}")
+        else:
+            port, key = var("port"), var("key")
+            try:
+                extra = tuple(shlex.split(var("common_args") or "") + shlex.split(var("extra_args") or ""))
+            except ValueError as exc:
+                raise InventoryError(f"--inventory {path}: {name}: bad ansible_ssh_common_args: {exc}") from None
+            if port is not None and not port.isdigit():
+                raise InventoryError(f"--inventory {path}: {name}: ansible_port {port!r} is not a number")
+            targets.append(SshTarget(
+                name=name, destination=var("host") or name, user=var("user"), port=int(port) if port else None,
+                identity_file=os.path.expanduser(key) if key else None, extra_args=extra))
+    return targets
+
+
+def _load(path: str) -> Any:
+    """Ansible's InventoryManager for `path`, its parse errors as one InventoryError line."""
     if not os.path.exists(path):
         raise InventoryError(f"--inventory {path}: no such file")
     if not os.access(path, os.R_OK):
@@ -130,11 +206,7 @@ def read_inventory(path: str) -> tuple[list[str], list[str]]:
             manager = InventoryManager(loader=DataLoader(), sources=[os.path.abspath(path)])
     except Exception as exc:
         raise InventoryError(f"--inventory {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
-    hosts = sorted(h.name for h in manager.get_hosts())
-    groups = sorted(g for g in manager.groups if g not in ("all", "ungrouped"))
-    if not hosts:
-        raise InventoryError(f"--inventory {path}: no hosts found (not a valid INI or YAML inventory?)")
-    return hosts, groups
+    return manager
 
 
 def resolve_targets(specs: Sequence[str], inventory: str | None = None, user: str | None = None) -> list[Target]:

@@ -58,6 +58,7 @@ class RunResult:
     artifact_dir: Path
     hosts: list[str] = field(default_factory=list)  # hosts expected to run (missing ones failed)
     messages: list[str] = field(default_factory=list)  # failure messages, for hints
+    unreachable: dict[str, str] = field(default_factory=dict)  # host -> why it could not be reached
 
     def host_ok(self, host: str) -> bool:
         row = self.stats.get(host)
@@ -116,6 +117,7 @@ class Progress:
         self.stats: dict[str, dict[str, int]] = {}
         self.errors: list[str] = []  # ERROR lines ansible-playbook printed outside any task
         self.messages: list[str] = []  # failure messages, for hints
+        self.unreachable: dict[str, str] = {}  # host -> one line
         self._started: dict[tuple[str, str], str] = {}
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
@@ -146,6 +148,13 @@ class Progress:
                 self.echo(f"{prefix} {state}: {task}{suffix}")
             else:
                 message = failure_message(res)
+                if kind == "runner_on_unreachable":
+                    from .hosts import ssh_failure
+
+                    # Ansible's text carries ssh's multi-line banner (host key warnings): one line instead.
+                    raw = res.get("msg", "") if isinstance(res, Mapping) else str(res)
+                    message = ssh_failure(str(raw)) or message
+                    self.unreachable.setdefault(host, message)
                 self.messages.append(message)
                 label = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
                 ignored = " (ignored)" if data.get("ignore_errors") else ""
@@ -225,6 +234,7 @@ def run_playbook(
     verbosity: int = 0,
     remote_user: str | None = None,
     become_password: str | None = None,
+    forks: int | None = None,
     roles_path: Path | None = None,
     echo: Callable[[str], None] = print,
     keep: int = KEEP_RUNS,
@@ -277,6 +287,7 @@ def run_playbook(
             tags=",".join(tags) or None,
             skip_tags=",".join(skip_tags) or None,
             verbosity=verbosity or None,
+            forks=forks,
             cmdline=shlex.join(cmdline) if cmdline else None,
             passwords=passwords,
             roles_path=[str(roles_path)] if roles_path else None,
@@ -298,7 +309,8 @@ def run_playbook(
         detail = progress.errors[0] if progress.errors else _last_output_line(artifact_dir) or status
         raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
     return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
-                     artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages)
+                     artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
+                     unreachable=progress.unreachable)
 
 
 def _last_output_line(artifact_dir: Path) -> str:

@@ -141,7 +141,8 @@ def test_become_password_prompt_is_hidden_and_kept_off_disk(tmp_path: Path) -> N
 
 
 @pytest.mark.usefixtures("tiny_playbook")
-def test_unreachable_host_exits_1() -> None:
+def test_unreachable_host_exits_2() -> None:
     result = CliRunner().invoke(cli, ["install", "--host", "root@127.0.0.1:1", "--only", "sysctl"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # like doctor: 2 when a host cannot be reached
+    assert "127.0.0.1_1: unreachable: connection refused" in result.output
     assert "Next: alumet-setup doctor --host root@127.0.0.1:1" in result.output
