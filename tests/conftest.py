@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
 
 import prepare  # noqa: E402  (tests/bed is not a package)
+import rust_mirror  # noqa: E402
 import services  # noqa: E402
 
 
@@ -39,6 +40,8 @@ def bed(bed_env: dict[str, str]) -> Iterator[dict[str, str]]:
             pytest.fail(f"test bed needs {', '.join(missing)}")
         pytest.skip(f"test bed needs {', '.join(missing)}")
     prepare.main()
+    # Molecule's inventory reads it (${BED_RUST_TOOLCHAIN}): the mirror serves the host's X.Y only.
+    os.environ["BED_RUST_TOOLCHAIN"] = ".".join(rust_mirror.version().split(".")[:2])
     with services.running():
         yield {
             "mirror_url": services.MIRROR_URL,
