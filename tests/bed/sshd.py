@@ -1,0 +1,142 @@
+"""Containers running sshd on 127.0.0.1:PORT: remote hosts for tests/integration/test_remote.py and
+bench/fleet_install.py.
+
+Each one is a bed image (python3 only) run with the host network, never privileged; openssh-server is
+installed at start with apt (its archive cache under .cache/apt/ is kept, so the packages download
+once), and the test key is bind-mounted as root's authorized_keys. Host key checking stays on: the
+caller gets a known_hosts made with ssh-keyscan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 240  # apt update + openssh-server on a busy 2-core machine
+
+_SCRIPT = (
+    "set -e; export DEBIAN_FRONTEND=noninteractive; "
+    "apt-get -qq -o Acquire::Retries=3 update; "
+    "apt-get -qq -y --no-install-recommends install openssh-server >/dev/null; "
+    "mkdir -p /run/sshd; ssh-keygen -A; "
+    "exec /usr/sbin/sshd -D -e -p {port} -o ListenAddress=127.0.0.1"
+)
+
+
+@dataclass(frozen=True)
+class SshHost:
+    name: str  # inventory name
+    platform: str  # bed image name: debian13, ubuntu2404, ubuntu2204
+    port: int
+    container: str
+
+
+def free_port() -> int:
+    """A port nobody listens on now (other sessions' tests run on this machine too)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_key(path: Path) -> Path:
+    """A passphrase-less ed25519 key pair at `path` (and `path`.pub); returns the private key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alumet-setup-test", "-f", str(path)],
+                   check=True, stdin=subprocess.DEVNULL)
+    return path
+
+
+def start(hosts: Sequence[tuple[str, str]], public_key: Path, label: str = "alumet-setup-sshd") -> list[SshHost]:
+    """Start one container per (name, platform) and wait until every sshd answers. They start
+    together; apt runs in each concurrently. A second host of a platform gets its own apt cache
+    directory, since two apt runs cannot share one archive lock."""
+    run_id = uuid.uuid4().hex[:6]
+    started: list[SshHost] = []
+    seen: dict[str, int] = {}
+    try:
+        for name, platform in hosts:
+            seen[platform] = seen.get(platform, 0) + 1
+            cache = ROOT / ".cache" / "apt" / (platform if seen[platform] == 1 else f"{platform}-{seen[platform]}")
+            cache.mkdir(parents=True, exist_ok=True)
+            host = SshHost(name, platform, free_port(), f"as-sshd-{name}-{run_id}")
+            subprocess.run(
+                ["podman", "run", "-d", "--name", host.container, "--label", label, "--network", "host",
+                 # The agent's file capabilities must lie in the bounding set, or the kernel refuses to run it.
+                 "--cap-add", "CAP_PERFMON,CAP_SYS_NICE,CAP_SYS_PTRACE",
+                 "-v", f"{public_key}:/root/.ssh/authorized_keys:ro", "-v", f"{cache}:/var/cache/apt/archives",
+                 f"localhost/alumet-bed-{platform}:latest", "sh", "-c", _SCRIPT.format(port=host.port)],
+                check=True, capture_output=True, text=True,
+            )
+            started.append(host)
+        deadline = time.monotonic() + START_TIMEOUT
+        for host in started:
+            while not host_keys(host.port):
+                if time.monotonic() > deadline or _exited(host.container):
+                    raise RuntimeError(f"sshd in {host.container} did not come up:\n{_logs(host.container)}")
+                time.sleep(1)
+    except BaseException:
+        remove(started)
+        raise
+    return started
+
+
+def host_keys(port: int) -> str:
+    """known_hosts lines for 127.0.0.1:PORT ("" while sshd is not up)."""
+    result = subprocess.run(["ssh-keyscan", "-T", "3", "-p", str(port), "127.0.0.1"], capture_output=True,
+                            text=True, check=False)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def write_known_hosts(path: Path, hosts: Sequence[SshHost]) -> Path:
+    path.write_text("".join(host_keys(h.port) for h in hosts))
+    return path
+
+
+def inventory(hosts: Sequence[SshHost], key: Path, known_hosts: Path, extra: dict[str, dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
+    """An Ansible YAML (JSON) inventory reaching every host as root with `key`, host keys checked
+    against `known_hosts` only. `extra`: further hosts, e.g. deliberately broken ones."""
+    host_vars = {h.name: connection(h.port, key, known_hosts) for h in hosts}
+    host_vars.update(extra or {})
+    return {"all": {"hosts": host_vars}}
+
+
+def connection(port: int, key: Path, known_hosts: Path) -> dict[str, Any]:
+    # IdentitiesOnly: only this key is offered, whatever an ssh agent holds.
+    return {
+        "ansible_host": "127.0.0.1", "ansible_port": port, "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(key),
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+                                   "-o IdentitiesOnly=yes",
+    }
+
+
+def write_inventory(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def remove(hosts: Sequence[SshHost]) -> None:
+    names = [h.container for h in hosts]
+    if names:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True, check=False)
+
+
+def _exited(container: str) -> bool:
+    out = subprocess.run(["podman", "inspect", "-f", "{{.State.Status}}", container], capture_output=True,
+                         text=True, check=False).stdout
+    return out.strip() in ("exited", "stopped", "")  # "" : gone
+
+
+def _logs(container: str) -> str:
+    return subprocess.run(["podman", "logs", "--tail", "30", container], capture_output=True, text=True,
+                          check=False).stdout + os.linesep

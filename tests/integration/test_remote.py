@@ -1,0 +1,189 @@
+"""Remote hosts and fleets, end to end: the real CLI (a subprocess of this interpreter) against sshd
+containers on 127.0.0.1 (tests/bed/sshd.py), host key checking on.
+
+Three hosts: deb13 and deb13b (Debian 13) share one build, u2404 (Ubuntu 24.04) builds its own.
+Broken hosts in the same inventory: gone (a closed port), badkey (a key the host does not accept),
+badhostkey (a known_hosts holding another host's key for deb13's port).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import pytest
+import sshd  # tests/bed, put on sys.path by tests/conftest.py
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "docs" / "doctor-schema.json").read_text())
+HOSTS = ("deb13", "deb13b", "u2404")
+BUILD_TASK = "Build | Start cargo install"
+COPY_TASK = "Distribute | Copy the binary built on the build host"
+VERIFY_TASK = "Distribute | Assert the copy has the build host's sha256"
+
+pytestmark = [pytest.mark.containers]
+
+
+@dataclass
+class Fleet:
+    inventory: Path
+    work: Path
+    settings: list[str]
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def summary(self) -> dict[str, list[str]]:
+        """install's per-host table: host -> [ok, changed, failed, unreachable, skipped]."""
+        lines = self.stdout.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["host", "ok"])
+        rows = {}
+        for line in lines[start + 1:]:
+            cells = line.split()
+            if len(cells) != 6:
+                break
+            rows[cells[0]] = cells[1:]
+        return rows
+
+    def events(self) -> list[dict]:
+        """ansible-runner's job events of this install (the "Run log:" directory)."""
+        run_log = next(line.split(": ", 1)[1] for line in self.stdout.splitlines() if line.startswith("Run log: "))
+        return [json.loads(p.read_text()) for p in sorted(Path(run_log, "job_events").glob("*.json"))]
+
+    def hosts_where(self, task_prefix: str, event: str = "runner_on_ok", changed: bool | None = None) -> set[str]:
+        found = set()
+        for e in self.events():
+            data = e.get("event_data") or {}
+            matches = e.get("event") == event and str(data.get("task", "")).startswith(task_prefix)
+            if matches and (changed is None or bool((data.get("res") or {}).get("changed")) == changed):
+                found.add(data["host"])
+        return found
+
+
+@pytest.fixture(scope="module")
+def fleet(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    work = tmp_path_factory.mktemp("remote")
+    key, wrong_key = sshd.make_key(work / "id"), sshd.make_key(work / "wrong")
+    hosts = sshd.start([("deb13", "debian13"), ("deb13b", "debian13"), ("u2404", "ubuntu2404")],
+                       Path(f"{key}.pub"))
+    try:
+        by_name = {h.name: h for h in hosts}
+        known_hosts = sshd.write_known_hosts(work / "known_hosts", hosts)
+        # u2404's host keys filed under deb13's port: what ssh sees when a host was reinstalled (or spoofed).
+        wrong_hosts = work / "wrong_known_hosts"
+        wrong_hosts.write_text(sshd.host_keys(by_name["u2404"].port).replace(
+            f"[127.0.0.1]:{by_name['u2404'].port}", f"[127.0.0.1]:{by_name['deb13'].port}"))
+        deb13_port = by_name["deb13"].port
+        broken = {
+            "gone": sshd.connection(sshd.free_port(), key, known_hosts),
+            "badkey": sshd.connection(deb13_port, wrong_key, known_hosts),
+            "badhostkey": sshd.connection(deb13_port, key, wrong_hosts),
+        }
+        inventory = sshd.write_inventory(work / "inventory.yml", sshd.inventory(hosts, key, known_hosts, broken))
+        settings = [f"rustup_dist_server={bed['mirror_url']}", f"rustup_update_root={bed['rustup_update_root']}",
+                    "rustup_toolchain=1.95", f"alumet_agent_git_url={bed['git_url']}"]
+        yield Fleet(inventory, work, [arg for s in settings for arg in ("--set", s)])
+    finally:
+        sshd.remove(hosts)
+
+
+def cli(fleet: Fleet, *args: str, timeout: int = 420) -> Run:
+    # A fresh ssh ControlPath directory per run: Ansible's master connections are keyed by user, host and
+    # port only, so a live one from an earlier run would let badkey/badhostkey in without a handshake.
+    with tempfile.TemporaryDirectory(prefix="as-cp-") as control:
+        env = {**os.environ, "XDG_STATE_HOME": str(fleet.work / "state"), "ANSIBLE_SSH_CONTROL_PATH_DIR": control}
+        proc = subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
+                              env=env, timeout=timeout, cwd=ROOT, check=False)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def hosts_args(*names: str) -> list[str]:
+    return [arg for name in names for arg in ("--host", name)]
+
+
+@pytest.fixture(scope="module")
+def installed(fleet: Fleet) -> Run:
+    return cli(fleet, "install", "-i", str(fleet.inventory), *hosts_args(*HOSTS), *fleet.settings)
+
+
+def test_install_builds_once_per_distribution(installed: Run) -> None:
+    assert installed.rc == 0, installed.output[-4000:]
+    rows = installed.summary()
+    assert sorted(rows) == sorted(HOSTS)
+    assert all(row[2] == "0" and row[3] == "0" for row in rows.values()), rows  # failed, unreachable
+    # cargo ran on the first Debian 13 host and on the Ubuntu host, never on deb13b ...
+    assert installed.hosts_where(BUILD_TASK, changed=True) == {"deb13", "u2404"}
+    assert installed.hosts_where("Install | Run rustup-init", changed=True) == {"deb13", "u2404"}
+    # ... which got deb13's binary, its sha256 checked on deb13b itself.
+    assert installed.hosts_where(COPY_TASK, changed=True) == {"deb13b"}
+    verified = [e["event_data"]["res"].get("msg", "") for e in installed.events()
+                if e.get("event") == "runner_on_ok" and e["event_data"].get("task") == VERIFY_TASK]
+    assert len(verified) == 1 and "matches the build on deb13" in verified[0], verified
+
+
+def test_doctor_over_ssh_sees_the_installed_agent(fleet: Fleet, installed: Run) -> None:
+    assert installed.rc == 0
+    run = cli(fleet, "doctor", "-i", str(fleet.inventory), *hosts_args(*HOSTS), "--json", timeout=120)
+    assert run.rc in (0, 1), run.output  # not 2: every host answered
+    document = json.loads(run.stdout)
+    jsonschema.validate(document, SCHEMA)
+    assert [h["host"] for h in document["hosts"]] == list(HOSTS)
+    for host in document["hosts"]:
+        status = {c["id"]: c["status"] for c in host["checks"]}
+        assert "error" not in host
+        assert status["agent.binary"] == "ok", (host["host"], host["summary"])
+        assert status["agent.capabilities"] == "ok", (host["host"], host["summary"])
+        assert status["rapl.access"] == "not-available" and status["nvml.device"] == "not-available"
+        assert host["plugins"]["rapl"]["verdict"] == "not-available"
+        assert host["plugins"]["nvml"]["verdict"] == "not-available"
+
+
+def test_rerun_changes_nothing_and_an_unreachable_host_does_not_stop_the_others(fleet: Fleet, installed: Run
+                                                                                ) -> None:
+    assert installed.rc == 0
+    run = cli(fleet, "install", "-i", str(fleet.inventory), *hosts_args(*HOSTS, "gone"), *fleet.settings)
+    assert run.rc == 2, run.output[-4000:]
+    rows = run.summary()
+    assert rows["gone"] == ["0", "0", "0", "1", "0"]
+    for name in HOSTS:
+        assert rows[name][1:4] == ["0", "0", "0"], (name, rows[name])  # changed, failed, unreachable
+    assert not run.hosts_where(BUILD_TASK) and not run.hosts_where(COPY_TASK)  # neither run nor skipped-and-ok
+    assert "alumet-setup: error: gone: unreachable: connection refused" in run.stderr
+
+    doctor = cli(fleet, "doctor", "-i", str(fleet.inventory), *hosts_args("deb13", "gone"), "--json", timeout=120)
+    assert doctor.rc == 2, doctor.output
+    document = json.loads(doctor.stdout)
+    jsonschema.validate(document, SCHEMA)
+    deb13, gone = document["hosts"]
+    assert deb13["host"] == "deb13" and deb13["checks"] and "error" not in deb13
+    assert gone["host"] == "gone" and gone["checks"] == [] and gone["plugins"] == {} and not gone["ready"]
+    assert gone["error"].startswith("connection refused")
+
+
+@pytest.mark.parametrize("command", ["doctor", "install"])
+def test_authentication_and_host_key_failures_are_one_line_each(fleet: Fleet, command: str) -> None:
+    extra = fleet.settings if command == "install" else []
+    run = cli(fleet, command, "-i", str(fleet.inventory), *hosts_args("badkey", "badhostkey"), *extra, timeout=180)
+    assert run.rc == 2, run.output[-4000:]
+    assert "Traceback" not in run.output
+    errors = [line for line in run.stderr.splitlines() if line.startswith("alumet-setup: error: ")]
+    assert len(errors) == 2, run.stderr
+    by_host = {line.split(": ")[2]: line for line in errors}
+    assert "authentication failed (Permission denied (publickey" in by_host["badkey"]
+    assert "host key verification failed" in by_host["badhostkey"]
+    assert "@@@" not in run.output  # ssh's banner stays out
