@@ -1,0 +1,70 @@
+"""Remote-host pieces that need no container: ssh's reasons in one line, unreachable reports, SshTarget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from alumet_setup import doctor
+from alumet_setup.hosts import HostError, SshControl, SshTarget, ssh_failure, ssh_target
+from alumet_setup.inventory import InventoryError
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "doctor-schema.json").read_text())
+BANNER = """@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Host key for [127.0.0.1]:2201 has changed and you have requested strict checking.
+Host key verification failed."""
+
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    (BANNER, "host key verification failed: "),
+    ("root@127.0.0.1: Permission denied (publickey,password).", "authentication failed (Permission denied "
+                                                                "(publickey,password))"),
+    ("ssh: connect to host 127.0.0.1 port 9: Connection refused", "connection refused"),
+    ("ssh: Could not resolve hostname nope.invalid: Name or service not known", "could not resolve host name "
+                                                                                "nope.invalid"),
+    ("something else\nlast words\n", "last words"),
+])
+def test_ssh_failure_is_one_line(stderr: str, expected: str) -> None:
+    line = ssh_failure(stderr)
+    assert line.startswith(expected) and "\n" not in line and "@" not in line.replace("root@", "")
+
+
+def test_unreachable_host_fits_the_schema_and_the_table() -> None:
+    ok = doctor.Report("a", [], [doctor.PluginVerdict("csv", doctor.Verdict.READY)], 0.1)
+    gone = doctor.Report.unreachable("b", "connection refused")
+    document = json.loads(doctor.to_json([ok, gone]))
+    jsonschema.validate(document, SCHEMA)
+    assert "error" not in document["hosts"][0]
+    assert document["hosts"][1] | {"seconds": 0} == {
+        "host": "b", "ready": False, "summary": "unreachable: connection refused", "seconds": 0,
+        "checks": [], "plugins": {}, "error": "connection refused"}
+    rows = [line.split()[:2] for line in doctor.render_table([ok, gone]).splitlines()]
+    assert rows == [["host", "ready"], ["a", "yes"], ["b", "unreachable"]]
+
+
+def test_diagnose_many_keeps_order_and_isolates_a_failing_connect() -> None:
+    def refuse() -> None:
+        raise HostError("b: connection refused")
+
+    from alumet_setup.hosts import LocalHost
+    reports = doctor.diagnose_many([("b", refuse), ("a", LocalHost)], only=["system.os"])
+    assert [r.host for r in reports] == ["b", "a"]
+    assert reports[0].error == "connection refused" and reports[1].error is None and reports[1].results
+
+
+def test_ssh_targets_from_specs_and_quoted_arguments() -> None:
+    assert ssh_target("podman://c1") == "podman://c1"
+    assert ssh_target("bob@lab01:2222") == SshTarget("bob@lab01:2222", "lab01", "bob", 2222)
+    assert SshTarget("x", "::1", port=22).spec() == "ssh://[::1]:22"
+    with pytest.raises(InventoryError, match="not allowed"):
+        ssh_target("lab01;reboot")
+    with SshControl() as control:
+        args = control.args(SshTarget("x", "h", extra_args=("-o", "ProxyCommand=nc %h %p; echo")))
+        assert "'ProxyCommand=nc %h %p; echo'" in args and "BatchMode=yes" in args
+    assert not Path(control.directory).exists()
