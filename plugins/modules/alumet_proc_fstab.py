@@ -1,0 +1,1 @@
+../../roles/hidepid/library/alumet_proc_fstab.py

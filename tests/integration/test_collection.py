@@ -1,0 +1,44 @@
+"""galaxy.yml makes the repository the collection alumet.setup: build it, install it, and run a role
+of it with its module the way an Ansible user would (read-only, in check mode, on this machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_built_collection_runs_its_roles_and_modules(tmp_path: Path) -> None:
+    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp_path, ROOT],
+                   check=True, capture_output=True)
+    (archive,) = tmp_path.glob("alumet-setup-*.tar.gz")
+    installed = tmp_path / "collections" / "ansible_collections" / "alumet" / "setup"
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        tar.extractall(installed, filter="tar")
+    assert not [n for n in names if n.startswith(("tests/", "molecule/", ".venv/", ".cache/"))]
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"), "ANSIBLE_NOCOLOR": "1"}
+
+    module = subprocess.run(
+        [BIN / "ansible", "localhost", "-m", "alumet.setup.alumet_sysctl_precedence",
+         "-a", "key=kernel.perf_event_paranoid file=/etc/sysctl.d/local.conf", "-o"],
+        capture_output=True, text=True, env=env, check=False)
+    assert module.returncode == 0, module.stdout + module.stderr
+    answer = json.loads(module.stdout.split("=>", 1)[1])
+    assert "overriding_files" in answer
+
+    play = tmp_path / "play.yml"
+    play.write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: true\n  tasks:\n"
+        "    - ansible.builtin.import_role:\n        name: alumet.setup.perf_paranoid\n"
+        "        tasks_from: preflight\n")
+    run = subprocess.run([BIN / "ansible-playbook", "--check", play], capture_output=True, text=True, env=env,
+                         check=False)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "failed=0" in run.stdout and "Find which sysctl.d files set the key at boot" in run.stdout
