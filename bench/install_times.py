@@ -83,7 +83,7 @@ def main() -> None:
             name = start_container(platform)
             try:
                 inventory = Path(tmp) / f"{platform}.ini"
-                inventory.write_text(f"{name} ansible_connection=containers.podman "
+                inventory.write_text(f"{name} ansible_connection=containers.podman.podman "
                                      "ansible_python_interpreter=/usr/bin/python3 ansible_become=false\n")
                 first, _ = install(inventory, toolchain)
                 second, output = install(inventory, toolchain)
