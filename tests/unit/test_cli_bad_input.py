@@ -1,0 +1,78 @@
+"""Bad input through every command: one stderr line, exit 2, and nothing runs against any host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alumet_setup import doctor, hosts, profiles, resources, runner
+from alumet_setup.cli import main
+from alumet_setup.settings import load_specs
+
+
+def _never(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("a host was contacted or a playbook started on bad input")
+
+
+@pytest.fixture(autouse=True)
+def guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "run_playbook", _never)
+    monkeypatch.setattr(hosts, "connect", _never)
+    monkeypatch.setattr(doctor, "diagnose_many", _never)
+
+
+def _one_line_exit_2(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    with pytest.raises(SystemExit) as caught:
+        main(list(args))
+    out, err = capsys.readouterr()
+    assert caught.value.code == 2, (out, err)
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alumet-setup: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall", "doctor"])
+@pytest.mark.parametrize(("host", "expected"), [
+    ("lab01;reboot", "';' not allowed"),
+    ("lab01$(id)", "not allowed"),
+    ("lab01`id`", "not allowed"),
+    ("lab|01", "'|' not allowed"),
+    ("-oProxyCommand=touch /tmp/x", "cannot start with '-'"),
+    ("root@", "the host part is empty"),
+])
+def test_malformed_hosts(capsys: pytest.CaptureFixture[str], command: str, host: str, expected: str) -> None:
+    assert expected in _one_line_exit_2(capsys, command, "--host", host)
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall"])
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("no_such_key=1", "unknown setting no_such_key"),
+    ("perf_paranoid_value=5", "must be between -1 and 4"),
+    ("perf_paranoid_value=-2", "must be between -1 and 4"),
+    ("alumet_config_profile=nope", "'nope' is not one of energy-attribution"),
+    ("rustup_allow_insecure_mirror=perhaps", "expected true or false"),
+])
+def test_bad_settings(capsys: pytest.CaptureFixture[str], command: str, setting: str, expected: str) -> None:
+    assert expected in _one_line_exit_2(capsys, command, "--set", setting)
+
+
+def test_unknown_profile_in_config_render(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "unknown profile 'nope' (known: energy-attribution" in _one_line_exit_2(
+        capsys, "config", "render", "--profile", "nope")
+
+
+def test_unknown_plugin_in_doctor(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "unknown plugin nope (known: " in _one_line_exit_2(capsys, "doctor", "--plugin", "rapl,nope")
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall", "doctor"])
+def test_missing_inventory(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
+    missing = tmp_path / "nope.ini"
+    assert f"--inventory {missing}: no such file" in _one_line_exit_2(capsys, command, "-i", str(missing))
+
+
+def test_profile_choices_are_the_cli_profiles() -> None:
+    # The role's argument spec refuses what profiles.py does not know: one list, checked here.
+    assert set(load_specs(resources.bundled("roles"))["alumet_config_profile"].choices) == set(profiles.PROFILES)
