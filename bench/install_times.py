@@ -36,7 +36,9 @@ CARGO_RAN = re.compile(r"changed: .*Start cargo install")
 def start_container(platform: str) -> str:
     name = f"bench-install-{platform}"
     subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
-    cache = ROOT / ".cache" / "apt" / platform
+    # Its own apt archive cache: apt does not wait for the archives lock of a cache shared between
+    # containers running at the same time.
+    cache = ROOT / ".cache" / "apt" / name
     cache.mkdir(parents=True, exist_ok=True)
     cmd = ["podman", "run", "-d", "--name", name, "--network", "host", *[f"--cap-add={c}" for c in CAPS],
            "-v", f"{cache}:/var/cache/apt/archives", f"localhost/alumet-bed-{platform}:latest", "sleep", "infinity"]
