@@ -1,0 +1,96 @@
+"""Throwaway bed containers driven by the real roles (ansible-playbook) or the real CLI.
+
+Shared by test_faults.py and test_security.py: one podman container per test, host network, not
+privileged, the platform's apt cache bind-mounted as molecule/config.yml does.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# The apt cache is mounted as an overlay (:O): shared downloads, but apt's lock and new files stay private,
+# so these containers never wait on (or fail at) another run's /var/cache/apt/archives/lock.
+# The capabilities molecule grants: the agent's file capabilities must fit the bounding set.
+CAPS = ["--cap-add", "CAP_PERFMON", "--cap-add", "CAP_SYS_NICE", "--cap-add", "CAP_SYS_PTRACE"]
+
+
+class Container:
+    def __init__(self, name: str, platform: str) -> None:
+        self.name, self.platform = name, platform
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a shell script inside the container."""
+        return subprocess.run(["podman", "exec", self.name, "sh", "-c", script], capture_output=True, text=True,
+                              check=check, timeout=300)
+
+    def inventory(self, directory: Path) -> Path:
+        path = directory / f"{self.name}.ini"
+        path.write_text(f"{self.name} ansible_connection=containers.podman.podman "
+                        "ansible_python_interpreter=/usr/bin/python3 ansible_become=false\n")
+        return path
+
+    def play(self, directory: Path, roles: Sequence[str | dict[str, Any]], extravars: dict[str, Any] | None = None,
+             tasks_from: str = "main", background: bool = False) -> Any:
+        """Apply roles with ansible-playbook; returns the CompletedProcess (or the Popen when background)."""
+        playbook = directory / f"play-{uuid.uuid4().hex[:8]}.yml"
+        steps = [{"name": f"Apply {r}", "ansible.builtin.import_role": {"name": r, "tasks_from": tasks_from}}
+                 for r in roles]
+        playbook.write_text(yaml.safe_dump([{"name": "Test", "hosts": "all", "tasks": steps}]))
+        varsfile = directory / f"vars-{playbook.stem}.yml"
+        varsfile.write_text(yaml.safe_dump({"ansible_become": False, **(extravars or {})}))
+        cmd = [str(BIN / "ansible-playbook"), "-i", str(self.inventory(directory)), "-e", f"@{varsfile}",
+               str(playbook)]
+        env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
+               "ANSIBLE_STDOUT_CALLBACK": "default"}
+        if background:
+            return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+    def cli(self, directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        """The real alumet-setup command against this container (through an inventory)."""
+        cmd = [str(BIN / "alumet-setup"), *args[:1], "-i", str(self.inventory(directory)), *args[1:]]
+        env = {**os.environ, "XDG_STATE_HOME": str(directory / "state")}
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+    def checksums(self, roots: str = "/etc /opt /usr/local") -> str:
+        """Entries with mode and owner, and the sha256 of every file: equal means nothing changed."""
+        return self.sh(f"find {roots} -xdev -printf '%p %M %u:%g %l\\n' | LC_ALL=C sort; "
+                       f"find {roots} -xdev -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum").stdout
+
+
+@contextmanager
+def container(platform: str = "debian13", podman_args: Sequence[str] = ()) -> Iterator[Container]:
+    name = f"alumet-fault-{uuid.uuid4().hex[:8]}"
+    cache = ROOT / ".cache" / "apt" / platform
+    cache.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["podman", "run", "-d", "--name", name, "--network", "host", *CAPS,
+                    "-v", f"{cache}:/var/cache/apt/archives:O", *podman_args,
+                    f"localhost/alumet-bed-{platform}:latest", "sleep", "infinity"],
+                   check=True, capture_output=True, text=True)
+    try:
+        yield Container(name, platform)
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, check=False)
+
+
+def bed_vars(bed: dict[str, str]) -> dict[str, Any]:
+    """The roles' download and build locations pointed at the bed services (as molecule/config.yml)."""
+    return {"rustup_update_root": bed["rustup_update_root"], "rustup_dist_server": bed["mirror_url"],
+            "rustup_toolchain": os.environ["BED_RUST_TOOLCHAIN"], "alumet_agent_git_url": bed["git_url"],
+            "alumet_agent_poll_interval": 1}
+
+
+def quoted(text: str) -> str:
+    return shlex.quote(text)
