@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Wall time of `alumet-setup install` on fleets of 1, 2 and 4 fresh sshd containers (tests/bed/sshd.py),
+with build-once (the default) and with --build-on-each.
+
+2 hosts are two Debian 13 containers (one build group, so build-once matters); 4 hosts are two
+Debian 13 and two Ubuntu 24.04 (two build groups). With 1 host both modes run the same play, so it
+is measured once. Each figure is one install from fresh containers (container start not counted),
+with the local Rust mirror and stand-in source of the test bed and warm apt caches.
+
+    CONTAINERS_CONF=$PWD/.ci/containers.conf .venv/bin/python bench/fleet_install.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "bed"))
+
+import prepare  # noqa: E402  (tests/bed is not a package)
+import services  # noqa: E402
+import sshd  # noqa: E402
+
+FLEETS = {
+    1: [("deb13a", "debian13")],
+    2: [("deb13a", "debian13"), ("deb13b", "debian13")],
+    4: [("deb13a", "debian13"), ("deb13b", "debian13"), ("u2404a", "ubuntu2404"), ("u2404b", "ubuntu2404")],
+}
+SETTINGS = [f"rustup_dist_server={services.MIRROR_URL}", f"rustup_update_root={services.RUSTUP_UPDATE_ROOT}",
+            "rustup_toolchain=1.95", f"alumet_agent_git_url={services.GIT_URL}"]
+
+
+def install_time(size: int, build_on_each: bool, work: Path) -> float:
+    """Seconds one install takes on `size` fresh hosts; raises when it fails."""
+    key = work / "id"
+    if not key.exists():
+        sshd.make_key(key)
+    hosts = sshd.start(FLEETS[size], Path(f"{key}.pub"), label="alumet-setup-bench")
+    try:
+        known_hosts = sshd.write_known_hosts(work / "known_hosts", hosts)
+        inventory = sshd.write_inventory(work / "inventory.yml", sshd.inventory(hosts, key, known_hosts))
+        argv = [sys.executable, "-m", "alumet_setup", "install", "-i", str(inventory),
+                *[arg for s in SETTINGS for arg in ("--set", s)], *(["--build-on-each"] if build_on_each else [])]
+        with tempfile.TemporaryDirectory(prefix="as-cp-") as control:
+            env = {**os.environ, "XDG_STATE_HOME": str(work / "state"), "ANSIBLE_SSH_CONTROL_PATH_DIR": control}
+            start = time.monotonic()
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+            seconds = time.monotonic() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"install on {size} hosts failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}"
+                               f"{proc.stderr[-2000:]}")
+        return seconds
+    finally:
+        sshd.remove(hosts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,2,4", help="fleet sizes to measure (from 1, 2, 4)")
+    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
+    os.environ.setdefault("CONTAINERS_CONF", str(ROOT / ".ci" / "containers.conf"))
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    prepare.main()
+    rows = []
+    with services.running(), tempfile.TemporaryDirectory(prefix="as-bench-") as tmp:
+        for size in sizes:
+            once = install_time(size, False, Path(tmp))
+            each = once if size == 1 else install_time(size, True, Path(tmp))
+            rows.append((size, once, each))
+            print(f"{size} host(s): build-once {once:.0f} s, build-on-each {each:.0f} s", file=sys.stderr)
+    print("| hosts | build-once | build-on-each |")
+    print("|---|---|---|")
+    for size, once, each in rows:
+        same = " (same play)" if size == 1 else ""
+        print(f"| {size} | {once:.0f} s | {each:.0f} s{same} |")
+
+
+if __name__ == "__main__":
+    main()
