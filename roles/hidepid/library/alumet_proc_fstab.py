@@ -39,7 +39,9 @@ RETURN = r"""
 hidepid: {description: The hidepid level in force or wanted (0..4, null when none), type: int}
 live_options: {description: Options of the mounted /proc, type: str}
 fstab_line: {description: The /proc line of the fstab after the change (null when none), type: str}
-remount_options: {description: Options for mount -o remount,OPTIONS /proc; empty when the live /proc already matches, type: str}
+remount_options:
+  description: Options for mount -o remount,OPTIONS /proc; empty when the live /proc already matches.
+  type: str
 backup_file: {description: The backup copy, when this run made it, type: str}
 """
 
@@ -92,7 +94,8 @@ def proc_lines(lines: list[str]) -> list[int]:
     found = []
     for i, line in enumerate(lines):
         fields = line.split()
-        if fields and not fields[0].startswith("#") and len(fields) >= 3 and fields[1] == "/proc" and fields[2] == "proc":
+        if (fields and not fields[0].startswith("#") and len(fields) >= 3
+                and fields[1] == "/proc" and fields[2] == "proc"):
             found.append(i)
     return found
 
@@ -128,7 +131,7 @@ def main() -> None:
         return rc == 0, (out + err).strip()
 
     live = live_proc(p["mounts"])
-    live_opts, live_keyed = parse_options(live)
+    _, live_keyed = parse_options(live)
     live_level, live_gid = level(live_keyed.get("hidepid")), live_keyed.get("gid")
 
     exists = os.path.exists(fstab)
