@@ -144,7 +144,8 @@ def main() -> None:
             before = f.read()
     lines = before.splitlines(keepends=True)
     idx = proc_lines(lines)
-    fstab_opts = lines[idx[-1]].split()[3] if idx and len(lines[idx[-1]].split()) >= 4 else ("defaults" if idx else None)
+    fstab_fields = lines[idx[-1]].split() if idx else []
+    fstab_opts = fstab_fields[3] if len(fstab_fields) >= 4 else ("defaults" if idx else None)
     fstab_level = level(parse_options(fstab_opts)[1].get("hidepid")) if fstab_opts else None
 
     result = {"changed": False, "live_options": live, "remount_options": "", "hidepid": None, "fstab_line": None}
