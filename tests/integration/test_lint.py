@@ -1,0 +1,21 @@
+"""The tree stays ruff and ansible-lint clean (production profile): CI enforces what the guide asks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_ruff_is_clean() -> None:
+    result = subprocess.run([BIN / "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_ansible_lint_is_clean_at_the_production_profile() -> None:
+    result = subprocess.run([BIN / "ansible-lint", "--profile", "production", "roles", "playbooks"], cwd=ROOT,
+                            capture_output=True, text=True, check=False, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
