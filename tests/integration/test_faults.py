@@ -1,0 +1,143 @@
+"""Faults on real machines, each reproduced in a bed container with the real roles or the real CLI.
+
+Each test says what the run must do: fail with a message that names the cause, and leave the host as
+it was (or converge on the next run). Containers are throwaway; tests/bed serves mirror and source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+from bedhost import ROOT, bed_vars, container
+
+pytestmark = [pytest.mark.containers]
+TRIPLE = "x86_64-unknown-linux-gnu"
+
+
+def _nothing_under_opt_rust(c: object) -> None:
+    assert c.sh("test ! -e /opt/rust", check=False).returncode == 0, c.sh("find /opt/rust | head", check=False).stdout
+
+
+def test_rust_mirror_unreachable(bed: dict[str, str], tmp_path: Path) -> None:
+    with container() as c:
+        run = c.play(tmp_path, ["rustup"], {**bed_vars(bed), "rustup_update_root": "http://127.0.0.1:1/rustup",
+                                            "rustup_dist_server": "http://127.0.0.1:1"})
+        assert run.returncode != 0
+        assert "rustup: installing Rust failed" in run.stdout and "Connection refused" in run.stdout, run.stdout
+        _nothing_under_opt_rust(c)
+
+
+@pytest.fixture
+def corrupt_mirror(tmp_path: Path) -> Iterator[str]:
+    """A copy of the bed's rustup-init with one byte changed, beside the genuine .sha256, on its own port."""
+    source = ROOT / ".cache" / "rust-mirror" / "rustup" / "dist" / TRIPLE
+    dist = tmp_path / "mirror" / "rustup" / "dist" / TRIPLE
+    dist.mkdir(parents=True)
+    shutil.copy(source / "rustup-init.sha256", dist)
+    data = bytearray((source / "rustup-init").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (dist / "rustup-init").write_bytes(bytes(data))
+    assert hashlib.sha256(data).hexdigest() not in (dist / "rustup-init.sha256").read_text()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "mirror"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/rustup"
+    finally:
+        server.shutdown()
+
+
+def test_corrupt_rustup_init(bed: dict[str, str], corrupt_mirror: str, tmp_path: Path) -> None:
+    with container() as c:
+        run = c.play(tmp_path, ["rustup"], {**bed_vars(bed), "rustup_update_root": corrupt_mirror})
+        assert run.returncode != 0
+        assert "does not match its published sha256" in run.stdout and "nothing was installed" in run.stdout, run.stdout
+        _nothing_under_opt_rust(c)
+        assert c.sh("ls -d /tmp/alumet-rustup.* 2>/dev/null", check=False).stdout == ""  # no download left
+
+
+CARGO_PIDS = "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = cargo ] && echo ${p#/proc/}; done; true"
+
+
+def test_cargo_killed_midway_then_rerun_converges(bed: dict[str, str], tmp_path: Path) -> None:
+    with container() as c:
+        roles = ["prereqs", "rustup", "alumet_agent", "capabilities"]  # capabilities: the rebuild's handler
+        proc = c.play(tmp_path, roles, bed_vars(bed), background=True)
+        killed = False
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and not killed and time.monotonic() < deadline:
+            pids = c.sh(CARGO_PIDS, check=False).stdout.split()
+            killed = bool(pids) and c.sh(f"kill -9 {pids[0]}", check=False).returncode == 0
+            time.sleep(0.2)
+        out = proc.communicate(timeout=600)[0]
+        assert killed, f"cargo never seen running:\n{out[-3000:]}"
+        assert proc.returncode != 0, out[-3000:]
+        assert "alumet_agent: cargo install failed" in out, out[-3000:]
+        rerun = c.play(tmp_path, roles, bed_vars(bed))
+        assert rerun.returncode == 0, rerun.stdout[-3000:]
+        assert "alumet-agent 0.9.5" in c.sh("/opt/alumet/bin/alumet-agent --version").stdout
+
+
+HOLD_DPKG_LOCK = ("exec python3 -c 'import fcntl, time; f = open(\"/var/lib/dpkg/lock-frontend\", \"w\"); "
+                  "fcntl.lockf(f, fcntl.LOCK_EX); open(\"/tmp/locked\", \"w\").close(); time.sleep(600)'")
+
+
+def test_apt_lock_held_by_another_process(bed: dict[str, str], tmp_path: Path) -> None:
+    with container() as c:
+        # dpkg and apt take fcntl locks (flock(1) would not stop them): hold it the way apt does.
+        subprocess.Popen(["podman", "exec", c.name, "sh", "-c", HOLD_DPKG_LOCK],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if c.sh("test -e /tmp/locked", check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        start = time.monotonic()
+        run = c.play(tmp_path, ["prereqs"], {"prereqs_apt_lock_timeout": 5})
+        assert run.returncode != 0
+        assert "/var/lib/dpkg/lock-frontend" in run.stdout, run.stdout[-3000:]
+        assert time.monotonic() - start < 240
+        assert c.sh("dpkg-query -W gcc", check=False).returncode != 0  # nothing installed
+        assert c.sh("test -e /var/lib/alumet-setup/installed-packages", check=False).returncode != 0
+
+
+def test_invalid_fstab_is_left_untouched(bed: dict[str, str], tmp_path: Path) -> None:
+    with container() as c:
+        c.sh("printf 'proc /proc proc defaults,hidepid=2 0 0\\nthis is not a valid line\\n' > /etc/fstab")
+        before = c.sh("sha256sum /etc/fstab; ls -l --time-style=+ /etc/fstab*").stdout
+        run = c.play(tmp_path, ["alumet_group", "hidepid"])
+        assert run.returncode != 0
+        assert "/etc/fstab is already invalid, refusing to edit it (findmnt --verify)" in run.stdout, run.stdout
+        assert c.sh("sha256sum /etc/fstab; ls -l --time-style=+ /etc/fstab*").stdout == before  # no backup either
+
+
+def test_full_disk_keeps_the_previous_config(bed: dict[str, str], tmp_path: Path) -> None:
+    # One 4 KiB page: the previous file fills it, so writing the new one hits ENOSPC.
+    with container(podman_args=["--mount", "type=tmpfs,destination=/etc/alumet,tmpfs-size=4k"]) as c:
+        c.sh("printf '# previous configuration\\n' > /etc/alumet/alumet-config.toml")
+        run = c.play(tmp_path, ["alumet_config"], {"alumet_config_template_dir": str(ROOT / "templates")})
+        assert run.returncode != 0
+        assert "No space left on device" in run.stdout, run.stdout[-3000:]
+        assert c.sh("cat /etc/alumet/alumet-config.toml").stdout == "# previous configuration\n"
+        assert c.sh("ls -A /etc/alumet").stdout.split() == ["alumet-config.toml"]  # no partial temporary file
+
+
+def test_unsupported_distribution_refused_by_name(bed: dict[str, str], tmp_path: Path) -> None:
+    with container() as c:
+        c.sh("sed -i -e 's/^VERSION_ID=.*/VERSION_ID=\"11\"/' -e 's/^VERSION=.*/VERSION=\"11 (bullseye)\"/' "
+             "-e 's/^DEBIAN_VERSION_FULL=.*/DEBIAN_VERSION_FULL=11.11/' -e 's/trixie/bullseye/' /usr/lib/os-release "
+             "&& echo 11.11 > /etc/debian_version")
+        before = c.checksums()
+        run = c.cli(tmp_path, "install")
+        assert run.returncode == 1, run.stdout + run.stderr
+        failures = [line for line in run.stdout.splitlines() if "FAILED" in line]
+        assert len(failures) == 1 and "unsupported distribution Debian 11.11" in failures[0], run.stdout
+        assert c.checksums() == before
