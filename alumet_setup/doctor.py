@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from . import __version__
 from .checks import load_all
 from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status
 from .hosts import Host, HostError
+from .threads import parallel_map
 
 SCHEMA_VERSION = 1
 WORKERS = 12
@@ -152,8 +152,7 @@ def run_checks(host: Host, options: Options | None = None, only: Iterable[str] |
         timings.setdefault(check_id, time.perf_counter() - start)
         return finding
 
-    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="check") as pool:
-        findings = dict(zip(wanted, pool.map(timed, wanted), strict=True))
+    findings = dict(zip(wanted, parallel_map(timed, wanted, WORKERS), strict=True))
     return [
         CheckResult(c, REGISTRY[c].title, REGISTRY[c].group, findings[c], timings.get(c, 0.0)) for c in wanted
     ]
@@ -221,8 +220,7 @@ def diagnose_many(connectors: Sequence[tuple[str, Callable[[], Host]]], options:
 
     if len(connectors) == 1:
         return [one(connectors[0])]
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(connectors))), thread_name_prefix="host") as pool:
-        return list(pool.map(one, connectors))
+    return parallel_map(one, connectors, workers)
 
 
 def render_table(reports: Sequence[Report]) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import paths
+from .threads import Pending
 
 if TYPE_CHECKING:
     from .hosts import Host
@@ -107,15 +107,15 @@ class Context:
     def __init__(self, host: Host, options: Options | None = None):
         self.host = host
         self.options = options or Options()
-        self._futures: dict[str, Future[Finding]] = {}
+        self._futures: dict[str, Pending[Finding]] = {}
         self._lock = threading.Lock()
 
-    def _claim(self, check_id: str) -> tuple[Future[Finding], bool]:
+    def _claim(self, check_id: str) -> tuple[Pending[Finding], bool]:
         with self._lock:
             future = self._futures.get(check_id)
             if future is not None:
                 return future, False
-            future = self._futures[check_id] = Future()
+            future = self._futures[check_id] = Pending()
             return future, True
 
     def evaluate(self, check_id: str) -> Finding:

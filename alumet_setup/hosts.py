@@ -19,7 +19,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -427,6 +426,8 @@ class SshControl:
     one connection, and the masters are told to exit when the run ends (no ssh left behind)."""
 
     def __init__(self) -> None:
+        import tempfile  # only for ssh hosts: the local doctor does not pay for it
+
         self.directory = tempfile.mkdtemp(prefix="as-ssh-")  # short: socket paths are limited to 108 bytes
 
     def args(self, target: SshTarget) -> str:

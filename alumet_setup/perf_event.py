@@ -21,7 +21,6 @@ import ctypes
 import errno as errno_mod
 import json
 import os
-import platform
 import re
 import struct
 import sys
@@ -66,9 +65,9 @@ def _result(ok: bool, err: int | None = None, value: int | None = None, **extra:
 def open_and_read(name: str, event_type: int, config: int, pid: int, cpu: int, flags: int) -> dict:
     """Open one event, enable it, read its 8-byte count, close it; report errno on failure."""
     extra = {"event": name, "pid": pid, "cpu": cpu}
-    nr = SYSCALL_NR.get(platform.machine())
+    nr = SYSCALL_NR.get(os.uname().machine)
     if nr is None:
-        return _result(False, errno_mod.ENOSYS, arch=platform.machine(), **extra)
+        return _result(False, errno_mod.ENOSYS, arch=os.uname().machine, **extra)
     libc = ctypes.CDLL(None, use_errno=True)
     attr = perf_event_attr(event_type, config, flags | ATTR_DISABLED)
     fd = libc.syscall(ctypes.c_long(nr), attr, ctypes.c_int(pid), ctypes.c_int(cpu), ctypes.c_int(-1),

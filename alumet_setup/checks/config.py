@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import tomllib
 from typing import Any
 
-from .. import alumet_schema
 from ..findings import Context, Finding, Status, check, ok
 
 
@@ -21,6 +19,11 @@ def config_file(ctx: Context) -> Finding:
         status = Status.FAIL if ctx.options.config_explicit else Status.WARN
         return Finding(status, f"{path} is missing: the agent writes a default config in its working directory",
                        install_step="config", data={"path": path, "present": False})
+    # Imported only when there is a file to judge: doctor's start-up time counts.
+    import tomllib
+
+    from .. import alumet_schema
+
     data: dict[str, Any] = {"path": path, "present": True}
     try:
         config = tomllib.loads(text)

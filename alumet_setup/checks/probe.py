@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import errno
 import functools
-import importlib.resources
 import json
-from concurrent.futures import ThreadPoolExecutor
+import os
 from typing import Any
 
 from ..findings import Context, Finding, Status, check
 from ..hosts import CommandResult
+from ..threads import in_background
 
 NOBODY = 65534
 # Numbers rather than names for setpriv: libcap-ng before 0.8 (Ubuntu 22.04) does not know "perfmon".
@@ -26,7 +26,10 @@ REFUSED = (errno.EACCES, errno.EPERM)
 @functools.cache
 def probe_source() -> str:
     """The probe script's own source, read as package data so it works from a wheel too."""
-    return importlib.resources.files("alumet_setup").joinpath("perf_event.py").read_text(encoding="utf-8")
+    # Beside the package's modules, in a checkout and in a wheel alike (os.path: cheaper to import).
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "perf_event.py")
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 def cap_numbers(names: list[str]) -> list[int]:
@@ -98,13 +101,11 @@ def perf_probe(ctx: Context) -> Finding:
     # /usr/bin/python3 first: nobody cannot run interpreters under root's home (pyenv shims, ...).
     python = "/usr/bin/python3" if ctx.host.exists("/usr/bin/python3") else "python3"
     # The unprivileged probe starts at once, beside the one as the caller: doctor must answer fast.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        as_agent = pool.submit(_probe_as_agent, ctx, python)
-        first = ctx.host.run(probe_argv(python), timeout=10)
-        raw = parse(first)
-        if raw is None or raw["uid"] != 0:
-            as_agent.cancel()
-        second, caps, caps_text = as_agent.result() if not as_agent.cancelled() else (None, [], "")
+    as_agent = in_background(lambda: _probe_as_agent(ctx, python))
+    first = ctx.host.run(probe_argv(python), timeout=10)
+    raw = parse(first)
+    # Not root: the unprivileged run says nothing more (setpriv needs root); it is not waited for.
+    second, caps, caps_text = as_agent.result() if raw is not None and raw["uid"] == 0 else (None, [], "")
     return _judge(ctx, python, first, raw, second, caps, caps_text)
 
 
