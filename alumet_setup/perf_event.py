@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
-import json
 import os
-import re
 import struct
 import sys
 
@@ -93,14 +91,14 @@ def rapl_event(pmu_dir: str) -> tuple[int, int, int] | None:
         with open(os.path.join(pmu_dir, "type")) as f:
             pmu_type = int(f.read().strip())
         with open(os.path.join(pmu_dir, "events", "energy-pkg")) as f:
-            match = re.search(r"event=(0x[0-9a-fA-F]+|\d+)", f.read())
+            # "event=0x02" (perhaps among other terms, comma-separated)
+            terms = dict(t.strip().partition("=")[::2] for t in f.read().split(","))
+        config = int(terms["event"], 0)
         with open(os.path.join(pmu_dir, "cpumask")) as f:
-            cpu = re.match(r"\s*(\d+)", f.read())
-    except (OSError, ValueError):
+            first = f.read().strip().split(",")[0].split("-")[0]  # "0,28" or "0-3": its first CPU
+    except (OSError, ValueError, KeyError):
         return None
-    if match is None:
-        return None
-    return pmu_type, int(match.group(1), 0), int(cpu.group(1)) if cpu else 0
+    return pmu_type, config, int(first) if first.isdigit() else 0
 
 
 def probe(pmu_dir: str | None = None) -> dict:
@@ -118,13 +116,26 @@ def probe(pmu_dir: str | None = None) -> dict:
     return {"own": own, "cpu_wide": cpu_wide, "rapl": rapl is not None, "uid": os.geteuid()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+def to_json(value: object) -> str:
+    """The few JSON types the probe prints. Not the json module: importing it (and re) costs more than
+    the probe itself, and doctor runs this script on every call."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{to_json(str(k))}: {to_json(v)}" for k, v in sorted(value.items())) + "}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in text) + '"'
 
-    parser = argparse.ArgumentParser(description="Open real perf events and report what the kernel allows.")
-    parser.add_argument("--pmu", help=f"power PMU directory (default: {PMU_DIRS[0]})")
-    args = parser.parse_args(argv)
-    print(json.dumps(probe(args.pmu), sort_keys=True))
+
+def main(argv: list[str] | None = None) -> int:
+    """Usage: perf_event.py [--pmu DIR]  (DIR: the power PMU directory, default /sys/.../power)."""
+    args = sys.argv[1:] if argv is None else argv
+    pmu = args[args.index("--pmu") + 1] if "--pmu" in args[:-1] else None
+    print(to_json(probe(pmu)))
     return 0
 
 

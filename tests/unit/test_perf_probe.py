@@ -151,3 +151,11 @@ def test_this_machine() -> None:
     assert f.status is not Status.OK or judged["cpu_wide"]["ok"]
     if os.geteuid() == 0 and shutil.which("setpriv") and f.status is not Status.NOT_AVAILABLE:
         assert f.data["judged"] == "agent" and judged["uid"] == probe.NOBODY
+
+
+def test_probe_json_without_the_json_module_round_trips() -> None:
+    from alumet_setup import perf_event
+
+    value = {"error": 'EACCES: "quoted" \\ back\nslash', "ok": False, "errno": 13, "value": None,
+             "nested": {"cpu": -1}}
+    assert json.loads(perf_event.to_json(value)) == value
