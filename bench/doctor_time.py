@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-
 # An installed tool has its bytecode compiled (pip does it); a shell with PYTHONDONTWRITEBYTECODE=1
 # would make every run recompile every module and time the compiler instead.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

@@ -23,6 +23,8 @@ def bed_env() -> dict[str, str]:
     """Environment for podman and molecule: the project's containers.conf, no proxy for loopback."""
     os.environ.setdefault("CONTAINERS_CONF", str(ROOT / ".ci" / "containers.conf"))
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    # Molecule's inventory reads it (${BED_RUST_TOOLCHAIN}): the mirror serves the host's X.Y only.
+    os.environ["BED_RUST_TOOLCHAIN"] = ".".join(rust_mirror.version().split(".")[:2])
     return dict(os.environ)
 
 
@@ -40,8 +42,6 @@ def bed(bed_env: dict[str, str]) -> Iterator[dict[str, str]]:
             pytest.fail(f"test bed needs {', '.join(missing)}")
         pytest.skip(f"test bed needs {', '.join(missing)}")
     prepare.main()
-    # Molecule's inventory reads it (${BED_RUST_TOOLCHAIN}): the mirror serves the host's X.Y only.
-    os.environ["BED_RUST_TOOLCHAIN"] = ".".join(rust_mirror.version().split(".")[:2])
     with services.running():
         yield {
             "mirror_url": services.MIRROR_URL,
