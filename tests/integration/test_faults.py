@@ -71,7 +71,9 @@ CARGO_PIDS = "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = cargo
 def test_cargo_killed_midway_then_rerun_converges(bed: dict[str, str], tmp_path: Path) -> None:
     with container() as c:
         roles = ["prereqs", "rustup", "alumet_agent", "capabilities"]  # capabilities: the rebuild's handler
-        proc = c.play(tmp_path, roles, bed_vars(bed), background=True)
+        # The stand-in builds in about 2 s: its build script waits, so the kill lands midway on any load.
+        slow = {**bed_vars(bed), "alumet_agent_environment": {"ALUMET_STANDIN_BUILD_SECONDS": "60"}}
+        proc = c.play(tmp_path, roles, slow, background=True)
         killed = False
         deadline = time.monotonic() + 600
         while proc.poll() is None and not killed and time.monotonic() < deadline:

@@ -4,6 +4,11 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    // A test-bed knob: a build that lasts long enough to be killed midway (tests/integration/test_faults.py).
+    println!("cargo:rerun-if-env-changed=ALUMET_STANDIN_BUILD_SECONDS");
+    if let Some(secs) = std::env::var("ALUMET_STANDIN_BUILD_SECONDS").ok().and_then(|s| s.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
     let out = match Command::new("pkg-config").args(["--libs", "--cflags", "openssl"]).output() {
         Ok(out) => out,
         Err(e) => panic!(
