@@ -29,6 +29,7 @@ def default(role: str, name: str) -> object:
         (paths.SYSCTL_FILE, "perf_paranoid", "perf_paranoid_sysctl_file"),
         (paths.UDEV_RULE, "powercap", "powercap_rule_file"),
         (paths.CONFIG_FILE, "alumet_config", "alumet_config_file"),
+        (paths.SERVICE_UNIT, "alumet_service", "alumet_service_unit_path"),
         (paths.GROUP, "alumet_group", "alumet_group_name"),
         (paths.GROUP, "powercap", "powercap_group"),
         (paths.GROUP, "hidepid", "hidepid_group"),
