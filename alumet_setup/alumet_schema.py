@@ -1,27 +1,8 @@
-"""What Alumet accepts in its configuration file, for the pinned release.
+"""What alumet-agent v0.9.5 accepts in its configuration file, and how it reads it.
 
-Taken from the alumet-dev/alumet sources at tag v0.9.5: the plugin names are those returned by each
-plugin's `name()` among the plugins listed in agent/src/bin/main.rs (`static_plugins!`); the csv keys
-are the fields of plugin-csv's `Config` (serde `deny_unknown_fields`, no defaults per key).
-Doctor, the config templates and their tests read these constants: keep them in this one place.
-
-Sources read for the schema below (alumet-dev/alumet, tag v0.9.5):
-  agent/src/bin/main.rs                       GeneralConfig, UnknownPluginInConfigPolicy::Error, CLI flags
-  core/alumet/src/agent/config.rs             `enabled`/`enable` key of every `[plugins.X]` table
-  core/alumet/src/agent/plugin.rs             "unknown plugin '...' in configuration"
-  plugins/rapl/src/lib.rs                     Config: poll_interval, flush_interval, no_perf_events
-  plugins/rapl/src/domains.rs                 domain names with the `_total` suffix (package_total)
-  plugins/procfs/src/lib.rs                   config::{Config, KernelStatsMonitoring, MeminfoMonitoring,
-                                              NetworkMonitoring, ProcessMonitoring, ProcessMonitoringGroup,
-                                              EventModeProcessMonitoring, ProcessWatchStrategy}
-  plugins/procfs/src/process.rs               MemoryStatsMode (quick, slow_but_accurate)
-  plugins/procfs/src/serde_regex.rs           exe_regex: "" means no filter, the key itself is required
-  plugins/energy-attribution/src/formula/config.rs   PluginConfig, FormulaConfig, FormulaTimeseriesConfig
-  plugins/energy-attribution/src/formula.rs   `ref` must name a per_resource timeseries
-  plugins/csv/src/lib.rs                      Config (six keys, chars for the delimiters)
-  plugins/perf/src/lib.rs                     Config: poll_interval, flush_interval, *_events lists
-  plugins/nvidia-nvml/src/lib.rs              Config: poll_interval, flush_interval, skip_failed_devices, mode
-Durations are parsed by humantime (humantime_serde): integer-and-unit pairs such as "1s", "500ms", "1m 30s".
+The one home of these rules: doctor, `config render|validate`, the templates' tests read them here.
+docs/alumet-upstream.md lists every upstream source (alumet-dev/alumet at tag v0.9.5, humantime 2.3.0,
+regex 1.12.4) and the test that holds each rule; read it before changing a rule.
 """
 
 from __future__ import annotations
