@@ -375,6 +375,8 @@ def rust_regex_problem(pattern: str) -> str | None:
         if rust_only or exc.msg == "multiple repeat":  # Rust accepts "a**" and its own syntax
             return None
         return exc.msg
+    except OverflowError:  # a{4294967296}: regex-syntax's counts are u32 as well
+        return "the repetition count is too large"
     return None
 
 
@@ -629,7 +631,9 @@ def produced_metrics(doc: Mapping[str, Any]) -> set[str] | None:
             if _sub(section, "kernel"):
                 metrics.update(PROCFS_KERNEL_METRICS)
             if memory := _sub(section, "memory"):
-                metrics.update(meminfo_metric_name(m) for m in memory.get("metrics", []) if isinstance(m, str))
+                entries = memory.get("metrics")
+                if isinstance(entries, list):
+                    metrics.update(meminfo_metric_name(m) for m in entries if isinstance(m, str) and m.isascii())
             if _sub(section, "network"):
                 metrics.update(PROCFS_NETWORK_METRICS)
             if _sub(section, "processes"):
@@ -638,7 +642,8 @@ def produced_metrics(doc: Mapping[str, Any]) -> set[str] | None:
             for key, kind, parse in (("hardware_events", "hardware", perf_hardware_name),
                                      ("software_events", "software", perf_software_name),
                                      ("cache_events", "cache", perf_cache_name)):
-                events = section.get(key, [])
+                events = section.get(key)
+                events = events if isinstance(events, list) else []
                 metrics.update(f"perf_{kind}_{parse(e)}" for e in events if isinstance(e, str) and parse(e))
         elif name == "nvml":
             metrics.update(NVML_MINIMAL_METRICS if section.get("mode") == "minimal" else NVML_FULL_METRICS)

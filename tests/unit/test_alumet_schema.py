@@ -67,6 +67,7 @@ def test_energy_attribution_does_not_deny_unknown_keys_so_both_switches_pass() -
     ("x{,3}", "invalid counted repetition"),
     ("[a-", "unterminated character set"),
     ("(unclosed", "missing ), unterminated subpattern"),
+    ("a{4294967296}", "the repetition count is too large"),
 ])
 def test_exe_regex_rust_refuses_is_refused(pattern: str, problem: str) -> None:
     config = doc()
