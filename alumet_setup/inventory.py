@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .ansible_data import Template
+
 if TYPE_CHECKING:
     from .hosts import SshTarget
 
@@ -248,7 +250,7 @@ def build_inventory(targets: Sequence[Target], *, user: str | None = None, is_ro
             # nothing to become (and a minimal host may have no sudo at all).
             host_vars: dict[str, Any] = {
                 "ansible_connection": "local",
-                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                "ansible_python_interpreter": Template("{{ ansible_playbook_python }}"),
                 "ansible_become": not is_root,
             }
             if not is_root:
@@ -267,10 +269,11 @@ def build_inventory(targets: Sequence[Target], *, user: str | None = None, is_ro
 
 
 def write_inventory(directory: Path, inventory: dict[str, Any]) -> Path:
-    """Write the generated inventory as JSON (valid YAML) into the private run directory."""
-    import json
+    """Write the generated inventory into the private run directory, as YAML whose strings are all
+    `!unsafe` (a host address or user name is data, never templated) but our own Template values."""
+    from .ansible_data import to_yaml
 
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / "hosts.json"
-    path.write_text(json.dumps(inventory, indent=1) + "\n", encoding="utf-8")
+    path = directory / "hosts.yml"
+    path.write_text(to_yaml(inventory), encoding="utf-8")
     return path

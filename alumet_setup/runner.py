@@ -260,6 +260,15 @@ def run_playbook(
         if generated_inventory is not None:
             sources.append(str(write_inventory(private / "inventory", dict(generated_inventory))))
         cmdline: list[str] = []
+        if extravars:
+            # Our own file rather than RunnerConfig(extravars=): every string in it is tagged !unsafe,
+            # so a value such as "{{ lookup('pipe', ...) }}" reaches the play as text, never as code.
+            from .ansible_data import to_yaml
+
+            vars_file = private / "extravars.yml"
+            vars_file.write_text(to_yaml(extravars), encoding="utf-8")
+            vars_file.chmod(0o600)
+            cmdline += ["--extra-vars", f"@{vars_file}"]
         if check:
             cmdline.append("--check")
         if diff:
@@ -283,7 +292,6 @@ def run_playbook(
             playbook=str(playbook),
             inventory=sources or None,
             limit=limit,
-            extravars=dict(extravars or {}),
             tags=",".join(tags) or None,
             skip_tags=",".join(skip_tags) or None,
             verbosity=verbosity or None,
