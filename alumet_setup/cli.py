@@ -36,6 +36,14 @@ def split_csv(values: Sequence[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
+def split_steps(values: Sequence[str], option: str) -> list[str]:
+    """Like split_csv, but an empty name is bad input: `--only ',,,'` must not mean every step."""
+    steps = [item.strip() for value in values for item in value.split(",")]
+    if any(not step for step in steps):
+        fail(f"{option} {','.join(values)!r}: empty step name (steps are separated by single commas)")
+    return steps
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="alumet-setup")
 def cli() -> None:
@@ -118,12 +126,13 @@ def _require_toml(path: str) -> None:
     """An explicit --config must exist and parse: that is a usage error, not a finding."""
     import tomllib
 
+    from .safe_io import UnsafeFile, read_text
+
     try:
-        with open(path, "rb") as handle:
-            tomllib.load(handle)
-    except FileNotFoundError:
-        fail(f"--config {path}: no such file")
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        tomllib.loads(read_text(path))
+    except UnsafeFile as exc:
+        fail(f"--config {path}: {exc}")
+    except tomllib.TOMLDecodeError as exc:
         fail(f"--config {path}: not valid TOML: {exc}")
 
 
@@ -203,7 +212,7 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
     from .inventory import InventoryError, build_inventory, expand_hosts, resolve_targets
     from .settings import STEPS, SettingError, load_specs, parse_settings
 
-    only_steps, skip_steps = split_csv(only), split_csv(skip)
+    only_steps, skip_steps = split_steps(only, "--only"), split_steps(skip, "--skip")
     unknown = sorted(set(only_steps + skip_steps) - set(STEPS), key=(only_steps + skip_steps).index)
     if unknown:
         fail(f"unknown step {', '.join(unknown)} (known: {', '.join(STEPS)})")
@@ -280,9 +289,12 @@ def config() -> None:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a profile parameter (repeatable); --list-parameters shows them.")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write FILE atomically instead of printing.")
+              help="Write FILE atomically instead of printing (a new file, or a regular file with --force).")
+@click.option("--force", is_flag=True, help="Replace FILE when it exists.")
+@click.option("--follow-symlink", is_flag=True, help="When FILE is a symbolic link, write to its target.")
 @click.option("--list-parameters", is_flag=True, help="List the profile's parameters and defaults, then exit.")
-def config_render(profile_name: str, settings: tuple[str, ...], output: str | None, list_parameters: bool) -> None:
+def config_render(profile_name: str, settings: tuple[str, ...], output: str | None, force: bool,
+                  follow_symlink: bool, list_parameters: bool) -> None:
     """Print (or write) the configuration of a profile; nothing is written unless it validates."""
     from . import profiles
 
@@ -298,10 +310,12 @@ def config_render(profile_name: str, settings: tuple[str, ...], output: str | No
     if output is None:
         click.echo(text, nl=False)
         return
+    from .safe_io import UnsafeFile, write_output
+
     try:
-        profiles.write_atomic(output, text)
-    except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror or exc}")
+        write_output(output, text, force=force, follow_symlinks=follow_symlink)
+    except UnsafeFile as exc:
+        fail(f"cannot write {output}: {exc}")
     click.echo(f"wrote {output} (profile {profile.name})", err=True)
 
 
@@ -310,12 +324,12 @@ def config_render(profile_name: str, settings: tuple[str, ...], output: str | No
 def config_validate(file: str) -> None:
     """Check FILE against the configuration schema of the pinned alumet-agent; exit 1 when invalid."""
     from . import alumet_schema
+    from .safe_io import UnsafeFile, read_text
 
     try:
-        with open(file, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        fail(f"{file}: {exc.strerror or exc}")
+        text = read_text(file)
+    except UnsafeFile as exc:
+        fail(f"{file}: {exc}")
     errors = alumet_schema.validate_text(text)
     for error in errors:
         click.echo(f"{file}: {error}")

@@ -76,3 +76,15 @@ def test_missing_inventory(capsys: pytest.CaptureFixture[str], tmp_path: Path, c
 def test_profile_choices_are_the_cli_profiles() -> None:
     # The role's argument spec refuses what profiles.py does not know: one list, checked here.
     assert set(load_specs(resources.bundled("roles"))["alumet_config_profile"].choices) == set(profiles.PROFILES)
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall"])
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--only", ",,,"], "--only ',,,': empty step name"),
+    (["--only", ""], "--only '': empty step name"),
+    (["--skip", " "], "--skip ' ': empty step name"),
+    (["--only", "sysctl,"], "--only 'sysctl,': empty step name"),
+])
+def test_empty_step_lists_are_not_every_step(capsys: pytest.CaptureFixture[str], command: str, args: list[str],
+                                             expected: str) -> None:
+    assert expected in _one_line_exit_2(capsys, command, *args)
