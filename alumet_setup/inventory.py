@@ -13,6 +13,7 @@ import io
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,12 +194,78 @@ def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
     return targets
 
 
+# Nodes an inventory may stand for once its YAML aliases are expanded: a real one has hundreds or a
+# few thousand; a "billion laughs" alias bomb of a few hundred bytes stands for billions, which
+# Ansible's loader expands (it has no limit of its own) until memory runs out.
+MAX_NODES = 500_000
+MAX_DIRECTORY_FILES = 200
+
+
+def check_text_inventory(path: str) -> None:
+    """Refuse, in one InventoryError line, what Ansible should not be handed as an inventory: anything
+    but readable UTF-8 text of at most safe_io.MAX_READ bytes (a directory: each file in it), and
+    YAML whose aliases expand to more than MAX_NODES values."""
+    from .safe_io import UnsafeFile, kind, read_text
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InventoryError(f"--inventory {path}: no such file") from None
+    except OSError as exc:
+        raise InventoryError(f"--inventory {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            raise InventoryError(f"--inventory {path}: {exc.strerror or exc}") from None
+        if len(names) > MAX_DIRECTORY_FILES:
+            raise InventoryError(f"--inventory {path}: more than {MAX_DIRECTORY_FILES} entries")
+        files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
+    elif stat.S_ISREG(st.st_mode):
+        files = [path]
+    else:
+        raise InventoryError(f"--inventory {path}: {kind(st.st_mode)}, not an inventory file")
+    for file in files:
+        try:
+            text = read_text(file)
+        except UnsafeFile as exc:
+            raise InventoryError(f"--inventory {file}: {exc}") from None
+        _count_nodes(file, text)
+
+
+def _count_nodes(path: str, text: str) -> None:
+    """Count the nodes of the YAML with its aliases expanded, from the event stream (which never expands
+    them): each alias counts as the size of its anchor's node. INI text is not YAML: no count."""
+    import yaml
+
+    sizes: dict[str, int] = {}  # anchor -> size of its node
+    stack: list[list[Any]] = [[None, 0]]  # open collections: [anchor, size so far]; [0] is the stream
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                stack.append([event.anchor, 1])
+                continue
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                anchor, size = stack.pop()
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, size = event.anchor, 1
+            elif isinstance(event, yaml.AliasEvent):
+                anchor, size = None, sizes.get(event.anchor, 1)
+            else:
+                continue
+            if anchor:
+                sizes[anchor] = size
+            stack[-1][1] += size
+            if sum(entry[1] for entry in stack) > MAX_NODES:
+                raise InventoryError(f"--inventory {path}: its YAML aliases expand to more than {MAX_NODES} "
+                                     "values (an alias bomb?): not loaded")
+    except yaml.YAMLError:
+        return
+
+
 def _load(path: str) -> Any:
     """Ansible's InventoryManager for `path`, its parse errors as one InventoryError line."""
-    if not os.path.exists(path):
-        raise InventoryError(f"--inventory {path}: no such file")
-    if not os.access(path, os.R_OK):
-        raise InventoryError(f"--inventory {path}: not readable")
+    check_text_inventory(path)
     from ansible.inventory.manager import InventoryManager  # heavy: only install pays for it
     from ansible.parsing.dataloader import DataLoader
 
