@@ -24,7 +24,14 @@ class UsageFailure(click.ClickException):
     exit_code = EXIT_USAGE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"alumet-setup: error: {self.format_message()}", err=True)
+        error(self.format_message())
+
+
+def error(message: str) -> None:
+    """One `alumet-setup: error:` line on stderr, whatever the message quotes of the user's input: a
+    character that would break the line or the terminal (newline, vertical tab, ESC, U+2028) is escaped."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+    click.echo(f"alumet-setup: error: {text}", err=True)
 
 
 def fail(message: str) -> NoReturn:
@@ -109,7 +116,7 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         reports = doc.diagnose_many(connectors, options, plugins=selected_plugins, only=selected_checks)
     for report in reports:
         if report.error is not None:
-            click.echo(f"alumet-setup: error: {report.host}: {report.error}", err=True)
+            error(f"{report.host}: {report.error}")
     if as_json:
         click.echo(doc.to_json(reports))
     else:
@@ -210,7 +217,7 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
 
     from . import resources, runner
     from .inventory import InventoryError, build_inventory, expand_hosts, resolve_targets
-    from .settings import STEPS, SettingError, load_specs, parse_settings
+    from .settings import STEPS, SettingError, check_used, load_specs, parse_settings
 
     only_steps, skip_steps = split_steps(only, "--only"), split_steps(skip, "--skip")
     unknown = sorted(set(only_steps + skip_steps) - set(STEPS), key=(only_steps + skip_steps).index)
@@ -221,9 +228,13 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
         fail(f"step {', '.join(both)} is both in --only and --skip")
     try:
         roles = resources.bundled("roles")
-        extravars = parse_settings(settings, load_specs(roles))
-        targets = resolve_targets(hosts, inventory, user)
+        specs = load_specs(roles)
+        extravars = parse_settings(settings, specs)
         playbook = resources.playbook(playbook_name)
+        # The shipped playbook's step->role mapping decides which settings this run reads.
+        check_used(extravars, specs, resources.bundled("playbooks") / f"{playbook_name}.yml", playbook_name,
+                   only_steps, skip_steps)
+        targets = resolve_targets(hosts, inventory, user)
         # Every host the play will touch, groups expanded: each gets a summary row even if it never answers.
         ad_hoc_names = [t.name for t in targets if not t.from_inventory]
         expected = ad_hoc_names + (expand_hosts(inventory, [t.name for t in targets if t.from_inventory])
@@ -254,7 +265,7 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
             roles_path=roles, echo=click.echo,
         )
     except runner.RunnerError as exc:
-        click.echo(f"alumet-setup: error: {exc}", err=True)
+        error(str(exc))
         sys.exit(EXIT_NOT_READY)
 
     click.echo("")
@@ -262,8 +273,7 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
         click.echo(line)
     unreachable = [h for h in result.hosts if (result.stats.get(h) or {}).get("unreachable")]
     for host in unreachable:
-        click.echo(f"alumet-setup: error: {host}: unreachable: {result.unreachable.get(host, 'no answer')}",
-                   err=True)
+        error(f"{host}: unreachable: {result.unreachable.get(host, 'no answer')}")
     if any("sudo" in m and "password" in m for m in result.messages):
         click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
     click.echo(f"Run log: {result.artifact_dir}")
@@ -346,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo("alumet-setup: aborted", err=True)
         sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
-        click.echo(f"alumet-setup: error: {exc.format_message()}", err=True)
+        error(exc.format_message())
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         exc.show()

@@ -39,13 +39,15 @@ def test_extravars_and_generated_inventory_are_never_templated(tmp_path: Path) -
     # The values go through the same conversion as --set: str, path, list and dict settings.
     extravars = parse_settings([
         f"alumet_config_output_path={payload(markers['str'])}",
-        f"perf_paranoid_sysctl_file={payload(markers['path'])}",
+        f"perf_paranoid_sysctl_file=/etc/sysctl.d/{payload(markers['path'])}.conf",  # paths are absolute
         f"prereqs_packages_extra=[\"{payload(markers['list'])}\", plain]",
-        f"alumet_agent_environment={{\"{payload(markers['key'])}\": \"{payload(markers['value'])}\"}}",
+        f"alumet_agent_environment={{\"RUSTFLAGS\": \"{payload(markers['value'])}\"}}",
     ], specs)
     variables = {
         "text": extravars["alumet_config_output_path"], "a_path": extravars["perf_paranoid_sysctl_file"],
-        "items": extravars["prereqs_packages_extra"], "mapping": extravars["alumet_agent_environment"],
+        "items": extravars["prereqs_packages_extra"],
+        # --set refuses such a key (not an environment variable name): the file written must hold it anyway.
+        "mapping": {**extravars["alumet_agent_environment"], payload(markers["key"]): "v"},
         "nested": {"a": [{"b": payload(markers["nested"])}]},
     }
     inventory = build_inventory([Target(name="localhost", spec="localhost")], is_root=True)
