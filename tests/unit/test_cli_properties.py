@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,15 @@ def no_host_is_touched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         mp.setattr(hosts, "connect", _stop_connect)
         mp.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
         import ansible.inventory.manager  # noqa: F401  (imported once here, not timed in the first example)
+        before = _checkout_state()
         yield
+    assert _checkout_state() == before  # nothing generated wrote into the checkout either
+
+
+def _checkout_state() -> str:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from _fakes import FIXTURES, ScriptedHost, done, stand_in
@@ -48,12 +49,27 @@ def test_a_check_whose_background_command_raises_is_an_error_finding(monkeypatch
     assert finding.status is Status.ERROR and "connection lost" in finding.detail
 
 
-def test_a_local_command_that_outlives_its_timeout_is_cut_with_its_children() -> None:
+def test_a_local_command_that_outlives_its_timeout_is_cut_with_its_children(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
     start = time.monotonic()
-    # The background sleep keeps stdout open: killing sh alone would leave the read waiting 30 s.
-    result = LocalHost().run(["sh", "-c", "sleep 30 & sleep 30"], timeout=1)
+    # The background sleep keeps stdout open: killing sh alone would leave it running (and the pipe open).
+    result = LocalHost().run(["sh", "-c", f"sleep 30 & echo $! > {pid_file}; sleep 30"], timeout=1)
     assert result.rc == 124 and "timed out after 1s" in result.stderr
     assert time.monotonic() - start < 10
+    child = int(pid_file.read_text())
+    for _ in range(50):  # killed with its process group: gone (or a zombie) within moments
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
 
 
 class _Silent:
