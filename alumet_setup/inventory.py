@@ -214,15 +214,11 @@ def check_text_inventory(path: str) -> None:
     except OSError as exc:
         raise InventoryError(f"--inventory {path}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(st.st_mode):
-        try:
-            names = sorted(os.listdir(path))
-        except OSError as exc:
-            raise InventoryError(f"--inventory {path}: {exc.strerror or exc}") from None
-        if len(names) > MAX_DIRECTORY_FILES:
-            raise InventoryError(f"--inventory {path}: more than {MAX_DIRECTORY_FILES} entries")
-        files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
+        files = _files_under([path], path)
     elif stat.S_ISREG(st.st_mode):
-        files = [path]
+        # Ansible also reads group_vars/ and host_vars/ beside an inventory file.
+        here = os.path.dirname(os.path.abspath(path))
+        files = [path, *_files_under([os.path.join(here, d) for d in ("group_vars", "host_vars")], path)]
     else:
         raise InventoryError(f"--inventory {path}: {kind(st.st_mode)}, not an inventory file")
     for file in files:
@@ -231,6 +227,20 @@ def check_text_inventory(path: str) -> None:
         except UnsafeFile as exc:
             raise InventoryError(f"--inventory {file}: {exc}") from None
         _count_nodes(file, text)
+
+
+def _files_under(directories: Sequence[str], shown: str) -> list[str]:
+    """The regular files under `directories` (recursively, hidden ones skipped as Ansible does), at most
+    MAX_DIRECTORY_FILES of them."""
+    files: list[str] = []
+    for top in directories:
+        for parent, dirs, names in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            files += [os.path.join(parent, n) for n in sorted(names)
+                      if not n.startswith(".") and os.path.isfile(os.path.join(parent, n))]
+            if len(files) > MAX_DIRECTORY_FILES:
+                raise InventoryError(f"--inventory {shown}: more than {MAX_DIRECTORY_FILES} files to read")
+    return files
 
 
 def _count_nodes(path: str, text: str) -> None:

@@ -143,3 +143,11 @@ def test_a_few_aliases_are_still_fine(tmp_path: Path) -> None:
                     "        lab01: *common\n        lab02: *common\n")
     assert [t.name for t in resolve_targets([], str(path))] == ["all"]
     assert expand_hosts(str(path), ["lab"]) == ["lab01", "lab02"]
+
+
+def test_group_vars_beside_an_inventory_are_checked_too(tmp_path: Path) -> None:
+    (tmp_path / "hosts.ini").write_text("[lab]\nlab01\n")
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "lab.yml").write_text(BOMB.replace("all:\n  hosts:\n    h1: {bomb: *i}\n", "x: *i\n"))
+    with pytest.raises(InventoryError, match=r"group_vars/lab\.yml: its YAML aliases expand"):
+        resolve_targets([], str(tmp_path / "hosts.ini"))
