@@ -130,3 +130,18 @@ def test_settings_for_the_steps_that_run_are_accepted(tmp_path: Path) -> None:
                             specs)
     for command in ("install", "uninstall"):
         check_used(values, specs, resources.playbook(command), command, only=["group", "agent", "sysctl"])
+
+
+def test_a_service_step_makes_service_settings_used(tmp_path: Path) -> None:
+    """The rule reads the playbook's step->role mapping: once a `service` step runs role alumet_service,
+    its settings are accepted for runs that include that step, and refused for the others."""
+    from alumet_setup.settings import SettingError, check_used, load_specs
+
+    specs = load_specs(resources.bundled("roles"))
+    playbook = tmp_path / "install.yml"
+    playbook.write_text("- hosts: all\n  roles:\n    - {role: alumet_group, tags: [group]}\n"
+                        "    - {role: alumet_service, tags: [service]}\n")
+    check_used(["alumet_service_user"], specs, playbook, "install")
+    check_used(["alumet_service_user"], specs, playbook, "install", only=["service"])
+    with pytest.raises(SettingError, match=r"unused: step service \(role alumet_service\) is not run"):
+        check_used(["alumet_service_user"], specs, playbook, "install", skip=["service"])
