@@ -41,9 +41,11 @@ FORMATS: dict[str, tuple[str, Any]] = {
     **{name: ("a Linux group or user name (letters, digits, '_', '.', '-'; at most 32)", LINUX_NAME.fullmatch)
        for name in ("alumet_group_name", "alumet_group_members", "hidepid_group", "powercap_group",
                     "alumet_service_user", "alumet_service_group")},
-    "alumet_agent_git_url": ("a git URL (https://, http://, ssh://, git://, file:// or user@host:path)",
+    "alumet_agent_git_url": ("a git URL (https://, http://, ssh://, git://, file://, user@host:path or an "
+                             "absolute path)",
                              lambda v: ((m := _URL.fullmatch(v)) is not None and m["scheme"] in
-                             ("https", "http", "ssh", "git", "file")) or _SCP_LIKE.fullmatch(v) is not None),
+                             ("https", "http", "ssh", "git", "file")) or _SCP_LIKE.fullmatch(v) is not None
+                             or (v.startswith("/") and " " not in v)),
     "rustup_update_root": ("an https:// or http:// URL",
                            lambda v: (m := _URL.fullmatch(v)) is not None and m["scheme"] in ("https", "http")),
     "rustup_dist_server": ("an https:// or http:// URL, or empty",
