@@ -190,9 +190,11 @@ def test_authentication_and_host_key_failures_are_one_line_each(fleet: Fleet, co
 
 
 def test_host_keys_are_checked_on_every_install(fleet: Fleet) -> None:
-    """install used Ansible's ~/.ansible/cp, whose master connection outlives a run by 60 s: the next run
-    went through it without a handshake, so a host key removed from (or changed in) known_hosts was still
-    accepted. Each run now has its own ControlPath directory, its masters closed at its end."""
+    """A host key removed from (or changed in) known_hosts is refused on the very next install. Each run has
+    its own ControlPath directory, its masters closed at its end, so no master of an earlier run (Ansible's
+    default ~/.ansible/cp keeps one 60 s) can skip the handshake. Note: run against the code before that
+    change (2026-12-01), this test passed too: the reported reuse did not reproduce here, so it guards the
+    behaviour rather than reproducing the report."""
     deb13 = json.loads(fleet.inventory.read_text())["all"]["hosts"]["deb13"]
     port, key = deb13["ansible_port"], Path(deb13["ansible_ssh_private_key_file"])
     known_hosts = fleet.work / "hk_known_hosts"
