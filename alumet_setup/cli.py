@@ -16,7 +16,6 @@ import click
 from . import __version__
 
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
-MAX_CONFIG_BYTES = 1 << 20  # an Alumet configuration is a few kilobytes
 
 
 class UsageFailure(click.ClickException):
@@ -25,7 +24,14 @@ class UsageFailure(click.ClickException):
     exit_code = EXIT_USAGE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"alumet-setup: error: {self.format_message()}", err=True)
+        error(self.format_message())
+
+
+def error(message: str) -> None:
+    """One `alumet-setup: error:` line on stderr, whatever the message quotes of the user's input: a
+    character that would break the line or the terminal (newline, vertical tab, ESC, U+2028) is escaped."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+    click.echo(f"alumet-setup: error: {text}", err=True)
 
 
 def fail(message: str) -> NoReturn:
@@ -35,6 +41,14 @@ def fail(message: str) -> NoReturn:
 def split_csv(values: Sequence[str]) -> list[str]:
     """`--plugin a,b --plugin c` -> [a, b, c]."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def split_steps(values: Sequence[str], option: str) -> list[str]:
+    """Like split_csv, but an empty name is bad input: `--only ',,,'` must not mean every step."""
+    steps = [item.strip() for value in values for item in value.split(",")]
+    if any(not step for step in steps):
+        fail(f"{option} {','.join(values)!r}: empty step name (steps are separated by single commas)")
+    return steps
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -102,7 +116,7 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         reports = doc.diagnose_many(connectors, options, plugins=selected_plugins, only=selected_checks)
     for report in reports:
         if report.error is not None:
-            click.echo(f"alumet-setup: error: {report.host}: {report.error}", err=True)
+            error(f"{report.host}: {report.error}")
     if as_json:
         click.echo(doc.to_json(reports))
     else:
@@ -119,12 +133,13 @@ def _require_toml(path: str) -> None:
     """An explicit --config must exist and parse: that is a usage error, not a finding."""
     import tomllib
 
+    from .safe_io import UnsafeFile, read_text
+
     try:
-        with open(path, "rb") as handle:
-            tomllib.load(handle)
-    except FileNotFoundError:
-        fail(f"--config {path}: no such file")
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        tomllib.loads(read_text(path))
+    except UnsafeFile as exc:
+        fail(f"--config {path}: {exc}")
+    except tomllib.TOMLDecodeError as exc:
         fail(f"--config {path}: not valid TOML: {exc}")
 
 
@@ -202,9 +217,9 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
 
     from . import resources, runner
     from .inventory import InventoryError, build_inventory, expand_hosts, resolve_targets
-    from .settings import STEPS, SettingError, load_specs, parse_settings
+    from .settings import STEPS, SettingError, check_used, load_specs, parse_settings
 
-    only_steps, skip_steps = split_csv(only), split_csv(skip)
+    only_steps, skip_steps = split_steps(only, "--only"), split_steps(skip, "--skip")
     unknown = sorted(set(only_steps + skip_steps) - set(STEPS), key=(only_steps + skip_steps).index)
     if unknown:
         fail(f"unknown step {', '.join(unknown)} (known: {', '.join(STEPS)})")
@@ -213,9 +228,13 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
         fail(f"step {', '.join(both)} is both in --only and --skip")
     try:
         roles = resources.bundled("roles")
-        extravars = parse_settings(settings, load_specs(roles))
-        targets = resolve_targets(hosts, inventory, user)
+        specs = load_specs(roles)
+        extravars = parse_settings(settings, specs)
         playbook = resources.playbook(playbook_name)
+        # The shipped playbook's step->role mapping decides which settings this run reads.
+        check_used(extravars, specs, resources.bundled("playbooks") / f"{playbook_name}.yml", playbook_name,
+                   only_steps, skip_steps)
+        targets = resolve_targets(hosts, inventory, user)
         # Every host the play will touch, groups expanded: each gets a summary row even if it never answers.
         ad_hoc_names = [t.name for t in targets if not t.from_inventory]
         expected = ad_hoc_names + (expand_hosts(inventory, [t.name for t in targets if t.from_inventory])
@@ -246,7 +265,7 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
             roles_path=roles, echo=click.echo,
         )
     except runner.RunnerError as exc:
-        click.echo(f"alumet-setup: error: {exc}", err=True)
+        error(str(exc))
         sys.exit(EXIT_NOT_READY)
 
     click.echo("")
@@ -254,8 +273,11 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
         click.echo(line)
     unreachable = [h for h in result.hosts if (result.stats.get(h) or {}).get("unreachable")]
     for host in unreachable:
-        click.echo(f"alumet-setup: error: {host}: unreachable: {result.unreachable.get(host, 'no answer')}",
-                   err=True)
+        error(f"{host}: unreachable: {result.unreachable.get(host, 'no answer')}")
+    for host in result.hosts:  # a failure says so on stderr too, not only in the progress lines
+        row = result.stats.get(host)
+        if host not in unreachable and (row is None or row["failed"]):
+            error(f"{host}: failed (see its FAILED line above)" if row else f"{host}: never ran")
     if any("sudo" in m and "password" in m for m in result.messages):
         click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
     click.echo(f"Run log: {result.artifact_dir}")
@@ -281,9 +303,12 @@ def config() -> None:
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a profile parameter (repeatable); --list-parameters shows them.")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write FILE atomically instead of printing.")
+              help="Write FILE atomically instead of printing (a new file, or a regular file with --force).")
+@click.option("--force", is_flag=True, help="Replace FILE when it exists.")
+@click.option("--follow-symlink", is_flag=True, help="When FILE is a symbolic link, write to its target.")
 @click.option("--list-parameters", is_flag=True, help="List the profile's parameters and defaults, then exit.")
-def config_render(profile_name: str, settings: tuple[str, ...], output: str | None, list_parameters: bool) -> None:
+def config_render(profile_name: str, settings: tuple[str, ...], output: str | None, force: bool,
+                  follow_symlink: bool, list_parameters: bool) -> None:
     """Print (or write) the configuration of a profile; nothing is written unless it validates."""
     from . import profiles
 
@@ -299,10 +324,12 @@ def config_render(profile_name: str, settings: tuple[str, ...], output: str | No
     if output is None:
         click.echo(text, nl=False)
         return
+    from .safe_io import UnsafeFile, write_output
+
     try:
-        profiles.write_atomic(output, text)
-    except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror or exc}")
+        write_output(output, text, force=force, follow_symlinks=follow_symlink)
+    except UnsafeFile as exc:
+        fail(f"cannot write {output}: {exc}")
     click.echo(f"wrote {output} (profile {profile.name})", err=True)
 
 
@@ -315,14 +342,12 @@ def config_render(profile_name: str, settings: tuple[str, ...], output: str | No
 def config_validate(file: str, run: str | None) -> None:
     """Check FILE against the configuration schema of the pinned alumet-agent; exit 1 when invalid."""
     from . import alumet_schema
+    from .safe_io import UnsafeFile, read_text
 
     try:
-        with open(file, encoding="utf-8") as handle:
-            text = handle.read(MAX_CONFIG_BYTES + 1)
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{file}: {getattr(exc, 'strerror', None) or exc}")
-    if len(text) > MAX_CONFIG_BYTES:
-        fail(f"{file}: larger than {MAX_CONFIG_BYTES} bytes, not an Alumet configuration")
+        text = read_text(file)
+    except UnsafeFile as exc:
+        fail(f"{file}: {exc}")
     env = alumet_schema.service_environment(None, file) if run == "service" else None
     errors = alumet_schema.validate_text(text, env)
     for error in errors:
@@ -345,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo("alumet-setup: aborted", err=True)
         sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
-        click.echo(f"alumet-setup: error: {exc.format_message()}", err=True)
+        error(exc.format_message())
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         exc.show()

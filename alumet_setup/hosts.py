@@ -14,10 +14,12 @@ Paths are always absolute paths as seen on the target host.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -29,6 +31,9 @@ COMMAND_NOT_FOUND = 127
 # Commands in flight per remote host: sshd refuses more than MaxSessions (default 10) sessions on one
 # multiplexed connection, and doctor runs 12 checks at once.
 REMOTE_SLOTS = 6
+# Beyond a command's own timeout (which `timeout` enforces on the host), how long a remote call may take
+# to connect and answer before it counts as hung: a stalled ssh connection must not stall doctor.
+REMOTE_GRACE = 20.0
 
 
 class HostError(Exception):
@@ -204,17 +209,25 @@ class LocalHost:
         if env:
             full_env = {**os.environ, **env}
         try:
-            proc = subprocess.run(
-                list(argv), capture_output=True, text=True, timeout=timeout, env=full_env,
-                stdin=subprocess.DEVNULL, check=False, errors="replace",
+            # Its own session: on timeout the whole process group is killed, so a child that keeps the
+            # output pipes open (`sh -c 'sleep 600 & ...'`) cannot keep us reading for ever.
+            proc = subprocess.Popen(
+                list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
+                stdin=subprocess.DEVNULL, errors="replace", start_new_session=True,
             )
         except FileNotFoundError:
             return CommandResult(tuple(argv), COMMAND_NOT_FOUND, "", f"{argv[0]}: command not found")
         except PermissionError as exc:
             return CommandResult(tuple(argv), 126, "", str(exc))
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=5)
             return CommandResult(tuple(argv), 124, "", f"{argv[0]}: timed out after {timeout:g}s")
-        return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+        return CommandResult(tuple(argv), proc.returncode, stdout, stderr)
 
     def which(self, command: str, extra_dirs: Sequence[str] = ()) -> str | None:
         if self.is_fixture:
@@ -277,6 +290,7 @@ class TestinfraHost:
         self._host = backend
         self.name = name or backend.backend.get_hostname()
         self._slots = threading.BoundedSemaphore(REMOTE_SLOTS)
+        self._hung: str | None = None  # set once a call went unanswered: later ones fail at once
 
     @classmethod
     def connect(cls, spec: str, **kwargs: Any) -> TestinfraHost:
@@ -309,22 +323,35 @@ class TestinfraHost:
             command = "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " " + command
         # `command -v` first, so a missing program reads as 127 on every backend.
         script = f"command -v {shlex.quote(argv[0])} >/dev/null 2>&1 || exit 127; exec timeout {timeout:g} {command}"
-        result = self._run_shell(script)
+        result = self._run_shell(script, timeout)
         stdout = result.stdout if isinstance(result.stdout, str) else result.stdout.decode("utf-8", "replace")
         stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode("utf-8", "replace")
         if result.rc == 255 and _UNREACHABLE.search(stderr):
             raise HostError(f"{self.name}: {ssh_failure(stderr)}")
         return CommandResult(tuple(argv), result.rc, stdout, stderr)
 
-    def _run_shell(self, script: str) -> Any:
-        with self._slots:
-            try:
+    def _run_shell(self, script: str, timeout: float = 10.0) -> Any:
+        """Run `script` with sh on the host; HostError when the backend has not answered within the
+        command's timeout plus REMOTE_GRACE (a hung connection: its thread is left behind, the report goes on)."""
+        from .threads import in_background
+
+        def call() -> Any:
+            with self._slots:
                 return self._host.run("sh -c " + shlex.quote(script))
-            except RuntimeError as exc:  # testinfra's ssh backend raises on rc 255 with the result inside
-                result = exc.args[0] if exc.args else None
-                stderr = getattr(result, "stderr", "") or ""
-                stderr = stderr if isinstance(stderr, str) else stderr.decode("utf-8", "replace")
-                raise HostError(f"{self.name}: {ssh_failure(stderr) or 'ssh failed (exit code 255)'}") from None
+
+        if self._hung is not None:
+            raise HostError(self._hung)
+        deadline = timeout + REMOTE_GRACE
+        try:
+            return in_background(call).result(timeout=deadline)
+        except TimeoutError:
+            self._hung = f"{self.name}: no answer within {deadline:g} s (connection hung)"
+            raise HostError(self._hung) from None
+        except RuntimeError as exc:  # testinfra's ssh backend raises on rc 255 with the result inside
+            result = exc.args[0] if exc.args else None
+            stderr = getattr(result, "stderr", "") or ""
+            stderr = stderr if isinstance(stderr, str) else stderr.decode("utf-8", "replace")
+            raise HostError(f"{self.name}: {ssh_failure(stderr) or 'ssh failed (exit code 255)'}") from None
 
     def read_bytes(self, path: str) -> bytes | None:
         result = self._py(_PY_READ, path)
@@ -433,20 +460,29 @@ class SshControl:
     def args(self, target: SshTarget) -> str:
         """testinfra's ssh_extra_args: one shell-quoted string (testinfra runs ssh through a shell)."""
         # BatchMode: never prompt (a password or an unknown host key fails at once, with ssh's reason).
-        argv = ["-o", "BatchMode=yes", "-o", f"ControlPath={self.directory}/%C", *target.extra_args]
+        # ConnectTimeout and ServerAlive*: a host that stops answering fails the command instead of hanging it.
+        argv = ["-o", "BatchMode=yes", "-o", f"ControlPath={self.directory}/%C", "-o", "ConnectTimeout=10",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", *target.extra_args]
         return " ".join(shlex.quote(a) for a in argv)
 
     def close(self) -> None:
-        for socket in os.listdir(self.directory):
-            subprocess.run(["ssh", "-S", os.path.join(self.directory, socket), "-O", "exit", "x"],
-                           capture_output=True, timeout=10, check=False)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        close_masters(self.directory)
 
     def __enter__(self) -> SshControl:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def close_masters(directory: str) -> None:
+    """Tell every ssh ControlMaster with a socket in `directory` to exit, then remove the directory."""
+    with contextlib.suppress(FileNotFoundError):
+        for socket in os.listdir(directory):
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                subprocess.run(["ssh", "-S", os.path.join(directory, socket), "-O", "exit", "x"],
+                               capture_output=True, timeout=10, check=False, stdin=subprocess.DEVNULL)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def connect(target: str | SshTarget | None, control: SshControl | None = None) -> Host:

@@ -13,10 +13,13 @@ import io
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .ansible_data import Template
 
 if TYPE_CHECKING:
     from .hosts import SshTarget
@@ -191,12 +194,88 @@ def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
     return targets
 
 
+# Nodes an inventory may stand for once its YAML aliases are expanded: a real one has hundreds or a
+# few thousand; a "billion laughs" alias bomb of a few hundred bytes stands for billions, which
+# Ansible's loader expands (it has no limit of its own) until memory runs out.
+MAX_NODES = 500_000
+MAX_DIRECTORY_FILES = 200
+
+
+def check_text_inventory(path: str) -> None:
+    """Refuse, in one InventoryError line, what Ansible should not be handed as an inventory: anything
+    but readable UTF-8 text of at most safe_io.MAX_READ bytes (a directory: each file in it), and
+    YAML whose aliases expand to more than MAX_NODES values."""
+    from .safe_io import UnsafeFile, kind, read_text
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InventoryError(f"--inventory {path}: no such file") from None
+    except OSError as exc:
+        raise InventoryError(f"--inventory {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        files = _files_under([path], path)
+    elif stat.S_ISREG(st.st_mode):
+        # Ansible also reads group_vars/ and host_vars/ beside an inventory file.
+        here = os.path.dirname(os.path.abspath(path))
+        files = [path, *_files_under([os.path.join(here, d) for d in ("group_vars", "host_vars")], path)]
+    else:
+        raise InventoryError(f"--inventory {path}: {kind(st.st_mode)}, not an inventory file")
+    for file in files:
+        try:
+            text = read_text(file)
+        except UnsafeFile as exc:
+            raise InventoryError(f"--inventory {file}: {exc}") from None
+        _count_nodes(file, text)
+
+
+def _files_under(directories: Sequence[str], shown: str) -> list[str]:
+    """The regular files under `directories` (recursively, hidden ones skipped as Ansible does), at most
+    MAX_DIRECTORY_FILES of them."""
+    files: list[str] = []
+    for top in directories:
+        for parent, dirs, names in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            files += [os.path.join(parent, n) for n in sorted(names)
+                      if not n.startswith(".") and os.path.isfile(os.path.join(parent, n))]
+            if len(files) > MAX_DIRECTORY_FILES:
+                raise InventoryError(f"--inventory {shown}: more than {MAX_DIRECTORY_FILES} files to read")
+    return files
+
+
+def _count_nodes(path: str, text: str) -> None:
+    """Count the nodes of the YAML with its aliases expanded, from the event stream (which never expands
+    them): each alias counts as the size of its anchor's node. INI text is not YAML: no count."""
+    import yaml
+
+    sizes: dict[str, int] = {}  # anchor -> size of its node
+    stack: list[list[Any]] = [[None, 0]]  # open collections: [anchor, size so far]; [0] is the stream
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                stack.append([event.anchor, 1])
+                continue
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                anchor, size = stack.pop()
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, size = event.anchor, 1
+            elif isinstance(event, yaml.AliasEvent):
+                anchor, size = None, sizes.get(event.anchor, 1)
+            else:
+                continue
+            if anchor:
+                sizes[anchor] = size
+            stack[-1][1] += size
+            if sum(entry[1] for entry in stack) > MAX_NODES:
+                raise InventoryError(f"--inventory {path}: its YAML aliases expand to more than {MAX_NODES} "
+                                     "values (an alias bomb?): not loaded")
+    except yaml.YAMLError:
+        return
+
+
 def _load(path: str) -> Any:
     """Ansible's InventoryManager for `path`, its parse errors as one InventoryError line."""
-    if not os.path.exists(path):
-        raise InventoryError(f"--inventory {path}: no such file")
-    if not os.access(path, os.R_OK):
-        raise InventoryError(f"--inventory {path}: not readable")
+    check_text_inventory(path)
     from ansible.inventory.manager import InventoryManager  # heavy: only install pays for it
     from ansible.parsing.dataloader import DataLoader
 
@@ -248,7 +327,7 @@ def build_inventory(targets: Sequence[Target], *, user: str | None = None, is_ro
             # nothing to become (and a minimal host may have no sudo at all).
             host_vars: dict[str, Any] = {
                 "ansible_connection": "local",
-                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                "ansible_python_interpreter": Template("{{ ansible_playbook_python }}"),
                 "ansible_become": not is_root,
             }
             if not is_root:
@@ -267,10 +346,11 @@ def build_inventory(targets: Sequence[Target], *, user: str | None = None, is_ro
 
 
 def write_inventory(directory: Path, inventory: dict[str, Any]) -> Path:
-    """Write the generated inventory as JSON (valid YAML) into the private run directory."""
-    import json
+    """Write the generated inventory into the private run directory, as YAML whose strings are all
+    `!unsafe` (a host address or user name is data, never templated) but our own Template values."""
+    from .ansible_data import to_yaml
 
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / "hosts.json"
-    path.write_text(json.dumps(inventory, indent=1) + "\n", encoding="utf-8")
+    path = directory / "hosts.yml"
+    path.write_text(to_yaml(inventory), encoding="utf-8")
     return path

@@ -9,9 +9,6 @@ ansible's templar and plain Jinja2 accept: `{% include %}` of a sibling file, `i
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,17 +189,3 @@ def render(profile_name: str, values: Mapping[str, Any] | None = None, template_
 def _trailing_newlines(text: str) -> int:
     return len(text) - len(text.rstrip("\n"))
 
-
-def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    """Write next to the target, then rename: readers see the old file or the new one, never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".alumet-config.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -10,7 +10,10 @@ Known ansible-runner traps handled here (see docs/architecture.md):
   built directly so the become password stays in memory, answered through pexpect;
 * ssh_key= is written to disk: never used (the ssh agent or ansible_ssh_private_key_file are);
 * a short private data dir (/tmp/as-XXXX): long paths break ssh ControlPath sockets;
-* the runner turns host key checking off unless told otherwise: it stays on.
+* the runner turns host key checking off unless told otherwise: it stays on;
+* ssh ControlMaster sockets live in the private data dir, one set per run, and the masters are told to
+  exit at its end: Ansible's default ~/.ansible/cp keeps a master for 60 s, which let the next run in
+  without a handshake, so a host whose key had changed or been removed from known_hosts was still accepted.
 """
 
 from __future__ import annotations
@@ -260,6 +263,15 @@ def run_playbook(
         if generated_inventory is not None:
             sources.append(str(write_inventory(private / "inventory", dict(generated_inventory))))
         cmdline: list[str] = []
+        if extravars:
+            # Our own file rather than RunnerConfig(extravars=): every string in it is tagged !unsafe,
+            # so a value such as "{{ lookup('pipe', ...) }}" reaches the play as text, never as code.
+            from .ansible_data import to_yaml
+
+            vars_file = private / "extravars.yml"
+            vars_file.write_text(to_yaml(extravars), encoding="utf-8")
+            vars_file.chmod(0o600)
+            cmdline += ["--extra-vars", f"@{vars_file}"]
         if check:
             cmdline.append("--check")
         if diff:
@@ -273,8 +285,13 @@ def run_playbook(
         # The venv's bin directory first: pipx and plain venvs do not put ansible-playbook on PATH.
         bin_dir = str(Path(sys.executable).parent)
         path = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
+        control_dir = private / "cp"
+        control_dir.mkdir(mode=0o700)
         envvars = {"PATH": path, "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
-                   "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False"}
+                   "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False",
+                   # Both: an ansible.cfg control_path would otherwise win over the directory.
+                   "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+                   "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C"}
         config = RunnerConfig(
             private_data_dir=str(private),
             artifact_dir=str(runs),
@@ -283,7 +300,6 @@ def run_playbook(
             playbook=str(playbook),
             inventory=sources or None,
             limit=limit,
-            extravars=dict(extravars or {}),
             tags=",".join(tags) or None,
             skip_tags=",".join(skip_tags) or None,
             verbosity=verbosity or None,
@@ -303,6 +319,9 @@ def run_playbook(
         except AnsibleRunnerException as exc:
             raise RunnerError(f"ansible-runner failed: {_one_line(exc)}") from None
     finally:
+        from .hosts import close_masters
+
+        close_masters(str(private / "cp"))
         shutil.rmtree(private, ignore_errors=True)
 
     if not progress.stats:

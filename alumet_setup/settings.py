@@ -2,11 +2,14 @@
 
 The specs are read with PyYAML (an ansible-core dependency) rather than
 ansible_runner.get_role_argspec(), which starts ansible-doc (a second or more) for the same data.
-Ranges cannot be written in an argument spec, so the few that matter live in RANGES below.
+What an argument spec cannot express is checked here too, before anything runs: ranges (RANGES),
+absolute paths, Linux user and group names, URLs and git/toolchain names (FORMATS), and that a setting
+belongs to a role some step of this run executes (a setting nobody reads is a mistake, not a no-op).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,36 @@ STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "capabilities", "hidep
 RANGES: dict[str, tuple[int, int]] = {
     "perf_paranoid_value": (-1, 4),  # kernel values; 4 is Ubuntu's patched default (docs/alumet-upstream.md)
     "prereqs_apt_cache_valid_time": (0, 2**31 - 1),
+    "prereqs_apt_lock_timeout": (0, 86400),
+    "alumet_agent_build_timeout": (1, 7 * 86400),  # seconds
+    "alumet_agent_poll_interval": (1, 3600),
+}
+
+# Linux user and group names as useradd/groupadd take them (and nothing a shell or a file format reads).
+LINUX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://[^\s/?#]+[^\s]*")
+_SCP_LIKE = re.compile(r"[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[^\s]+")  # git's user@host:path
+_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+-]{0,127}")  # a git tag/branch or toolchain: no leading '-'
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# name -> (what it must be, check): formats beyond the argument spec's type.
+FORMATS: dict[str, tuple[str, Any]] = {
+    **{name: ("a Linux group or user name (letters, digits, '_', '.', '-'; at most 32)", LINUX_NAME.fullmatch)
+       for name in ("alumet_group_name", "alumet_group_members", "hidepid_group", "powercap_group",
+                    "alumet_service_user", "alumet_service_group")},
+    "alumet_agent_git_url": ("a git URL (https://, http://, ssh://, git://, file://, user@host:path or an "
+                             "absolute path)",
+                             lambda v: ((m := _URL.fullmatch(v)) is not None and m["scheme"] in
+                             ("https", "http", "ssh", "git", "file")) or _SCP_LIKE.fullmatch(v) is not None
+                             or (v.startswith("/") and " " not in v)),
+    "rustup_update_root": ("an https:// or http:// URL",
+                           lambda v: (m := _URL.fullmatch(v)) is not None and m["scheme"] in ("https", "http")),
+    "rustup_dist_server": ("an https:// or http:// URL, or empty",
+                           lambda v: v == "" or ((m := _URL.fullmatch(v)) is not None
+                                                 and m["scheme"] in ("https", "http"))),
+    "alumet_agent_version": ("a git tag or branch name", _REF.fullmatch),
+    "rustup_toolchain": ("a toolchain name such as 1.89 or stable", _REF.fullmatch),
+    "alumet_agent_environment": ("an environment variable name", lambda v: _ENV_NAME.fullmatch(v) is not None),
 }
 
 _TRUE = {"true", "yes", "on", "1", "y", "t"}
@@ -64,7 +97,8 @@ def load_specs(roles_dir: Path) -> dict[str, Option]:
 
 
 def parse_settings(pairs: Sequence[str], options: Mapping[str, Option]) -> dict[str, Any]:
-    """['k=v', ...] -> {k: typed value}; SettingError on the first bad one."""
+    """['k=v', ...] -> {k: typed value}; SettingError on the first bad one (checked_used() then says
+    whether the run reads it)."""
     result: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -94,7 +128,68 @@ def convert(option: Option, raw: str) -> Any:
         for item in values:
             if isinstance(item, (int, float)) and not low <= item <= high:
                 raise SettingError(f"--set {option.name}={raw}: must be between {low} and {high}")
+    _check_text(option, raw, value)
     return value
+
+
+def _check_text(option: Option, raw: str, value: Any) -> None:
+    """Strings: no control characters (a newline ends a line of /etc/group, fstab or a unit file), paths
+    absolute, FORMATS obeyed. Dict keys are checked as well as values."""
+    shown = ascii(raw)[1:-1]  # the message stays one line, whatever the value holds
+    items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in
+                                                                  (value if isinstance(value, list) else [value])]
+    kind = option.elements if option.type == "list" else option.type
+    fmt = FORMATS.get(option.name)
+    for key, item in items:
+        for text in (key, item):
+            if isinstance(text, str) and re.search(r"[\x00-\x1f\x7f]", text):
+                raise SettingError(f"--set {option.name}={shown}: control characters (newline, NUL...) not allowed")
+        if kind == "path" and isinstance(item, str) and not item.startswith("/"):
+            raise SettingError(f"--set {option.name}={shown}: expected an absolute path")
+        if fmt is not None:
+            checked = key if isinstance(value, dict) else item
+            if isinstance(checked, str) and not fmt[1](checked):
+                raise SettingError(f"--set {option.name}={shown}: {checked!a} is not {fmt[0]}")
+
+
+def steps_by_role(playbook: Path) -> dict[str, set[str]]:
+    """role -> the step tags that run it in `playbook` ('always' included), from its roles: lists and its
+    import_role/include_role tasks: the one step->role mapping, read from the playbook itself."""
+    plays = yaml.safe_load(playbook.read_text(encoding="utf-8")) or []
+    mapping: dict[str, set[str]] = {}
+    for play in plays:
+        for entry in play.get("roles") or ():
+            name = entry if isinstance(entry, str) else entry.get("role") or entry.get("name")
+            tags = set() if isinstance(entry, str) else set(_tags(entry.get("tags")))
+            mapping.setdefault(str(name), set()).update(tags)
+        for section in ("pre_tasks", "tasks", "post_tasks"):
+            for task in play.get(section) or ():
+                for action in ("ansible.builtin.import_role", "import_role", "ansible.builtin.include_role",
+                               "include_role"):
+                    if isinstance(task.get(action), dict):
+                        mapping.setdefault(str(task[action]["name"]), set()).update(_tags(task.get("tags")))
+    return mapping
+
+
+def _tags(tags: Any) -> list[str]:
+    return [tags] if isinstance(tags, str) else list(tags or ())
+
+
+def check_used(names: Iterable[str], options: Mapping[str, Option], playbook: Path, command: str,
+               only: Sequence[str] = (), skip: Sequence[str] = ()) -> None:
+    """SettingError for the first setting whose role no step of this run executes."""
+    roles = steps_by_role(playbook)
+    for name in names:
+        role = options[name].role
+        tags = roles.get(role)
+        if tags is None:
+            raise SettingError(f"--set {name}: unused: role {role} is not part of {command} (no step runs it)")
+        if "always" in tags:
+            continue
+        running = [t for t in tags if (not only or t in only) and t not in skip]
+        if not running:
+            steps = ", ".join(sorted(tags))
+            raise SettingError(f"--set {name}: unused: step {steps} (role {role}) is not run by this {command}")
 
 
 def _convert_type(name: str, kind: str, raw: str, elements: str | None = None) -> Any:

@@ -12,18 +12,27 @@ R = TypeVar("R")
 
 
 class Pending(Generic[T]):
-    """A result that one thread sets and others wait for."""
+    """A result (or an exception) that one thread sets and others wait for."""
 
     def __init__(self) -> None:
         self._done = threading.Event()
         self._value: T | None = None
+        self._error: BaseException | None = None
 
     def set_result(self, value: T) -> None:
         self._value = value
         self._done.set()
 
-    def result(self) -> T:
-        self._done.wait()
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def result(self, timeout: float | None = None) -> T:
+        """The value; the function's exception raised again; TimeoutError after `timeout` seconds."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"no result within {timeout:g} s")
+        if self._error is not None:
+            raise self._error
         return self._value  # type: ignore[return-value]
 
 
@@ -58,7 +67,14 @@ def parallel_map(func: Callable[[T], R], items: Sequence[T], workers: int) -> li
 
 
 def in_background(func: Callable[[], R]) -> Pending[R]:
-    """Start func on its own thread now; .result() waits for it."""
+    """Start func on its own thread now; .result() waits for it and raises what func raised."""
     pending: Pending[R] = Pending()
-    threading.Thread(target=lambda: pending.set_result(func()), daemon=True).start()
+
+    def run() -> None:
+        try:
+            pending.set_result(func())
+        except BaseException as exc:  # whoever waits gets it: a raising func must not leave them waiting
+            pending.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
     return pending

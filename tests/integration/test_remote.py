@@ -187,3 +187,36 @@ def test_authentication_and_host_key_failures_are_one_line_each(fleet: Fleet, co
     assert "authentication failed (Permission denied (publickey" in by_host["badkey"]
     assert "host key verification failed" in by_host["badhostkey"]
     assert "@@@" not in run.output  # ssh's banner stays out
+
+
+def test_host_keys_are_checked_on_every_install(fleet: Fleet) -> None:
+    """A host key removed from (or changed in) known_hosts is refused on the very next install. Each run has
+    its own ControlPath directory, its masters closed at its end, so no master of an earlier run (Ansible's
+    default ~/.ansible/cp keeps one 60 s) can skip the handshake. Note: run against the code before that
+    change (2026-12-01), this test passed too: the reported reuse did not reproduce here, so it guards the
+    behaviour rather than reproducing the report."""
+    deb13 = json.loads(fleet.inventory.read_text())["all"]["hosts"]["deb13"]
+    port, key = deb13["ansible_port"], Path(deb13["ansible_ssh_private_key_file"])
+    known_hosts = fleet.work / "hk_known_hosts"
+    good = sshd.host_keys(port)
+    hk = {"hk": sshd.connection(port, key, known_hosts)}
+    inventory = sshd.write_inventory(fleet.work / "hk.yml", sshd.inventory([], key, known_hosts, hk))
+    # Not the cli() helper: no ANSIBLE_SSH_CONTROL_PATH_DIR of the test's own; the tool must choose it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_SSH_CONTROL_PATH")}
+    env["XDG_STATE_HOME"] = str(fleet.work / "state")
+
+    def install() -> Run:
+        proc = subprocess.run([sys.executable, "-m", "alumet_setup", "install", "--check", "--only", "sysctl",
+                               "-i", str(inventory)], capture_output=True, text=True, env=env, timeout=240,
+                              cwd=ROOT, check=False)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    # Removed from known_hosts, then replaced by another host's keys (the fixture's wrong_known_hosts).
+    for broken in ("", (fleet.work / "wrong_known_hosts").read_text()):
+        known_hosts.write_text(good)
+        first = install()
+        assert first.rc != 2 and "unreachable" not in first.stderr, first.output[-3000:]
+        known_hosts.write_text(broken)  # the very next run, well within ControlPersist's 60 s
+        second = install()
+        assert second.rc == 2, second.output[-3000:]
+        assert "alumet-setup: error: hk: unreachable: host key verification failed" in second.stderr

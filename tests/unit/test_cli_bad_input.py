@@ -76,3 +76,73 @@ def test_missing_inventory(capsys: pytest.CaptureFixture[str], tmp_path: Path, c
 def test_profile_choices_are_the_cli_profiles() -> None:
     # The role's argument spec refuses what profiles.py does not know: one list, checked here.
     assert set(load_specs(resources.bundled("roles"))["alumet_config_profile"].choices) == set(profiles.PROFILES)
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall"])
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--only", ",,,"], "--only ',,,': empty step name"),
+    (["--only", ""], "--only '': empty step name"),
+    (["--skip", " "], "--skip ' ': empty step name"),
+    (["--only", "sysctl,"], "--only 'sysctl,': empty step name"),
+])
+def test_empty_step_lists_are_not_every_step(capsys: pytest.CaptureFixture[str], command: str, args: list[str],
+                                             expected: str) -> None:
+    assert expected in _one_line_exit_2(capsys, command, *args)
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall"])
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("alumet_agent_build_timeout=-5", "--set alumet_agent_build_timeout=-5: must be between 1 and 604800"),
+    ("alumet_agent_poll_interval=0", "must be between 1 and 3600"),
+    ("alumet_group_name=alumet\nroot", "--set alumet_group_name=alumet\\nroot: control characters"),
+    ("hidepid_group=a b", "'a b' is not a Linux group or user name"),
+    ("alumet_group_members=ann,-rf", "'-rf' is not a Linux group or user name"),
+    ("alumet_agent_git_url=not-a-url", "'not-a-url' is not a git URL"),
+    ("alumet_agent_git_url=ext::sh -c touch% /tmp/x", "is not a git URL"),
+    ("rustup_update_root=ftp://mirror/rustup", "is not an https:// or http:// URL"),
+    ("alumet_agent_version=--upload-pack=touch /tmp/x", "is not a git tag or branch name"),
+    ("perf_paranoid_sysctl_file=local.conf", "--set perf_paranoid_sysctl_file=local.conf: expected an absolute path"),
+    ("hidepid_fstab=/etc/fstab\0", "control characters"),
+    ("alumet_agent_environment={'A B': 1}", "'A B' is not an environment variable name"),
+])
+def test_settings_checked_beyond_the_argument_specs(capsys: pytest.CaptureFixture[str], command: str, setting: str,
+                                                    expected: str) -> None:
+    assert expected in _one_line_exit_2(capsys, command, "--set", setting)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--set", "alumet_service_user=bob"], "--set alumet_service_user: unused: role alumet_service is not part "
+                                           "of install (no step runs it)"),
+    (["--only", "sysctl", "--set", "alumet_group_name=lab"], "--set alumet_group_name: unused: step group "
+                                                              "(role alumet_group) is not run by this install"),
+    (["--skip", "config", "--set", "alumet_config_profile=rapl"], "unused: step config (role alumet_config)"),
+])
+def test_a_setting_no_step_reads_is_refused(capsys: pytest.CaptureFixture[str], args: list[str], expected: str) -> None:
+    assert expected in _one_line_exit_2(capsys, "install", *args)
+
+
+def test_settings_for_the_steps_that_run_are_accepted(tmp_path: Path) -> None:
+    from alumet_setup.settings import check_used, load_specs, parse_settings
+
+    specs = load_specs(resources.bundled("roles"))
+    values = parse_settings(["alumet_group_name=lab", "alumet_agent_git_url=git@example.org:alumet.git",
+                             "alumet_agent_git_url=/srv/alumet.git",
+                             "alumet_agent_build_timeout=7200", "perf_paranoid_sysctl_file=/etc/sysctl.d/a.conf"],
+                            specs)
+    for command in ("install", "uninstall"):
+        check_used(values, specs, resources.playbook(command), command, only=["group", "agent", "sysctl"])
+
+
+def test_a_service_step_makes_service_settings_used(tmp_path: Path) -> None:
+    """The rule reads the playbook's step->role mapping: once a `service` step runs role alumet_service,
+    its settings are accepted for runs that include that step, and refused for the others."""
+    from alumet_setup.settings import SettingError, check_used, load_specs
+
+    specs = load_specs(resources.bundled("roles"))
+    playbook = tmp_path / "install.yml"
+    playbook.write_text("- hosts: all\n  roles:\n    - {role: alumet_group, tags: [group]}\n"
+                        "    - {role: alumet_service, tags: [service]}\n")
+    check_used(["alumet_service_user"], specs, playbook, "install")
+    check_used(["alumet_service_user"], specs, playbook, "install", only=["service"])
+    with pytest.raises(SettingError, match=r"unused: step service \(role alumet_service\) is not run"):
+        check_used(["alumet_service_user"], specs, playbook, "install", skip=["service"])

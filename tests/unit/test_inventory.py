@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from alumet_setup.inventory import InventoryError, Target, build_inventory, parse_host, resolve_targets
+from alumet_setup.inventory import InventoryError, Target, build_inventory, expand_hosts, parse_host, resolve_targets
 
 
 @pytest.mark.parametrize(("spec", "address", "user", "port", "name"), [
@@ -90,3 +93,61 @@ def test_generated_inventory() -> None:
     assert hosts["localhost"]["ansible_become"] is False  # root: nothing to become (and maybe no sudo)
     local = build_inventory(resolve_targets([]), is_root=False)["all"]["hosts"]["localhost"]
     assert local["ansible_become"] is True and local["ansible_become_method"] == "sudo"
+
+
+BOMB = "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['x'] * 9)}]\n"
+               for p, n in zip([None, *"abcdefgh"], "abcdefghi", strict=True)) + "all:\n  hosts:\n    h1: {bomb: *i}\n"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
+                          timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["install", "--check"]])
+@pytest.mark.parametrize(("content", "expected"), [
+    (BOMB, "its YAML aliases expand to more than 500000 values (an alias bomb?): not loaded"),
+    (b"\x7fELF\x02\x01\x01\0\0\0", "not a text file (NUL byte at offset 7)"),
+    (b"[lab]\nh\xe9\n", "not UTF-8 text (byte 0xe9 at offset 7)"),
+    ("/dev/zero", "a character device, not an inventory file"),
+    ("fifo", "a FIFO, not an inventory file"),
+    (b"#" * (1 << 20) + b"\n", "too large (1048577 bytes; at most 1048576)"),
+])
+def test_hostile_inventories_are_refused_in_one_line(tmp_path: Path, command: list[str], content: str | bytes,
+                                                     expected: str) -> None:
+    if content == "/dev/zero":
+        path = "/dev/zero"
+    elif content == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    else:
+        path = str(tmp_path / "hosts.yml")
+        Path(path).write_bytes(content if isinstance(content, bytes) else content.encode())
+    run = _cli(*command, "-i", path)  # the alias bomb took minutes and more than 1.2 GB before
+    assert run.returncode == 2 and run.stdout == "", (run.stdout[-500:], run.stderr[-2000:])
+    assert run.stderr == f"alumet-setup: error: --inventory {path}: {expected}\n"
+
+
+def test_a_directory_inventory_is_checked_file_by_file(tmp_path: Path) -> None:
+    (tmp_path / "a.ini").write_text("[lab]\nlab01\n")
+    (tmp_path / "b.yml").write_text(BOMB)
+    with pytest.raises(InventoryError, match=r"b\.yml: its YAML aliases expand"):
+        resolve_targets([], str(tmp_path))
+    (tmp_path / "b.yml").unlink()
+    assert [t.name for t in resolve_targets(["lab01"], str(tmp_path))] == ["lab01"]
+
+
+def test_a_few_aliases_are_still_fine(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.yml"
+    path.write_text("all:\n  vars: &common {ansible_user: ops}\n  children:\n    lab:\n      hosts:\n"
+                    "        lab01: *common\n        lab02: *common\n")
+    assert [t.name for t in resolve_targets([], str(path))] == ["all"]
+    assert expand_hosts(str(path), ["lab"]) == ["lab01", "lab02"]
+
+
+def test_group_vars_beside_an_inventory_are_checked_too(tmp_path: Path) -> None:
+    (tmp_path / "hosts.ini").write_text("[lab]\nlab01\n")
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "lab.yml").write_text(BOMB.replace("all:\n  hosts:\n    h1: {bomb: *i}\n", "x: *i\n"))
+    with pytest.raises(InventoryError, match=r"group_vars/lab\.yml: its YAML aliases expand"):
+        resolve_targets([], str(tmp_path / "hosts.ini"))

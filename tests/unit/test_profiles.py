@@ -194,7 +194,7 @@ def test_config_render_prints_the_golden_file() -> None:
 def test_config_render_writes_atomically_and_validate_accepts_it(tmp_path: Path) -> None:
     out = tmp_path / "alumet-config.toml"
     out.write_text("old")
-    result = cli("config", "render", "--profile", "nvml", "--set", "nvml_mode=minimal", "-o", str(out))
+    result = cli("config", "render", "--profile", "nvml", "--set", "nvml_mode=minimal", "-o", str(out), "--force")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert tomllib.loads(out.read_text())["plugins"]["nvml"]["mode"] == "minimal"

@@ -1,0 +1,31 @@
+"""A host that fails says so on stderr, in one line per host, with exit 1 (the real CLI and runner)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from alumet_setup import resources
+from alumet_setup.cli import cli
+
+FAILING = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Break on purpose
+      ansible.builtin.fail: {msg: "boom"}
+      tags: [sysctl]
+"""
+
+
+def test_a_failed_host_is_named_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    playbook = tmp_path / "install.yml"
+    playbook.write_text(FAILING)
+    monkeypatch.setattr(resources, "playbook", lambda _name: playbook)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    result = CliRunner().invoke(cli, ["install", "--only", "sysctl", "--check"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == "alumet-setup: error: localhost: failed (see its FAILED line above)\n"
+    assert "[localhost] FAILED: Break on purpose: boom" in result.stdout

@@ -1,0 +1,187 @@
+"""Property-based: whatever a user types, the command line ends in 0, 1 or 2, says a usage error in one
+stderr line, never prints a traceback, never runs a template, and changes no file it was not told to write.
+
+Nothing generated can reach a host or start a play: run_playbook and connect are replaced by stand-ins
+that stop the run (exit 1 and exit 2 respectively), so the property covers everything before them.
+The number of examples is bounded so that the file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alumet_setup import hosts, profiles, resources, runner
+from alumet_setup.cli import main
+from alumet_setup.settings import STEPS, load_specs
+
+SETTING_NAMES = sorted(load_specs(resources.bundled("roles")))
+PROFILE_PARAMS = sorted({p.name for profile in profiles.PROFILES.values() for p in profile.parameters})
+EXAMPLES = 40  # per test: 4 tests, each example a few hundred ms at most
+PER_RUN_SECONDS = 20.0  # a hang is what this catches; the CI machine is shared and slow
+
+
+def _stop_play(*_args: object, **_kwargs: object) -> None:
+    raise runner.RunnerError("stopped by the property test before any play")
+
+
+def _stop_connect(target: object, *_args: object) -> None:
+    raise hosts.HostError(f"{target}: stopped by the property test before any connection")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_host_is_touched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "run_playbook", _stop_play)
+        mp.setattr(hosts, "connect", _stop_connect)
+        mp.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+        import ansible.inventory.manager  # noqa: F401  (imported once here, not timed in the first example)
+        before = _checkout_state()
+        yield
+    assert _checkout_state() == before  # nothing generated wrote into the checkout either
+
+
+def _checkout_state() -> str:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+# Text a user may type: printable, shell and Jinja syntax, control characters, non-ASCII.
+hostile = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["{{ lookup('pipe', 'touch MARK') }}", "{% raw %}", "$(touch MARK)", "`touch MARK`", ";", "\n",
+                     "\0", "-oProxyCommand=touch MARK", "..", "/dev/zero", "", " ", ",", ",,,", "é", "\x1b[31m"]),
+)
+word = st.one_of(hostile, st.from_regex(r"[a-z0-9_.@:\[\]-]{1,20}", fullmatch=True))
+setting = st.one_of(
+    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(SETTING_NAMES), st.one_of(hostile, st.sampled_from(
+        ["1", "-5", "true", "maybe", "[a, b]", "{a: 1}", "/etc/x.conf", "https://example.org/a.git", "a,,b"]))),
+    hostile,
+)
+steps = st.lists(st.one_of(st.sampled_from(STEPS), hostile), max_size=3).map(",".join)
+content = st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode), st.sampled_from([
+    b"[lab]\nlab01 ansible_host=10.0.0.1\n", b"all:\n  hosts:\n    h1: {}\n", b'[plugins.csv]\noutput_path = "x"\n',
+    b"a: &a [x, x]\nb: [*a, *a, *a]\n", b"\xff\xfe\x00",
+]))
+
+
+def _marks(text: str, mark: Path) -> str:
+    return text.replace("MARK", str(mark))
+
+
+def run_cli(args: list[str], work: Path) -> tuple[int, str, str]:
+    """main(args) in this process: exit code, stdout, stderr; with the invariants that hold for any input."""
+    before = {p: p.stat().st_mtime_ns for p in work.iterdir()}
+    out, err = io.StringIO(), io.StringIO()
+    start = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    took = time.monotonic() - start
+    stderr = err.getvalue()
+    assert took < PER_RUN_SECONDS, (args, took)
+    assert code in (0, 1, 2), (args, code, stderr)
+    assert "Traceback" not in stderr and "Traceback" not in out.getvalue(), (args, stderr)
+    if code == 2:
+        lines = stderr.splitlines()
+        assert lines and all(line.startswith("alumet-setup: error: ") for line in lines), (args, stderr)
+        assert len(lines) == 1 or args[0] == "doctor", (args, stderr)  # doctor: one line per unreachable host
+    assert not (work / "MARK").exists() and not list(work.glob("*touch*")), args  # no template, no shell ran
+    for path, mtime in before.items():  # inputs are read, never written
+        assert path.exists() and path.stat().st_mtime_ns == mtime, (args, path)
+    return code, out.getvalue(), stderr
+
+
+def _file(work: Path, name: str, data: bytes) -> str:
+    path = work / name
+    path.write_bytes(data)
+    return str(path)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(["install", "uninstall"]), host_list=st.lists(word, max_size=2),
+       sets=st.lists(setting, max_size=3), only=st.one_of(st.none(), steps), skip=st.one_of(st.none(), steps),
+       inventory=st.one_of(st.none(), content), user=st.one_of(st.none(), word))
+def test_install_and_uninstall(work: Path, command: str, host_list: list[str], sets: list[str], only: str | None,
+                               skip: str | None, inventory: bytes | None, user: str | None) -> None:
+    mark = work / "MARK"
+    args = [command, "--check"]
+    for host in host_list:
+        args += ["--host", _marks(host, mark)]
+    for value in sets:
+        args += ["--set", _marks(value, mark)]
+    if only is not None:
+        args += ["--only", only]
+    if skip is not None:
+        args += ["--skip", skip]
+    if user is not None:
+        args += ["--user", _marks(user, mark)]
+    if inventory is not None:
+        args += ["-i", _file(work, "inventory", inventory)]
+    code, _out, _err = run_cli(args, work)
+    assert code in (1, 2)  # 1: everything validated, and the stand-in stopped the play
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=word, config=st.one_of(st.none(), content), plugins=st.one_of(st.none(), hostile),
+       checks=st.one_of(st.none(), hostile))
+def test_doctor(work: Path, host: str, config: bytes | None, plugins: str | None, checks: str | None) -> None:
+    args = ["doctor", "--host", _marks(host, work / "MARK")]
+    if config is not None:
+        args += ["--config", _file(work, "config.toml", config)]
+    if plugins is not None:
+        args += ["--plugin", plugins]
+    if checks is not None:
+        args += ["--check", checks]
+    code, _out, _err = run_cli(args, work)
+    assert code == 2  # bad input, or the stand-in connection: never a report of this machine
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(profile=st.one_of(st.sampled_from(sorted(profiles.PROFILES)), hostile),
+       sets=st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(PROFILE_PARAMS), hostile), hostile),
+                     max_size=3),
+       existing=st.booleans(), force=st.booleans())
+def test_config_render(work: Path, profile: str, sets: list[str], existing: bool, force: bool) -> None:
+    out_dir = work.with_name(work.name + "-out")  # the one place this command may write
+    out_dir.mkdir(exist_ok=True)
+    target = out_dir / "alumet-config.toml"
+    if existing:
+        target.write_text("mine\n")
+    else:
+        target.unlink(missing_ok=True)
+    args = ["config", "render", "--profile", profile, "-o", str(target)]
+    for value in sets:
+        args += ["--set", value]
+    if force:
+        args.append("--force")
+    code, _out, _err = run_cli(args, work)
+    if code == 0:
+        assert not existing or force
+    elif existing:
+        assert target.read_text() == "mine\n"
+    assert sorted(os.listdir(out_dir)) == (["alumet-config.toml"] if code == 0 or existing else [])
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=content)
+def test_config_validate(work: Path, data: bytes) -> None:
+    run_cli(["config", "validate", _file(work, "validate.toml", data)], work)
