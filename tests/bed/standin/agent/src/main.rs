@@ -263,6 +263,24 @@ fn substitute_env(text: &str) -> Result<String, Error> {
 }
 
 fn load_config(cli: &Cli, enabled: &[&str]) -> Result<Table, Error> {
+    // Upstream parses the overrides first, then loads the file with them.
+    let mut over = Table::new();
+    for o in &cli.overrides {
+        let parsed = toml::parse(o).map_err(|e| {
+            Error(vec!["invalid config overrides".into(), format!("config override is not a valid TOML table: {o}"), e])
+        })?;
+        toml::merge(&mut over, parsed);
+    }
+    if let Some(out) = &cli.output_file {
+        let csv = vec![("output_path".to_string(), Value::Str(out.clone()))];
+        toml::merge(&mut over, vec![("plugins".into(), Value::Table(vec![("csv".into(), Value::Table(csv))]))]);
+    }
+    let mut config = load_file(cli, enabled).map_err(|e| e.context("could not load config file"))?;
+    toml::merge(&mut config, over);
+    Ok(config)
+}
+
+fn load_file(cli: &Cli, enabled: &[&str]) -> Result<Table, Error> {
     let load_error = format!("could not load config from '{}'", cli.config);
     let text = match std::fs::read_to_string(&cli.config) {
         Ok(text) => text,
@@ -278,21 +296,9 @@ fn load_config(cli: &Cli, enabled: &[&str]) -> Result<Table, Error> {
         Err(e) => return Err(Error(vec![load_error, "read failed".into(), e.to_string()])),
     };
     let text = substitute_env(&text).map_err(|e| e.context("env var substitution failed").context(load_error.clone()))?;
-    let mut config = toml::parse(&text).map_err(|e| Error(vec![load_error.clone(), "invalid TOML config".into(), e]))?;
-    let mut over = Table::new();
-    for o in &cli.overrides {
-        let parsed = toml::parse(o).map_err(|e| {
-            Error(vec!["invalid config overrides".into(), format!("config override is not a valid TOML table: {o}"), e])
-        })?;
-        toml::merge(&mut over, parsed);
-    }
-    if let Some(out) = &cli.output_file {
-        let csv = vec![("output_path".to_string(), Value::Str(out.clone()))];
-        toml::merge(&mut over, vec![("plugins".into(), Value::Table(vec![("csv".into(), Value::Table(csv))]))]);
-    }
-    toml::merge(&mut config, over);
-    Ok(config)
+    toml::parse(&text).map_err(|e| Error(vec![load_error, "invalid TOML config".into(), e]))
 }
+
 
 fn main() {
     let cli = parse_cli(env::args().skip(1).collect());
