@@ -19,7 +19,7 @@ import shlex
 import tomllib
 
 import pytest
-from bedhost import Container, bed_vars, container
+from bedhost import ROOT, Container, bed_vars, container
 
 from alumet_setup.checks.agent_probe import csv_metric_rows, judge, parse_agent_log
 
@@ -71,7 +71,7 @@ def installed(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
     """A debian13 container converged with the install roles and the service role, default profile."""
     tmp = tmp_path_factory.mktemp("service-run")
     with container() as c:
-        run = c.play(tmp, ROLES, bed_vars(bed))
+        run = c.play(tmp, ROLES, {**bed_vars(bed), "alumet_config_template_dir": str(ROOT / "templates")})
         assert run.returncode == 0, run.stdout[-3000:]
         yield c
 
