@@ -41,11 +41,23 @@ RAPL_MESSAGES = (
     "I could not use the powercap sysfs to read RAPL energy counters",
     "I could not use perf_events to read RAPL energy counters",
     "I could not determine how to use perf_events to read RAPL energy counters",
+    "At least one power zone is required for PowercapProbe",
+    "Cannot read the list of RAPL domains available via the powercap interface",
+    "Cannot read the list of RAPL domains available via the perf_events interface",
     "/sys/devices/power does not exist",
 )
+NO_PMU = "/sys/devices/power does not exist"  # no RAPL PMU: the hardware path is absent, not refused
+NO_ZONES = "At least one power zone is required for PowercapProbe"  # powercap has no RAPL zone here
+PERF_REFUSED = "I could not use perf_events to read RAPL energy counters"
+# A failure of the pipeline itself, not of one plugin (core/alumet/src/agent/builder.rs).
+PIPELINE_FAILED = "Pipeline failed to build"
+PARANOID_FILE = "/proc/sys/kernel/perf_event_paranoid"
 _FALLBACK = ("I will fallback to the powercap sysfs", "(from powercap)", "I will disable perf_events")
 _RECORD = re.compile(r"^\[(?P<time>\S+) (?P<level>[A-Z]+)\s+(?P<target>[^\]]*)\] (?P<message>.*)$")
-_FAILED_PLUGIN = re.compile(r"^plugin failed to (?:start|initialize): (?P<name>[\w-]+) v\S+$")
+# The contexts builder.rs puts on a plugin's failure, at each phase of the start.
+_FAILED_PLUGIN = re.compile(r"^plugin (?:failed to (?:start|initialize)|pre_pipeline_start failed"
+                            r"|post_pipeline_start method failed|post-pipeline-start action failed)"
+                            r": (?P<name>[\w-]+) v\S+$")
 _CAUSE = re.compile(r"^\s+(?:\d+: )?(?P<text>.*)$")
 
 
@@ -61,6 +73,14 @@ class AgentLog:
     @property
     def error(self) -> str | None:
         return self.error_chain[-1] if self.error_chain else None
+
+    @property
+    def pipeline_failed(self) -> bool:
+        return PIPELINE_FAILED in self.error_chain
+
+    def said(self, text: str) -> bool:
+        """Whether a WARN/ERROR record or an item of the error chain contains `text`."""
+        return any(text in m for m in self.messages + self.error_chain)
 
     def rapl_message(self) -> str | None:
         """The most telling RAPL message in the log or the error chain."""
@@ -134,17 +154,23 @@ def judge(log: AgentLog, rows: dict[str, int], plugins: list[str]) -> list[Plugi
         if plugin == "csv":
             produced = sum(rows.values())
         if not log.ready:
+            if log.pipeline_failed:
+                why = f"the measurement pipeline failed to build: {log.error}"
+                outcomes.append(PluginOutcome(plugin, "failed", why))
+                continue
             if log.failed_plugin not in (None, plugin):
                 outcomes.append(PluginOutcome(plugin, "not-started", f"the agent stopped at {log.failed_plugin}"))
                 continue
             message = (log.rapl_message() if plugin == "rapl" else None) or log.error or "the agent did not start"
-            hardware_absent = plugin == "rapl" and "/sys/devices/power does not exist" in " ".join(log.messages) \
-                and "(os error 2)" in " ".join(log.error_chain)
-            outcomes.append(PluginOutcome(plugin, "not-available" if hardware_absent else "failed", message))
+            outcomes.append(PluginOutcome(plugin, "not-available" if _rapl_absent(log, plugin) else "failed", message))
         elif produced:
             note = ""
             if plugin == "rapl" and any(marker in m for m in log.messages for marker in _FALLBACK):
-                note = "through powercap: " + (log.rapl_message() or "perf_events was not usable")
+                if log.said(NO_PMU) and not log.said(PERF_REFUSED):
+                    # Nothing refused perf_events: this host has no RAPL PMU, and powercap is the only way.
+                    note = f"through powercap, the only RAPL interface here ({NO_PMU})"
+                else:
+                    note = "through powercap: " + (log.rapl_message() or "perf_events was not usable")
             outcomes.append(PluginOutcome(plugin, "measured", note or f"{produced} row{'s' * (produced != 1)}"))
         else:
             what = ", ".join(prefixes) if prefixes else "any"
@@ -152,13 +178,22 @@ def judge(log: AgentLog, rows: dict[str, int], plugins: list[str]) -> list[Plugi
     return outcomes
 
 
+def _rapl_absent(log: AgentLog, plugin: str) -> bool:
+    """RAPL hardware missing, not refused: no PMU and no powercap tree, or no PMU and no powercap zone."""
+    if plugin != "rapl" or log.said(PERF_REFUSED):
+        return False
+    no_tree = log.said(NO_PMU) and "(os error 2)" in " ".join(log.error_chain)
+    return no_tree or log.said(NO_ZONES)
+
+
 def _status(outcomes: list[PluginOutcome]) -> Status:
     kinds = {o.outcome for o in outcomes}
-    if kinds & {"failed", "no-data"}:
+    # Only not-started: the agent stopped at a plugin outside the probe's (a failure all the same).
+    if kinds & {"failed", "no-data"} or kinds == {"not-started"}:
         return Status.FAIL
     if "not-available" in kinds:
         return Status.NOT_AVAILABLE
-    if any(o.message.startswith("through powercap") for o in outcomes):
+    if any(o.message.startswith("through powercap:") for o in outcomes):
         return Status.WARN
     return Status.OK
 
@@ -196,6 +231,7 @@ def _probe(ctx: Context, agent: str) -> Finding:
         log = parse_agent_log(run.stderr + "\n" + run.stdout)
         rows = csv_metric_rows(host.read_text(csv_path) or "", profiles.PARAMETERS_BY_NAME["csv_delimiter"].default)
         uid = host.run(["id", "-u"], timeout=5).stdout.strip()
+        paranoid_text = (host.read_text(PARANOID_FILE) or "").strip()
     finally:
         host.run(["rm", "-rf", "--", tmp], timeout=10)
     import tomllib
@@ -207,17 +243,29 @@ def _probe(ctx: Context, agent: str) -> Finding:
     detail = f"`{shlex.join([*argv[:1], '...', *argv[-3:]])}`{who}: {summary}"
     if run.rc == 124:
         detail = f"the agent did not finish within {AGENT_TIMEOUT:g}s; {detail}"
+    paranoid = int(paranoid_text) if paranoid_text.lstrip("-").isdigit() else None
+    step = _install_step(outcomes, paranoid)
+    if step == "sysctl":
+        detail += (f"; perf_event_paranoid {paranoid} refuses perf_event_open even with cap_perfmon "
+                   "(Debian: 3, Ubuntu: 4): lower it to 2")
     data: dict[str, Any] = {
-        "requested": True, "profile": PROFILE, "tmpdir": tmp, "rc": run.rc, "ready": log.ready, "uid": uid,
+        "requested": True, "perf_event_paranoid": paranoid,
+        "profile": PROFILE, "tmpdir": tmp, "rc": run.rc, "ready": log.ready, "uid": uid,
         "plugins": {o.plugin: {"outcome": o.outcome, "message": o.message} for o in outcomes},
         "messages": log.messages, "error": log.error_chain, "csv_rows": rows,
     }
-    return Finding(_status(outcomes), detail, data=data, install_step=_install_step(outcomes))
+    return Finding(_status(outcomes), detail, data=data, install_step=step)
 
 
-def _install_step(outcomes: list[PluginOutcome]) -> str | None:
-    """The alumet-setup step that addresses a RAPL refusal: capabilities for perf_events, else powercap."""
+def _install_step(outcomes: list[PluginOutcome], paranoid: int | None) -> str | None:
+    """The alumet-setup step that addresses a RAPL refusal.
+
+    perf_events refused: above 2, perf_event_paranoid refuses even an agent with cap_perfmon (distribution
+    patches), so the sysctl step; at 2 or less, the capabilities step. powercap refused: the powercap step.
+    """
     for o in outcomes:
-        if (o.plugin == "rapl" and o.outcome == "failed") or o.message.startswith("through powercap"):
-            return "capabilities" if "perf_events" in o.message else "powercap" if "powercap" in o.message else None
+        if (o.plugin == "rapl" and o.outcome == "failed") or o.message.startswith("through powercap:"):
+            if "perf_events" in o.message:
+                return "sysctl" if paranoid is not None and paranoid > 2 else "capabilities"
+            return "powercap" if "powercap" in o.message else None
     return None

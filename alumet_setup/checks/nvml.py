@@ -7,11 +7,15 @@ import re
 from ..findings import Context, Finding, Status, check, not_available, ok
 from ..hosts import Host
 
-LIBRARY = "libnvidia-ml.so"  # unversioned: the name Alumet dlopens
+# The soname the agent dlopens (nvml-wrapper 0.12.1 LIB_PATH, see docs/testbed.md "Upstream facts").
+LIBRARY = "libnvidia-ml.so.1"
+DEV_LINK = "libnvidia-ml.so"  # the -dev symlink: not what the agent loads
 GPUS_DIR = "/proc/driver/nvidia/gpus"
 
 # `ldconfig -p` lines: "\tlibnvidia-ml.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"
 _CACHE_LINE = re.compile(r"^\s*(\S+)\s+\(([^)]*)\)\s+=>\s+(\S+)\s*$")
+# ld.so cache flags of a 64-bit library; a bare "libc6" entry on such a host is a 32-bit (multilib) one.
+_64BIT = ("x86-64", "AArch64", "64bit", "riscv64")
 
 
 def gpus(host: Host) -> list[str]:
@@ -23,15 +27,17 @@ def gpus(host: Host) -> list[str]:
 
 
 def ld_cache(host: Host) -> dict[str, list[str]] | None:
-    """soname -> paths in the ld.so cache; None when ldconfig could not be run."""
+    """soname -> paths in the ld.so cache usable by a 64-bit agent; None when ldconfig could not be run."""
     for ldconfig in ("/sbin/ldconfig", "ldconfig"):
         result = host.run([ldconfig, "-p"])
         if result.ok:
+            entries = [(m.group(1), m.group(2), m.group(3)) for m in map(_CACHE_LINE.match, result.stdout.splitlines())
+                       if m]
+            wide = any(flag in flags for _, flags, _ in entries for flag in _64BIT)
             cache: dict[str, list[str]] = {}
-            for line in result.stdout.splitlines():
-                match = _CACHE_LINE.match(line)
-                if match:
-                    cache.setdefault(match.group(1), []).append(match.group(3))
+            for soname, flags, path in entries:
+                if not wide or any(flag in flags for flag in _64BIT):
+                    cache.setdefault(soname, []).append(path)
             return cache
     return None
 
@@ -51,14 +57,14 @@ def library(ctx: Context) -> Finding:
     cache = ld_cache(ctx.host)
     if cache is None:
         return Finding(Status.ERROR, "ldconfig -p could not be run: the ld.so cache is unknown")
-    data = {"unversioned": cache.get(LIBRARY, []), "versioned": cache.get(f"{LIBRARY}.1", [])}
-    if data["unversioned"]:
-        return ok(f"{LIBRARY} in the ld.so cache: {data['unversioned'][0]}", **data)
-    # With file capabilities glibc runs the agent in secure mode: LD_LIBRARY_PATH is ignored.
-    if data["versioned"]:
-        target = data["versioned"][0]
-        link = target.rsplit("/", 1)[0] + "/" + LIBRARY
-        return Finding(Status.FAIL, f"only {LIBRARY}.1 is in the ld.so cache ({target}): Alumet dlopens {LIBRARY}",
-                       fix=f"sudo ln -s {LIBRARY}.1 {link} && sudo ldconfig", data=data)
-    return Finding(Status.FAIL, f"{LIBRARY} is not in the ld.so cache: install the NVIDIA driver's NVML library",
-                   data=data)
+    data = {"library": cache.get(LIBRARY, []), "dev_link": cache.get(DEV_LINK, [])}
+    if data["library"]:
+        return ok(f"{LIBRARY} in the ld.so cache: {data['library'][0]}", **data)
+    # With file capabilities glibc runs the agent in secure mode: LD_LIBRARY_PATH is ignored, only the
+    # ld.so cache and the default directories count.
+    if data["dev_link"]:
+        return Finding(Status.FAIL, f"only {DEV_LINK} is in the ld.so cache ({data['dev_link'][0]}), not {LIBRARY}, "
+                       "the name the agent loads: reinstall the NVIDIA driver's NVML library", data=data)
+    return Finding(Status.FAIL, f"{LIBRARY} is not in the ld.so cache: install the NVIDIA driver's NVML library "
+                   "(a directory of its own needs a file in /etc/ld.so.conf.d and `sudo ldconfig`: the agent, "
+                   "with file capabilities, ignores LD_LIBRARY_PATH)", data=data)

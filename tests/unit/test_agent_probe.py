@@ -73,6 +73,51 @@ def test_no_rapl_pmu_log_is_not_available() -> None:
     assert rapl.message.startswith("Both perf_events and powercap failed, unable to read RAPL counters")
 
 
+def test_no_pmu_but_powercap_is_not_a_powercap_problem() -> None:
+    parsed = log("no-rapl-pmu-powercap")
+    assert parsed.ready
+    [rapl] = judge(parsed, csv_metric_rows(RAPL_CSV), ["rapl"])
+    assert rapl.outcome == "measured"
+    assert rapl.message == "through powercap, the only RAPL interface here (/sys/devices/power does not exist)"
+
+
+def test_no_powercap_zone_without_pmu_is_not_available() -> None:
+    parsed = log("powercap-no-zones")
+    assert not parsed.ready and parsed.failed_plugin == "rapl"
+    assert parsed.error == "At least one power zone is required for PowercapProbe"
+    [rapl] = judge(parsed, {}, ["rapl"])
+    assert rapl.outcome == "not-available"
+
+
+def test_powercap_list_failed_then_perf_refused_is_a_perf_problem() -> None:
+    parsed = log("powercap-list-failed")
+    assert parsed.messages[0].startswith("Cannot read the list of RAPL domains available via the powercap interface")
+    assert parsed.error == "At least one power zone is required for PowercapProbe"
+    [rapl] = judge(parsed, {}, ["rapl"])
+    assert rapl.outcome == "failed" and rapl.message.startswith("I could not use perf_events")
+
+
+@pytest.mark.parametrize(("fixture", "plugin", "cause"), [
+    ("pre-pipeline-start-failed", "aggregation", 'metric "cpu_percent" not found'),
+    ("post-pipeline-start-failed", "socket-control", "Address already in use (os error 98)"),
+])
+def test_a_plugin_failing_after_its_start_is_named(fixture: str, plugin: str, cause: str) -> None:
+    parsed = log(fixture)
+    assert not parsed.ready and parsed.failed_plugin == plugin and parsed.error == cause
+    rapl, csv = judge(parsed, {}, ["rapl", "csv"])
+    assert rapl == PluginOutcome("rapl", "not-started", f"the agent stopped at {plugin}")
+    assert csv.outcome == "not-started"
+
+
+def test_pipeline_failure_is_no_plugins_fault() -> None:
+    parsed = log("pipeline-failed")
+    assert not parsed.ready and parsed.failed_plugin is None and parsed.pipeline_failed
+    outcomes = judge(parsed, {}, ["rapl", "csv"])
+    assert {o.outcome for o in outcomes} == {"failed"}
+    assert outcomes[0].message == ("the measurement pipeline failed to build: Resource temporarily unavailable "
+                                   "(os error 11)")
+
+
 def test_ready_without_rows_is_no_data() -> None:
     rapl, csv = judge(log("success"), {"standin_exec_time_s": 1}, ["rapl", "csv"])
     assert rapl.outcome == "no-data" and csv == PluginOutcome("csv", "measured", "1 row")
@@ -103,9 +148,9 @@ def test_refuses_to_run_an_unsafe_binary(monkeypatch: pytest.MonkeyPatch) -> Non
 class ProbeHost(ScriptedHost):
     """mktemp, the config write, the agent (answering with a fixture log) and rm, on a fake host."""
 
-    def __init__(self, agent_log: str, csv_text: str | None):
+    def __init__(self, agent_log: str, csv_text: str | None, paranoid: str | None = "2\n"):
         super().__init__(root=FIXTURES)
-        self.agent_log, self.csv_text = agent_log, csv_text
+        self.agent_log, self.csv_text, self.paranoid = agent_log, csv_text, paranoid
         self.script = self.answer
 
     def answer(self, argv: Sequence[str]) -> CommandResult:
@@ -116,6 +161,8 @@ class ProbeHost(ScriptedHost):
         return done(argv, "1000\n" if argv[0] == "id" else "")
 
     def read_text(self, path: str) -> str | None:
+        if path == "/proc/sys/kernel/perf_event_paranoid":
+            return self.paranoid
         return self.csv_text if path == "/tmp/alumet-probe.abc123/probe.csv" else None
 
 
@@ -126,6 +173,12 @@ class ProbeHost(ScriptedHost):
         ("perf-events-denied", RAPL_CSV, Status.WARN, "capabilities"),
         ("powercap-denied", None, Status.FAIL, "powercap"),
         ("no-rapl-pmu", None, Status.NOT_AVAILABLE, None),
+        ("no-rapl-pmu-powercap", RAPL_CSV, Status.OK, None),
+        ("powercap-no-zones", None, Status.NOT_AVAILABLE, None),
+        ("powercap-list-failed", None, Status.FAIL, "capabilities"),
+        ("pre-pipeline-start-failed", None, Status.FAIL, None),
+        ("post-pipeline-start-failed", None, Status.FAIL, None),
+        ("pipeline-failed", None, Status.FAIL, None),
     ],
 )
 def test_probe_on_each_agent_log(monkeypatch: pytest.MonkeyPatch, fixture: str, csv_text: str | None,
@@ -141,6 +194,21 @@ def test_probe_on_each_agent_log(monkeypatch: pytest.MonkeyPatch, fixture: str, 
     assert ("/usr/local/bin/alumet-agent", "--config", "/tmp/alumet-probe.abc123/alumet-config.toml", "exec",
             "sleep", "1") in argvs
     assert ("rm", "-rf", "--", "/tmp/alumet-probe.abc123") in argvs
+
+
+@pytest.mark.parametrize(("paranoid", "step"), [("3\n", "sysctl"), ("4\n", "sysctl"), ("2\n", "capabilities"),
+                                               ("1\n", "capabilities"), (None, "capabilities")])
+@pytest.mark.parametrize("fixture", ["perf-events-denied", "powercap-list-failed"])
+def test_perf_refusal_points_at_sysctl_above_2(monkeypatch: pytest.MonkeyPatch, fixture: str, paranoid: str | None,
+                                              step: str) -> None:
+    # Debian's paranoid 3 (Ubuntu's 4) refuses perf_event_open even with cap_perfmon: capabilities cannot fix it.
+    stand_in(monkeypatch, "agent.binary", Status.OK, path="/usr/local/bin/alumet-agent")
+    csv_text = RAPL_CSV if fixture == "perf-events-denied" else None
+    host = ProbeHost((LOGS / f"{fixture}.log").read_text(encoding="utf-8"), csv_text, paranoid)
+    f = evaluate(host, "agent.probe", Options(probe=True))
+    assert f.install_step == step, f.detail
+    assert ("lower it to 2" in f.detail) == (step == "sysctl")
+    assert f.data["perf_event_paranoid"] == (int(paranoid) if paranoid else None)
 
 
 # ---- end to end with the test bed's stand-in agent ----------------------------------------------
@@ -164,9 +232,12 @@ def test_probe_end_to_end_with_the_standin(monkeypatch: pytest.MonkeyPatch, stan
     # The stand-in sits under /tmp, which agent.binary rightly calls unsafe: vouch for it here.
     stand_in(monkeypatch, "agent.binary", Status.OK, path=standin_agent)
     f = evaluate(LocalHost(), "agent.probe", Options(probe=True))
-    assert f.data["ready"] and f.data["rc"] == 0
-    # The stand-in writes one row of its own metric, no RAPL energy: csv measured, rapl without data.
-    assert f.data["plugins"]["csv"]["outcome"] == "measured"
-    assert f.data["plugins"]["rapl"]["outcome"] == "no-data"
-    assert f.status is Status.FAIL
     assert f.data["tmpdir"].startswith("/tmp/alumet-probe.") and not os.path.exists(f.data["tmpdir"])
+    # The stand-in reads RAPL as upstream does: where neither the PMU nor powercap exists, the agent stops.
+    if not os.path.exists("/sys/devices/power") and not os.path.exists("/sys/devices/virtual/powercap/intel-rapl"):
+        assert not f.data["ready"] and f.data["rc"] == 1
+        assert f.data["plugins"]["rapl"]["outcome"] == "not-available"
+        assert f.data["plugins"]["csv"] == {"outcome": "not-started", "message": "the agent stopped at rapl"}
+        assert f.status is Status.NOT_AVAILABLE and f.install_step is None
+    else:
+        assert f.data["plugins"]["rapl"]["outcome"] in ("measured", "failed"), f.detail

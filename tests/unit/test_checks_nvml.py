@@ -1,4 +1,4 @@
-"""nvml.device and nvml.library: a GPU, and the unversioned libnvidia-ml.so in the ld.so cache."""
+"""nvml.device and nvml.library: a GPU, and libnvidia-ml.so.1 (what the agent dlopens) in the ld.so cache."""
 
 from __future__ import annotations
 
@@ -34,15 +34,28 @@ def test_no_gpu_is_not_available() -> None:
     assert evaluate(none, "nvml.library").status is Status.NOT_AVAILABLE
 
 
-def test_unversioned_library_in_the_cache() -> None:
-    f = evaluate(gpu_host("ldconfig-p-dev.txt"), "nvml.library")
-    assert f.status is Status.OK and f.data["unversioned"] == ["/lib/x86_64-linux-gnu/libnvidia-ml.so"]
+def test_driver_library_in_the_cache() -> None:
+    # A normal driver install: only the versioned soname, 64-bit and 32-bit; no -dev symlink needed.
+    f = evaluate(gpu_host("ldconfig-p-driver.txt"), "nvml.library")
+    assert f.status is Status.OK and f.data["library"] == ["/lib/x86_64-linux-gnu/libnvidia-ml.so.1"]
+    assert f.fix is None
 
 
-def test_only_the_versioned_library() -> None:
-    f = evaluate(gpu_host("ldconfig-p-versioned-only.txt"), "nvml.library")
-    assert f.status is Status.FAIL
-    assert f.fix == ("sudo ln -s libnvidia-ml.so.1 /lib/x86_64-linux-gnu/libnvidia-ml.so && sudo ldconfig")
+def test_only_a_32_bit_library_does_not_count() -> None:
+    f = evaluate(gpu_host("ldconfig-p-i386-only.txt"), "nvml.library")
+    assert f.status is Status.FAIL and f.data["library"] == []
+    assert "libnvidia-ml.so.1 is not in the ld.so cache" in f.detail and "LD_LIBRARY_PATH" in f.detail
+
+
+def test_a_dev_symlink_alone_is_not_what_the_agent_loads() -> None:
+    f = evaluate(gpu_host("ldconfig-p-dev-link-only.txt"), "nvml.library")
+    assert f.status is Status.FAIL and f.data["dev_link"] == ["/usr/local/lib/libnvidia-ml.so"]
+    assert f.detail.startswith("only libnvidia-ml.so is in the ld.so cache") and f.fix is None
+
+
+def test_no_library_suggests_no_symlink() -> None:
+    f = evaluate(gpu_host("ldconfig-p-none.txt"), "nvml.library")
+    assert f.status is Status.FAIL and f.fix is None and "ln -s" not in f.detail
 
 
 def test_ldconfig_missing_is_an_error_not_a_verdict() -> None:

@@ -116,6 +116,17 @@ def test_refused_for_the_agent_points_at_capabilities(agent: None) -> None:
     assert f.install_step == "capabilities" and f.fix.startswith("sudo setcap")
 
 
+@pytest.mark.parametrize("paranoid", ["3\n", "4\n"])
+def test_refused_above_2_points_at_sysctl_not_capabilities(agent: None, paranoid: str) -> None:
+    # Debian's 3 and Ubuntu's 4 refuse perf_event_open to an agent holding cap_perfmon: setcap cannot help.
+    h = host(raw(0), raw(65534, cpu_wide=errno.EACCES))
+    real_read = h.read_text
+    h.read_text = lambda path, *a, **k: paranoid if path.endswith("perf_event_paranoid") else real_read(path, *a, **k)  # type: ignore[method-assign]
+    f = evaluate(h, "kernel.perf_probe")
+    assert f.status is Status.FAIL and f.install_step == "sysctl"
+    assert f.fix == "sudo sysctl -w kernel.perf_event_paranoid=2" and "too strict even with cap_perfmon" in f.detail
+
+
 def test_without_agent_probes_with_no_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
     stand_in(monkeypatch, "agent.binary", Status.FAIL)
     h = host(raw(0), raw(65534, cpu_wide=errno.EACCES))

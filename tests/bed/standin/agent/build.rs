@@ -1,8 +1,10 @@
 // Finds OpenSSL the way openssl-sys does (pkg-config), so a host without pkg-config or libssl-dev
 // fails here with the same message as the real build.
 use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
+    version_info();
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     // A test-bed knob: a build that lasts long enough to be killed midway (tests/integration/test_faults.py).
     println!("cargo:rerun-if-env-changed=ALUMET_STANDIN_BUILD_SECONDS");
@@ -31,4 +33,41 @@ fn main() {
             println!("cargo:rustc-link-lib={lib}");
         }
     }
+}
+
+/// What upstream's build.rs gets from vergen (agent/src/bin/main.rs agent_version() formats it): the git
+/// sha and dirty flag of the source checkout (none without git), build timestamp, rustc version, debug.
+fn version_info() {
+    let git = |args: &[&str]| {
+        Command::new("git").args(args).output().ok().filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(sha) = git(&["rev-parse", "HEAD"]) {
+        println!("cargo:rustc-env=VERGEN_GIT_SHA={sha}");
+        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        println!("cargo:rustc-env=VERGEN_GIT_DIRTY={dirty}");
+    }
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    println!("cargo:rustc-env=VERGEN_BUILD_DATE={y:04}-{m:02}-{d:02}");
+    println!(
+        "cargo:rustc-env=VERGEN_BUILD_TIMESTAMP={y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000000Z",
+        rem / 3600, rem % 3600 / 60, rem % 60
+    );
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let semver = Command::new(rustc).arg("--version").output().ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_default();
+    println!("cargo:rustc-env=VERGEN_RUSTC_SEMVER={semver}");
+    println!("cargo:rustc-env=VERGEN_CARGO_DEBUG={}", std::env::var("DEBUG").unwrap_or_else(|_| "false".into()));
 }
