@@ -11,3 +11,4 @@ UDEV_RULE = "/etc/udev/rules.d/70-alumet-powercap.rules"
 CONFIG_FILE = "/etc/alumet/alumet-config.toml"
 GROUP = "alumet"
 FSTAB_BACKUP_SUFFIX = ".alumet-setup.bak"
+CHOICES_FILE = "/var/lib/alumet-setup/choices.json"  # install_record role: the choices install applied

@@ -51,7 +51,7 @@ def exemption(opts: dict[str, object], alumet_gid: int | None, has_ptrace: bool)
 @check("procfs.hidepid", "/proc hidepid")
 def hidepid(ctx: Context) -> Finding:
     host = ctx.host
-    group = ctx.options.group
+    group = ctx.options.proc_group
     proc = mount_at(parse_mountinfo(host.read_text("/proc/self/mountinfo") or ""), "/proc")
     if proc is None:
         return Finding(Status.ERROR, "no /proc mount in /proc/self/mountinfo")
