@@ -228,3 +228,16 @@ def test_ptrace_choice_as_asked(tmp_path: Path) -> None:
     record_choices(root, {"capabilities_ptrace": False})
     finding = context(FixtureHost(root)).finding("agent.capabilities")
     assert finding.status is Status.WARN and "capabilities_ptrace=false" in finding.detail
+
+
+def test_ptrace_settings_are_what_the_record_accepts() -> None:
+    from alumet_setup import resources
+    from alumet_setup.settings import SettingError, load_specs, parse_settings
+
+    options = load_specs(resources.bundled("roles"))
+    for raw, value in (("auto", "auto"), ("true", True), ("false", False)):
+        parsed = parse_settings([f"capabilities_ptrace={raw}", f"alumet_service_ptrace={raw}"], options)
+        assert parsed == {"capabilities_ptrace": value, "alumet_service_ptrace": value}
+        assert choices.parse(json.dumps({"version": 1, "choices": {"capabilities_ptrace": value}})).status == "ok"
+    with pytest.raises(SettingError, match="not one of"):
+        parse_settings(["capabilities_ptrace=maybe"], options)
