@@ -1,33 +1,17 @@
-"""What Alumet accepts in its configuration file, for the pinned release.
+"""What alumet-agent v0.9.5 accepts in its configuration file, and how it reads it.
 
-Taken from the alumet-dev/alumet sources at tag v0.9.5: the plugin names are those returned by each
-plugin's `name()` among the plugins listed in agent/src/bin/main.rs (`static_plugins!`); the csv keys
-are the fields of plugin-csv's `Config` (serde `deny_unknown_fields`, no defaults per key).
-Doctor, the config templates and their tests read these constants: keep them in this one place.
-
-Sources read for the schema below (alumet-dev/alumet, tag v0.9.5):
-  agent/src/bin/main.rs                       GeneralConfig, UnknownPluginInConfigPolicy::Error, CLI flags
-  core/alumet/src/agent/config.rs             `enabled`/`enable` key of every `[plugins.X]` table
-  core/alumet/src/agent/plugin.rs             "unknown plugin '...' in configuration"
-  plugins/rapl/src/lib.rs                     Config: poll_interval, flush_interval, no_perf_events
-  plugins/rapl/src/domains.rs                 domain names with the `_total` suffix (package_total)
-  plugins/procfs/src/lib.rs                   config::{Config, KernelStatsMonitoring, MeminfoMonitoring,
-                                              NetworkMonitoring, ProcessMonitoring, ProcessMonitoringGroup,
-                                              EventModeProcessMonitoring, ProcessWatchStrategy}
-  plugins/procfs/src/process.rs               MemoryStatsMode (quick, slow_but_accurate)
-  plugins/procfs/src/serde_regex.rs           exe_regex: "" means no filter, the key itself is required
-  plugins/energy-attribution/src/formula/config.rs   PluginConfig, FormulaConfig, FormulaTimeseriesConfig
-  plugins/energy-attribution/src/formula.rs   `ref` must name a per_resource timeseries
-  plugins/csv/src/lib.rs                      Config (six keys, chars for the delimiters)
-  plugins/perf/src/lib.rs                     Config: poll_interval, flush_interval, *_events lists
-  plugins/nvidia-nvml/src/lib.rs              Config: poll_interval, flush_interval, skip_failed_devices, mode
-Durations are parsed by humantime (humantime_serde): integer-and-unit pairs such as "1s", "500ms", "1m 30s".
+The one home of these rules: doctor, `config render|validate`, the templates' tests read them here.
+docs/alumet-upstream.md lists every upstream source (alumet-dev/alumet at tag v0.9.5, humantime 2.3.0,
+regex 1.12.4) and the test that holds each rule; read it before changing a rule.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,40 +38,220 @@ CSV_KEYS: tuple[str, ...] = (
 # Keys the agent itself takes out of every `[plugins.X]` table before the plugin sees it (on/off switch).
 PLUGIN_SWITCH_KEYS: tuple[str, ...] = ("enabled", "enable")
 
-# humantime's unit names (humantime 2.x, parse_duration).
-_DURATION_UNITS = (
-    "nsec|ns|usec|us|µs|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|"
-    "days|day|d|weeks|week|w|months|month|M|years|year|y"
-)
-_DURATION = re.compile(rf"\s*(?:\d+\s*(?:{_DURATION_UNITS})\s*)+")
+# humantime 2.3.0's units (src/duration.rs, `impl FromStr for Unit`), in nanoseconds.
+_SECOND = 1_000_000_000
+_UNITS: dict[str, int] = {
+    **dict.fromkeys(("nanos", "nsec", "ns"), 1),
+    **dict.fromkeys(("usec", "us", "\u00b5s"), 1_000),
+    **dict.fromkeys(("millis", "msec", "ms"), 1_000_000),
+    **dict.fromkeys(("seconds", "second", "secs", "sec", "s"), _SECOND),
+    **dict.fromkeys(("minutes", "minute", "min", "mins", "m"), 60 * _SECOND),
+    **dict.fromkeys(("hours", "hour", "hr", "hrs", "h"), 3600 * _SECOND),
+    **dict.fromkeys(("days", "day", "d"), 86400 * _SECOND),
+    **dict.fromkeys(("weeks", "week", "wk", "wks", "w"), 7 * 86400 * _SECOND),
+    **dict.fromkeys(("months", "month", "M"), 2_630_016 * _SECOND),  # 30.44 days
+    **dict.fromkeys(("years", "year", "yr", "yrs", "y"), 31_557_600 * _SECOND),  # 365.25 days
+}
+_U64 = 2**64 - 1
+# Rust's char::is_whitespace (Unicode White_Space); Python's str.isspace() differs (\x1c-\x1f).
+_RUST_WS = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+                     + "".join(map(chr, range(0x2000, 0x200B))))
+
+
+class DurationError(ValueError):
+    """What humantime's parse_duration says about a string it refuses."""
+
+
+def _is_unit_char(c: str) -> bool:
+    return "a" <= c <= "z" or "A" <= c <= "Z" or c == "\u00b5"
+
+
+class _Humantime:
+    """A line-by-line port of humantime 2.3.0's `Parser` (src/duration.rs): same loops, same errors."""
+
+    def __init__(self, src: str):
+        self.src, self.i = src, 0
+        self.sec = self.nsec = 0
+
+    def next(self) -> str | None:
+        if self.i >= len(self.src):
+            return None
+        self.i += 1
+        return self.src[self.i - 1]
+
+    def first_digit(self) -> int | None:
+        off = self.i
+        while (c := self.next()) is not None:
+            if "0" <= c <= "9":
+                return ord(c) - 48
+            if c not in _RUST_WS:
+                raise DurationError(f"expected a number at {off}")
+        return None
+
+    def fraction(self, off: int) -> tuple[int, int, int]:
+        numerator, denominator, zeros = 0, 1, True
+        while (c := self.next()) is not None:
+            if "0" <= c <= "9":
+                denominator *= 10
+                if c != "0" or not zeros:
+                    zeros = False
+                    numerator = numerator * 10 + ord(c) - 48
+                if max(numerator, denominator) > _U64:
+                    raise DurationError("number is too large")
+            elif _is_unit_char(c):
+                break
+            elif c not in _RUST_WS:
+                raise DurationError(f"invalid character at {off}")
+            off = self.i
+        if denominator == 1:
+            raise DurationError(f"invalid character at {off}")  # "1." : no digit after the separator
+        return numerator, denominator, off
+
+    def add(self, n: int, frac: tuple[int, int] | None, unit: str) -> None:
+        if unit not in _UNITS:
+            raise DurationError(f"time unit needed, for example {n}sec or {n}ms" if not unit
+                                else f"unknown time unit {unit!r}")
+        scale = _UNITS[unit]
+        total = n * scale
+        if (scale >= _SECOND and n * (scale // _SECOND) > _U64) or (scale < _SECOND and total > _U64):
+            raise DurationError("number is too large")
+        if frac is not None:
+            numerator, denominator = frac
+            if scale == 1:
+                raise DurationError("values below 1ns are not supported")
+            # humantime multiplies in u64 then divides exactly: a remainder is a precision error.
+            unit_num = scale if scale < 3600 * _SECOND else scale // _SECOND
+            if numerator * unit_num > _U64 or (numerator * unit_num) % denominator:
+                raise DurationError("number is too large or cannot be represented without a lack of precision")
+            part = numerator * unit_num // denominator
+            total += part if scale < 3600 * _SECOND else part * _SECOND
+        sec, nsec = divmod(total, _SECOND)
+        nsec += self.nsec
+        sec += self.sec + nsec // _SECOND
+        if sec > _U64:
+            raise DurationError("number is too large")
+        self.sec, self.nsec = sec, nsec % _SECOND
+
+    def parse(self) -> int:
+        n = self.first_digit()
+        if n is None:
+            raise DurationError("value was empty")
+        while True:
+            frac, off = None, self.i
+            while (c := self.next()) is not None:
+                if "0" <= c <= "9":
+                    n = n * 10 + ord(c) - 48
+                    if n > _U64:
+                        raise DurationError("number is too large")
+                elif _is_unit_char(c):
+                    break
+                elif c == ".":
+                    numerator, denominator, off = self.fraction(off)
+                    frac = (numerator, denominator)
+                    break
+                elif c not in _RUST_WS:
+                    raise DurationError(f"invalid character at {off}")
+                off = self.i
+            start, off, next_n = off, self.i, None
+            while (c := self.next()) is not None:
+                if "0" <= c <= "9":
+                    next_n = ord(c) - 48
+                    break
+                if c in _RUST_WS:
+                    break
+                if not _is_unit_char(c):
+                    raise DurationError(f"invalid character at {off}")
+                off = self.i
+            self.add(n, frac, self.src[start:off])
+            if next_n is None:
+                next_n = self.first_digit()
+                if next_n is None:
+                    return self.sec * _SECOND + self.nsec
+            n = next_n
+
+
+def parse_duration(text: str) -> int:
+    """Nanoseconds, as humantime 2.3.0's parse_duration reads `text`; DurationError when it refuses it.
+
+    Fractions ("1.5s"), several parts with or without spaces ("1m 30s", "1m30s"), and a bare "0".
+    """
+    if text == "0":
+        return 0
+    return _Humantime(text).parse()
 
 
 def is_duration(value: object) -> bool:
-    """True for the strings humantime accepts ("1s", "500ms", "1m 30s"); no decimals, no bare numbers."""
-    return isinstance(value, str) and _DURATION.fullmatch(value) is not None
+    """True for the strings humantime_serde accepts (it reads strings only: a TOML number is refused)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_duration(value)
+    except DurationError:
+        return False
+    return True
 
 
 # ---- a small declarative schema: only what the checks below need ---------------------------------
 
 @dataclass(frozen=True)
 class Scalar:
-    kind: str  # duration, bool, char, string, int, string_list, attribute
+    kind: str  # a key of _EXPECTED
     choices: tuple[str, ...] = ()
 
     def check(self, value: Any, path: str, errors: list[str]) -> None:
-        ok = {
-            "duration": is_duration(value),
-            "bool": isinstance(value, bool),
-            "char": isinstance(value, str) and len(value) == 1,
-            "string": isinstance(value, str),
-            "int": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-            "string_list": isinstance(value, list) and all(isinstance(v, str) for v in value),
-            "attribute": isinstance(value, str | int | float | bool),  # energy-attribution filter values
-        }[self.kind]
-        if not ok:
-            errors.append(f"{path}: expected {_EXPECTED[self.kind]}, got {_show(value)}")
+        problem = _KIND_CHECKS[self.kind](value)
+        if problem is not None:
+            errors.append(f"{path}: {problem}")
         elif self.choices and value not in self.choices:
             errors.append(f"{path}: expected one of {', '.join(map(repr, self.choices))}, got {_show(value)}")
+
+
+def _simple(kind: str, test: Any) -> Any:
+    return lambda value: None if test(value) else f"expected {_EXPECTED[kind]}, got {_show(value)}"
+
+
+def _duration_problem(value: Any) -> str | None:
+    expected = f"expected {_EXPECTED['duration']}, got {_show(value)}"
+    if not isinstance(value, str):
+        return expected
+    try:
+        parse_duration(value)
+    except DurationError as exc:
+        return f"{expected} (humantime 2.3.0: {exc})"
+    return None
+
+
+def _string_list_problem(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return None
+    return f"expected {_EXPECTED['string_list']}, got {_show(value)}"
+
+
+def _names_problem(parse: Any, what: str) -> Any:
+    """A list of perf event names, each checked by a port of plugins/perf/src/events.rs."""
+    def problem(value: Any) -> str | None:
+        if (listed := _string_list_problem(value)) is not None:
+            return listed
+        bad = [name for name in value if parse(name) is None]
+        return f"invalid {what} event in config: {', '.join(map(repr, bad))} (known: see docs/alumet-upstream.md)" \
+            if bad else None
+    return problem
+
+
+def _meminfo_problem(value: Any) -> str | None:
+    if (listed := _string_list_problem(value)) is not None:
+        return listed
+    bad = [name for name in value if not name.isascii()]
+    # convert_to_snake_case (plugins/procfs/src/lib.rs) asserts ASCII: the agent would panic.
+    return f"entries must be ASCII (the agent panics otherwise), got {', '.join(map(repr, bad))}" if bad else None
+
+
+def _regex_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"expected {_EXPECTED['string']}, got {_show(value)}"
+    problem = rust_regex_problem(value)
+    # serde_regex.rs calls Regex::new(..).unwrap(): an invalid regex panics the agent at start.
+    return f"invalid regex {value!r}: {problem} (the agent panics on it)" if problem else None
 
 
 _EXPECTED = {
@@ -100,13 +264,136 @@ _EXPECTED = {
     "attribute": "a string, number or boolean",
 }
 
-
 def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
         return "a table"
     return repr(value)
+
+
+# ---- perf event names: plugins/perf/src/events.rs (parse_hardware, parse_software, parse_cache) -----
+# Matched after Rust's to_ascii_uppercase; any other name is "invalid ... event in config".
+PERF_HARDWARE_EVENTS: frozenset[str] = frozenset({
+    "CPU_CYCLES", "INSTRUCTIONS", "CACHE_REFERENCES", "CACHE_MISSES", "BRANCH_INSTRUCTIONS", "BRANCH_MISSES",
+    "BUS_CYCLES", "STALLED_CYCLES_FRONTEND", "STALLED_CYCLES_BACKEND", "REF_CPU_CYCLES",
+})
+PERF_SOFTWARE_EVENTS: frozenset[str] = frozenset({
+    "PAGE_FAULTS", "CONTEXT_SWITCHES", "CPU_MIGRATIONS", "PAGE_FAULTS_MIN", "PAGE_FAULTS_MAJ", "ALIGNMENT_FAULTS",
+    "EMULATION_FAULTS", "CGROUP_SWITCHES",
+})
+PERF_CACHE_IDS = ("L1D", "L1I", "LL", "DTLB", "ITLB", "BPU", "NODE")
+PERF_CACHE_OPS = ("READ", "WRITE", "PREFETCH")
+PERF_CACHE_RESULTS = ("ACCESS", "MISS")
+
+
+def _ascii_upper(name: str) -> str:
+    # Rust's to_ascii_uppercase: str.upper() would also map non-ASCII letters ("\u017f" -> "S").
+    return "".join(chr(ord(c) - 32) if "a" <= c <= "z" else c for c in name)
+
+
+def perf_hardware_name(name: str) -> str | None:
+    """The canonical (metric) name of a hardware event, None when parse_hardware refuses it."""
+    upper = _ascii_upper(name)
+    return upper if upper in PERF_HARDWARE_EVENTS else None
+
+
+def perf_software_name(name: str) -> str | None:
+    upper = _ascii_upper(name)
+    return upper if upper in PERF_SOFTWARE_EVENTS else None
+
+
+def perf_cache_name(name: str) -> str | None:
+    """`<cache>_<op>_<result>`, split in three at the first two underscores as parse_cache does."""
+    parts = [_ascii_upper(p) for p in name.split("_", 2)]
+    if len(parts) != 3 or parts[0] not in PERF_CACHE_IDS or parts[1] not in PERF_CACHE_OPS \
+            or parts[2] not in PERF_CACHE_RESULTS:
+        return None
+    return "_".join(parts)
+
+
+# ---- exe_regex: what Rust's regex crate (1.12, Regex::new) refuses -----------------------------------
+# Python's `re` compiles the pattern; the constructs below are refused first because `re` accepts them
+# and regex-syntax does not. Patterns using syntax only Rust has are not judged (accepted).
+_RUST_REFUSES = (
+    (re.compile(r"\(\?<?[=!]"), "look-around is not supported"),
+    (re.compile(r"\(\?>"), "atomic groups are not supported"),
+    (re.compile(r"\(\?P="), "backreferences are not supported"),
+    (re.compile(r"\(\?\("), "conditional groups are not supported"),
+    (re.compile(r"\(\?#"), "comment groups are not supported"),
+    (re.compile(r"\\[0-9]"), "backreferences (and octal escapes) are not supported"),
+    (re.compile(r"\\Z"), "unrecognized escape sequence \\Z (Rust writes \\z)"),
+)
+_COUNTED = re.compile(r"\{\s*\d+\s*(?:,\s*\d*\s*)?\}")
+_RUST_ONLY = re.compile(r"\\[pP]|\\z|\\x\{|\\[<>]|\\b\{|\(\?<[A-Za-z_]|\(\?[a-zA-Z]*U|\[\[:|&&|--|~~")
+
+
+def _outside_classes(pattern: str) -> str:
+    """The pattern with escaped characters and `[...]` classes blanked, so that only operators remain."""
+    out, i, depth = [], 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            # Keep a letter or digit after the backslash (\1, \Z); blank an escaped operator (\( is a literal).
+            after = pattern[i + 1] if pattern[i + 1].isascii() and pattern[i + 1].isalnum() else "_"
+            out.append("\\" + after if depth == 0 else "  ")
+            i += 2
+            continue
+        if c == "[":
+            depth += 1
+            if depth == 1 and pattern[i + 1:i + 2] == "]":
+                out.append("  ")  # "[]...]" : a leading ] is a literal in both engines
+                i += 2
+                continue
+        elif c == "]" and depth:
+            depth -= 1
+            out.append(" ")
+            i += 1
+            continue
+        out.append(c if depth == 0 else " ")
+        i += 1
+    return "".join(out)
+
+
+def rust_regex_problem(pattern: str) -> str | None:
+    """Why Rust's Regex::new would refuse `pattern`, or None. An empty pattern is upstream's "no filter"."""
+    if pattern == "":
+        return None
+    ops = _outside_classes(pattern)
+    for construct, message in _RUST_REFUSES:
+        if construct.search(ops):
+            return message
+    rust_only = _RUST_ONLY.search(pattern) is not None
+    # Python reads "a{" or "a{,3}" as literals or a range; regex-syntax wants {n}, {n,} or {n,m}.
+    if not rust_only and any(not _COUNTED.match(ops, m.start()) for m in re.finditer(r"\{", ops)):
+        return "invalid counted repetition: write {n}, {n,} or {n,m}, or \\{ for a literal"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FutureWarning on "[[" or "&&": Rust gives them meaning
+            re.compile(pattern)
+    except re.error as exc:
+        if rust_only or exc.msg == "multiple repeat":  # Rust accepts "a**" and its own syntax
+            return None
+        return exc.msg
+    except OverflowError:  # a{4294967296}: regex-syntax's counts are u32 as well
+        return "the repetition count is too large"
+    return None
+
+
+_KIND_CHECKS: dict[str, Any] = {
+    "duration": _duration_problem,
+    "bool": _simple("bool", lambda v: isinstance(v, bool)),
+    "char": _simple("char", lambda v: isinstance(v, str) and len(v) == 1),
+    "string": _simple("string", lambda v: isinstance(v, str)),
+    "int": _simple("int", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "string_list": _string_list_problem,
+    "attribute": _simple("attribute", lambda v: isinstance(v, str | int | float | bool)),
+    "regex": _regex_problem,
+    "meminfo": _meminfo_problem,
+    "perf_hardware": _names_problem(perf_hardware_name, "hardware"),
+    "perf_software": _names_problem(perf_software_name, "software"),
+    "perf_cache": _names_problem(perf_cache_name, "cache"),
+}
 
 
 @dataclass(frozen=True)
@@ -174,13 +461,13 @@ _RAPL = Table({"poll_interval": DURATION, "flush_interval": DURATION, "no_perf_e
 _PROCFS = Table(
     {
         "kernel": Table({"poll_interval": DURATION}, {"enabled": BOOL}),
-        "memory": Table({"poll_interval": DURATION, "metrics": Scalar("string_list")}, {"enabled": BOOL}),
+        "memory": Table({"poll_interval": DURATION, "metrics": Scalar("meminfo")}, {"enabled": BOOL}),
         "network": Table({"poll_interval": DURATION}, {"enabled": BOOL}),
         "processes": Table(
             {
                 "refresh_interval": DURATION,
                 "groups": TableList(Table(
-                    {"exe_regex": STRING, "poll_interval": DURATION, "flush_interval": DURATION,
+                    {"exe_regex": Scalar("regex"), "poll_interval": DURATION, "flush_interval": DURATION,
                      "memory_mode": MEMORY_MODE},
                     {"pid": Scalar("int"), "ppid": Scalar("int")},
                 )),
@@ -202,15 +489,16 @@ _FORMULA = Table({
     "expr": STRING, "ref": STRING, "per_resource": Named(_TIMESERIES, non_empty=True),
     "per_consumer": Named(_TIMESERIES), "retention_time": DURATION,
 })
-_ENERGY_ATTRIBUTION = Table({"formulas": Named(_FORMULA, non_empty=True)})
+# An empty `formulas` table is valid upstream: the plugin then adds no transform.
+_ENERGY_ATTRIBUTION = Table({"formulas": Named(_FORMULA)})
 
 _CSV = Table(
     {key: (CHAR if key.endswith("delimiter") else STRING if key == "output_path" else BOOL) for key in CSV_KEYS},
     strict=True,
 )
 _PERF = Table(
-    {"poll_interval": DURATION, "flush_interval": DURATION, "hardware_events": Scalar("string_list"),
-     "software_events": Scalar("string_list"), "cache_events": Scalar("string_list")},
+    {"poll_interval": DURATION, "flush_interval": DURATION, "hardware_events": Scalar("perf_hardware"),
+     "software_events": Scalar("perf_software"), "cache_events": Scalar("perf_cache")},
     strict=True,
 )
 _NVML = Table(
@@ -228,11 +516,35 @@ PLUGIN_SCHEMAS: dict[str, Table] = {
 _GENERAL = Table(optional={"max_update_interval": DURATION, "source_channel_size": Scalar("int")})
 
 
+def plugin_switch(section: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """What the agent does to a `[plugins.X]` table (extract_plugins_config, core/alumet/src/agent/config.rs):
+    it removes `enabled`, or else `enable` (true when neither), and hands the rest to the plugin."""
+    rest = dict(section)
+    for key in PLUGIN_SWITCH_KEYS:
+        if key in rest:
+            return rest.pop(key), rest
+    return True, rest
+
+
+def _enabled_sections(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    plugins = doc.get("plugins", {})
+    if not isinstance(plugins, dict):
+        return {}
+    sections = {}
+    for name, section in plugins.items():
+        if isinstance(section, dict):
+            enabled, rest = plugin_switch(section)
+            if enabled is True:
+                sections[name] = rest
+    return sections
+
+
 def validate(doc: Mapping[str, Any]) -> list[str]:
     """Every reason the pinned alumet-agent would refuse this configuration, each naming its key path.
 
     An empty list means valid. Checks what serde would: names, required keys, unknown keys where the
-    plugin denies them, and the cheap types (durations, booleans, one-character delimiters).
+    plugin denies them, the cheap types (durations, booleans, one-character delimiters), what the
+    plugins parse at start (perf event names, exe_regex) and the metrics the formulas name.
     """
     errors: list[str] = []
     _GENERAL.check(dict(doc), "(top level)", errors)
@@ -247,17 +559,22 @@ def validate(doc: Mapping[str, Any]) -> list[str]:
         if not isinstance(section, dict):
             errors.append(f"{path}: expected a table, got {_show(section)}")
             continue
-        section = dict(section)
-        switches = [section.pop(key) for key in PLUGIN_SWITCH_KEYS if key in section]
-        enabled = switches[0] if switches else True
+        enabled, rest = plugin_switch(section)
         if not isinstance(enabled, bool):
             errors.append(f"{path}.enabled: expected true or false, got {_show(enabled)}")
             continue
         # A disabled plugin is never initialised, so the agent never reads the rest of its section.
         if enabled and name in PLUGIN_SCHEMAS:
-            PLUGIN_SCHEMAS[name].check(section, path, errors)
+            schema = PLUGIN_SCHEMAS[name]
+            if schema.strict and all(key in section for key in PLUGIN_SWITCH_KEYS):
+                errors.append(f"{path}: both enabled and enable: the agent removes only enabled, and {name} "
+                              "refuses the key enable it is then given")
+                rest.pop("enable")
+            schema.check(rest, path, errors)
             if name == "energy-attribution":
-                _check_formula_refs(section, path, errors)
+                _check_formula_refs(rest, path, errors)
+    if not errors:
+        errors.extend(_formula_metric_errors(doc))
     return errors
 
 
@@ -273,8 +590,188 @@ def _check_formula_refs(section: Mapping[str, Any], path: str, errors: list[str]
             errors.append(f"{path}.formulas.{name}.ref: {ref!r} is not a per_resource timeseries")
 
 
-def validate_text(text: str) -> list[str]:
-    """`validate` for TOML text; a syntax error is the one error returned."""
+# ---- metrics: what each plugin registers in start(), read by energy-attribution's formulas ------------
+PROCFS_KERNEL_METRICS = ("kernel_cpu_time", "kernel_context_switches", "kernel_new_forks", "kernel_n_procs_running",
+                         "kernel_n_procs_blocked")
+PROCFS_NETWORK_METRICS = ("network_bytes", "network_packets", "network_packet_drops", "network_errors")
+PROCFS_PROCESS_METRICS = ("cpu_time_delta", "cpu_percent", "memory_usage")
+NVML_MINIMAL_METRICS = ("nvml_energy_consumption", "nvml_instant_power")
+NVML_FULL_METRICS = (*NVML_MINIMAL_METRICS, "nvml_temperature_gpu", "nvml_gpu_utilization", "nvml_memory_utilization",
+                     "nvml_gpu_memory_info", "nvml_decoder_utilization", "nvml_decoder_sampling_period",
+                     "nvml_encoder_utilization", "nvml_encoder_sampling_period", "nvml_sm_utilization",
+                     "nvml_n_compute_processes", "nvml_n_graphic_processes")
+
+
+def meminfo_metric_name(entry: str) -> str:
+    """procfs's convert_to_snake_case: "MemTotal" -> "mem_total", "Committed_AS" -> "committed_as"."""
+    if len(entry) <= 1:
+        return entry
+    if "_" in entry:
+        return entry.lower()
+    out = entry[0].lower()
+    for prev, c in itertools.pairwise(entry):
+        if "A" <= c <= "Z" and ("a" <= prev <= "z" or "A" <= prev <= "Z"):
+            out += "_"
+        out += c.lower()
+    return out
+
+
+def _sub(table: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = table.get(key)
+    return value if isinstance(value, dict) and value.get("enabled", True) is True else {}
+
+
+def produced_metrics(doc: Mapping[str, Any]) -> set[str] | None:
+    """The metric names the enabled plugins register, or None when one of them is a plugin we do not model."""
+    metrics: set[str] = set()
+    for name, section in _enabled_sections(doc).items():
+        if name == "rapl":
+            metrics.add("rapl_consumed_energy")
+        elif name == "procfs":
+            if _sub(section, "kernel"):
+                metrics.update(PROCFS_KERNEL_METRICS)
+            if memory := _sub(section, "memory"):
+                entries = memory.get("metrics")
+                if isinstance(entries, list):
+                    metrics.update(meminfo_metric_name(m) for m in entries if isinstance(m, str) and m.isascii())
+            if _sub(section, "network"):
+                metrics.update(PROCFS_NETWORK_METRICS)
+            if _sub(section, "processes"):
+                metrics.update(PROCFS_PROCESS_METRICS)
+        elif name == "perf":
+            for key, kind, parse in (("hardware_events", "hardware", perf_hardware_name),
+                                     ("software_events", "software", perf_software_name),
+                                     ("cache_events", "cache", perf_cache_name)):
+                events = section.get(key)
+                events = events if isinstance(events, list) else []
+                metrics.update(f"perf_{kind}_{parse(e)}" for e in events if isinstance(e, str) and parse(e))
+        elif name == "nvml":
+            metrics.update(NVML_MINIMAL_METRICS if section.get("mode") == "minimal" else NVML_FULL_METRICS)
+        elif name == "energy-attribution":
+            formulas = section.get("formulas", {})
+            metrics.update(formulas if isinstance(formulas, dict) else ())
+        elif name != "csv":
+            return None
+    return metrics
+
+
+def _formula_metric_errors(doc: Mapping[str, Any]) -> list[str]:
+    section = _enabled_sections(doc).get("energy-attribution")
+    metrics = produced_metrics(doc)
+    if not section or metrics is None:
+        return []
+    errors = []
+    for formula_name, formula in section.get("formulas", {}).items():
+        for group in ("per_resource", "per_consumer"):
+            for ident, series in formula.get(group, {}).items():
+                metric = series.get("metric")
+                if metric not in metrics:
+                    errors.append(f"plugins.energy-attribution.formulas.{formula_name}.{group}.{ident}.metric: "
+                                  f"could not find metric {metric!r}: no enabled plugin produces it")
+    return errors
+
+
+# ---- how the agent is run: `run` (the service) publishes no start-of-measurement event ---------------
+RUN_MODES = ("service", "exec")
+
+
+def event_only_measurements(doc: Mapping[str, Any]) -> list[str]:
+    """What in this configuration measures only the program `alumet-agent exec`/`watch` announces.
+
+    Only exec and watch publish StartConsumerMeasurement (core/alumet/src/agent/exec.rs, watch.rs); under
+    `run`, which the service runs, procfs's "event" strategy and the perf plugin measure nothing.
+    """
+    sections = _enabled_sections(doc)
+    found = []
+    processes = _sub(sections.get("procfs", {}), "processes")
+    if processes.get("strategy") == "event":
+        found.append('plugins.procfs.processes.strategy = "event" measures only the program of alumet-agent '
+                     'exec/watch: under run (the service) no process is measured; use strategy = "watcher"')
+    if "perf" in sections:
+        found.append("plugins.perf measures only the program of alumet-agent exec/watch: under run (the service) "
+                     "it measures nothing")
+    return found
+
+
+# What systemd puts in a `User=` service's environment (systemd.exec(5), "Environment Variables in Spawned
+# Processes"; STATE_DIRECTORY because the unit sets StateDirectory=), besides the unit's Environment= lines.
+# Only the names matter to the check; the values are stand-ins.
+SYSTEMD_SERVICE_ENVIRONMENT: dict[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin", "LANG": "C.UTF-8", "USER": "alumet",
+    "LOGNAME": "alumet", "HOME": "/", "SHELL": "/usr/sbin/nologin", "INVOCATION_ID": "0" * 32,
+    "JOURNAL_STREAM": "0:0", "SYSTEMD_EXEC_PID": "1", "STATE_DIRECTORY": "/var/lib/alumet",
+}
+
+
+def service_environment(unit_text: str | None, config_path: str) -> dict[str, str]:
+    """The environment alumet.service gives the agent: systemd's variables, then the unit's Environment=
+    assignments (without a unit: the alumet_service role's, ALUMET_CONFIG)."""
+    env = {**SYSTEMD_SERVICE_ENVIRONMENT, "ALUMET_CONFIG": config_path}
+    for line in (unit_text or "").splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "Environment":
+            for item in value.split():
+                name, sep, val = item.strip("\"'").partition("=")
+                if sep:
+                    env[name] = val
+    return env
+
+
+def unit_config_path(unit_text: str) -> str | None:
+    """The configuration file a unit hands the agent: ExecStart's `--config FILE`, else ALUMET_CONFIG
+    (agent/src/bin/main.rs CommonArgs: `#[arg(long, env = "ALUMET_CONFIG")]`)."""
+    for line in unit_text.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "ExecStart":
+            words = value.split()
+            for flag, following in zip(words, [*words[1:], ""], strict=True):
+                if flag == "--config" and following:
+                    return following
+                if flag.startswith("--config="):
+                    return flag.partition("=")[2]
+    return service_environment(unit_text, "").get("ALUMET_CONFIG") or None
+
+
+# ---- ${VAR} substitution, done on the whole file before TOML parsing (substitute_env, agent/config.rs) --
+
+def substitute_env(text: str, env: Mapping[str, str]) -> str:
+    """A port of the agent's substitute_env: `${NAME}` -> env[NAME] anywhere (comments too), `\\${` escapes.
+
+    ValueError names the first variable that is missing, or the unclosed `${`.
+    """
+    nxt = text.find("${")
+    if nxt < 0:
+        return text
+    out: list[str] = []
+    rest = text
+    while nxt >= 0:
+        if nxt == 0 or rest[nxt - 1] != "\\":
+            out.append(rest[:nxt])
+            rest = rest[nxt:]
+            end = rest.find("}")
+            if end < 0:
+                raise ValueError("wrong use of the substitution syntax, it should be ${ENV_VAR}")
+            name = rest[2:end]
+            if name not in env:
+                raise ValueError(f"the environment variable {name} does not exist (the agent substitutes "
+                                 "${...} anywhere in the file, comments included; write \\${ for a literal)")
+            out.append(env[name])
+            start = end + 1
+        else:
+            out.append(rest[:nxt - 1] + "$")
+            start = nxt + 1
+        rest = rest[start:]
+        nxt = rest.find("${")
+    out.append(rest)
+    return "".join(out)
+
+
+def validate_text(text: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """`validate` for the text of a file, after the agent's ${VAR} substitution with `env` (default: ours)."""
+    try:
+        text = substitute_env(text, os.environ if env is None else env)
+    except ValueError as exc:
+        return [f"env var substitution failed: {exc}"]
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -284,10 +781,4 @@ def validate_text(text: str) -> list[str]:
 
 def enabled_plugins(doc: Mapping[str, Any]) -> list[str]:
     """The plugins this configuration starts, in file order (the agent starts those present and enabled)."""
-    plugins = doc.get("plugins", {})
-    if not isinstance(plugins, dict):
-        return []
-    return [
-        name for name, section in plugins.items()
-        if isinstance(section, dict) and section.get("enabled", section.get("enable", True)) is True
-    ]
+    return list(_enabled_sections(doc))

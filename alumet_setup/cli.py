@@ -16,6 +16,7 @@ import click
 from . import __version__
 
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
+MAX_CONFIG_BYTES = 1 << 20  # an Alumet configuration is a few kilobytes
 
 
 class UsageFailure(click.ClickException):
@@ -276,7 +277,7 @@ def config() -> None:
 
 @config.command("render")
 @click.option("--profile", "profile_name", default="energy-attribution", show_default=True, metavar="NAME",
-              help="energy-attribution, rapl, rapl-perf or nvml.")
+              help="energy-attribution (the service's), energy-attribution-exec, rapl, rapl-perf (exec) or nvml.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a profile parameter (repeatable); --list-parameters shows them.")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -307,21 +308,33 @@ def config_render(profile_name: str, settings: tuple[str, ...], output: str | No
 
 @config.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
-def config_validate(file: str) -> None:
+@click.option("--for", "run", type=click.Choice(["service", "exec"]), default=None,
+              help="How the agent will run FILE: service (alumet.service, `alumet-agent run`: warns about what "
+                   "only exec/watch measures, ${VAR} from the service's environment) or exec (`alumet-agent "
+                   "exec`/`watch`, ${VAR} from yours). Default: ${VAR} from yours, no warning.")
+def config_validate(file: str, run: str | None) -> None:
     """Check FILE against the configuration schema of the pinned alumet-agent; exit 1 when invalid."""
     from . import alumet_schema
 
     try:
         with open(file, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        fail(f"{file}: {exc.strerror or exc}")
-    errors = alumet_schema.validate_text(text)
+            text = handle.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{file}: {getattr(exc, 'strerror', None) or exc}")
+    if len(text) > MAX_CONFIG_BYTES:
+        fail(f"{file}: larger than {MAX_CONFIG_BYTES} bytes, not an Alumet configuration")
+    env = alumet_schema.service_environment(None, file) if run == "service" else None
+    errors = alumet_schema.validate_text(text, env)
     for error in errors:
         click.echo(f"{file}: {error}")
     if errors:
         sys.exit(EXIT_NOT_READY)
-    click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}")
+    if run == "service":
+        import tomllib
+
+        for warning in alumet_schema.event_only_measurements(tomllib.loads(alumet_schema.substitute_env(text, env))):
+            click.echo(f"{file}: warning: {warning}")
+    click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}" + (f" ({run})" if run else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

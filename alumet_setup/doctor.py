@@ -37,7 +37,7 @@ class PluginNeeds:
     recommended: tuple[str, ...] = ()
 
 
-# What each Alumet plugin needs from the host, by check id (alumet-facts.md).
+# What each Alumet plugin needs from the host, by check id (docs/alumet-upstream.md).
 PLUGINS: dict[str, PluginNeeds] = {
     "rapl": PluginNeeds(required=("agent.binary", "rapl.access"), recommended=("rapl.persistence",)),
     "perf": PluginNeeds(

@@ -9,6 +9,7 @@ AGENT_LINK = "/usr/local/bin/alumet-agent"
 SYSCTL_FILE = "/etc/sysctl.d/local.conf"
 UDEV_RULE = "/etc/udev/rules.d/70-alumet-powercap.rules"
 CONFIG_FILE = "/etc/alumet/alumet-config.toml"
+SERVICE_UNIT = "/etc/systemd/system/alumet.service"
 GROUP = "alumet"
 FSTAB_BACKUP_SUFFIX = ".alumet-setup.bak"
 CHOICES_FILE = "/var/lib/alumet-setup/choices.json"  # install_record role: the choices install applied

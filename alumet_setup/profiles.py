@@ -93,6 +93,10 @@ class Profile:
     name: str
     plugins: tuple[str, ...]
     description: str
+    # How the agent is meant to run with it (alumet_schema.RUN_MODES): "service" is alumet.service
+    # (`alumet-agent run`), "exec" is `alumet-agent exec`/`watch` of one program. The template's header
+    # says the same (`profile_runs`); a unit test keeps the two equal.
+    runs: tuple[str, ...]
 
     @property
     def template(self) -> str:
@@ -106,13 +110,20 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     p.name: p for p in (
+        # procfs "watcher": `run` announces no process, so the service must find them itself.
         Profile("energy-attribution", ("rapl", "procfs", "energy-attribution", "csv"),
-                "RAPL energy attributed to each process by its CPU share"),
-        Profile("rapl", ("rapl", "csv"), "RAPL energy counters only"),
-        Profile("rapl-perf", ("rapl", "perf", "csv"), "RAPL and perf hardware/cache counters"),
-        Profile("nvml", ("rapl", "nvml", "csv"), "RAPL and NVIDIA GPUs through NVML"),
+                "RAPL energy attributed to every running process by its CPU share", ("service",)),
+        # procfs "event": only the program exec starts (or watch names) is measured.
+        Profile("energy-attribution-exec", ("rapl", "procfs", "energy-attribution", "csv"),
+                "RAPL energy attributed to the one program of alumet-agent exec/watch", ("exec",)),
+        Profile("rapl", ("rapl", "csv"), "RAPL energy counters only", ("service", "exec")),
+        # The perf plugin starts counting only for the program exec/watch announces.
+        Profile("rapl-perf", ("rapl", "perf", "csv"), "RAPL and perf hardware/cache counters of one program",
+                ("exec",)),
+        Profile("nvml", ("rapl", "nvml", "csv"), "RAPL and NVIDIA GPUs through NVML", ("service", "exec")),
     )
 }
+# What `config render` and the alumet_config role use when not told: the service's profile.
 DEFAULT_PROFILE = "energy-attribution"
 
 

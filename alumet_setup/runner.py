@@ -1,6 +1,6 @@
 """Run a bundled playbook with ansible-runner and render its events ourselves.
 
-Known ansible-runner traps handled here (see docs/architecture.md and the shared patterns notes):
+Known ansible-runner traps handled here (see docs/architecture.md):
 * the event handler returns True, or events and stats are dropped;
 * quiet=True, since the runner forces its own stdout callback: progress is rendered from events;
 * artifacts are kept under a state directory and rotated (rotate_artifacts);

@@ -19,7 +19,7 @@ STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "hidepid", "powercap",
 
 # Bounds that argument_specs cannot express: name -> (lowest, highest), inclusive.
 RANGES: dict[str, tuple[int, int]] = {
-    "perf_paranoid_value": (-1, 4),  # kernel values; 4 is Ubuntu's patched default (see alumet-facts.md)
+    "perf_paranoid_value": (-1, 4),  # kernel values; 4 is Ubuntu's patched default (docs/alumet-upstream.md)
     "prereqs_apt_cache_valid_time": (0, 2**31 - 1),
 }
 

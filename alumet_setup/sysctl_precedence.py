@@ -6,7 +6,7 @@ Used by doctor (kernel.perf_event_paranoid, reading any Host) and, unchanged, as
 role refuses exactly the overrides doctor warns about. Hence: standard library only, Python 3.8
 compatible (Ubuntu 22.04 targets), and an old-style module entry point (WANT_JSON) below.
 
-The rules (systemd-sysctl(8), sysctl.d(5); alumet-facts.md): NAME.conf files from /etc/sysctl.d,
+The rules (systemd-sysctl(8), sysctl.d(5); docs/alumet-upstream.md): NAME.conf files from /etc/sysctl.d,
 /run/sysctl.d, /usr/local/lib/sysctl.d, /usr/lib/sysctl.d (and /lib/sysctl.d where /lib is not merged
 into /usr); a name in an earlier directory masks the same name in later ones (a link to /dev/null
 masks and sets nothing); the surviving files are applied in byte order of their NAMES, so a later

@@ -1,10 +1,34 @@
-"""The Alumet configuration file alumet-setup writes: present, valid TOML, only sections the agent accepts."""
+"""The Alumet configuration file alumet-setup writes: present, valid TOML, only what the agent accepts, and
+fit for alumet.service when that unit runs it (`alumet-agent run` measures no process that only
+`exec`/`watch` would announce: docs/alumet-upstream.md)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from .. import paths
 from ..findings import Context, Finding, Status, check, ok
+
+# Where systemctl enable links a unit with WantedBy=multi-user.target.
+WANTS_DIR = "/etc/systemd/system/multi-user.target.wants"
+
+
+def service_unit(ctx: Context) -> dict[str, Any] | None:
+    """alumet.service at the alumet_service role's path: its text, whether it is enabled, its config file."""
+    try:
+        text = ctx.host.read_text(paths.SERVICE_UNIT)
+    except PermissionError:
+        return None
+    if text is None:
+        return None
+    from .. import alumet_schema
+
+    return {
+        "unit": paths.SERVICE_UNIT, "text": text,
+        "enabled": ctx.host.exists(f"{WANTS_DIR}/{os.path.basename(paths.SERVICE_UNIT)}"),
+        "config": alumet_schema.unit_config_path(text),
+    }
 
 
 @check("config.file", "Alumet configuration")
@@ -25,6 +49,17 @@ def config_file(ctx: Context) -> Finding:
     from .. import alumet_schema
 
     data: dict[str, Any] = {"path": path, "present": True}
+    unit = service_unit(ctx)
+    by_service = unit is not None and unit["config"] == path
+    if unit is not None:
+        data["service"] = {"unit": unit["unit"], "enabled": unit["enabled"], "config": unit["config"]}
+    # ${VAR} is substituted from the environment of whoever runs the agent: the service's when it runs this file.
+    env = alumet_schema.service_environment(unit["text"], path) if by_service and unit else None
+    try:
+        text = alumet_schema.substitute_env(text, os.environ if env is None else env)
+    except ValueError as exc:
+        problem = f"env var substitution failed: {exc}"
+        return Finding(Status.FAIL, f"{path}: {problem}", install_step="config", data={**data, "problems": [problem]})
     try:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -35,4 +70,11 @@ def config_file(ctx: Context) -> Finding:
     if found:
         return Finding(Status.FAIL, f"{path}: {'; '.join(found)}",
                        install_step="config", data={**data, "problems": found})
+    event_only = alumet_schema.event_only_measurements(config) if by_service else []
+    if event_only:
+        state = "enabled" if unit and unit["enabled"] else "installed, not enabled"
+        return Finding(Status.WARN,
+                       f"{path} is run by alumet.service ({state}) as `alumet-agent run`: {'; '.join(event_only)}",
+                       fix="sudo alumet-setup install --only config --set alumet_config_profile=energy-attribution",
+                       install_step="config", data={**data, "event_only": event_only})
     return ok(f"{path}: plugins {', '.join(data['plugins']) or '(none)'}", **data)

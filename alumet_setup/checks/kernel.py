@@ -2,7 +2,7 @@
 agent can measure with it.
 
 The boot value follows systemd-sysctl(8) and sysctl.d(5), not procps' `sysctl --system` (which reads
-/etc/sysctl.conf last): see alumet-facts.md. The probe (kernel.perf_probe) lives in probe.py.
+/etc/sysctl.conf last): see docs/alumet-upstream.md. The probe (kernel.perf_probe) lives in probe.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["Setter", "boot_setters", "key_matches", "normalize_key", "overriding
 
 KEY = "kernel.perf_event_paranoid"
 LIVE_PATH = "/proc/sys/kernel/perf_event_paranoid"
-RECOMMENDED = 2  # least privilege with cap_perfmon (alumet-facts.md)
+RECOMMENDED = 2  # least privilege with cap_perfmon (docs/alumet-upstream.md)
 # systemd-analyze cat-config sysctl.d could cross-check the order, but it is not used: it cost 13-31 ms
 # here (as much as the rest of this check's file reads), it reads the same files this code reads, and
 # on a fixture host it would report the real machine. The fixtures test the order instead.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
 from _fakes import FIXTURES, evaluate
 
-from alumet_setup import alumet_schema
+from alumet_setup import alumet_schema, profiles
 from alumet_setup.findings import Options, Status
 from alumet_setup.hosts import LocalHost
 
@@ -53,3 +55,64 @@ def test_schema_knows_the_plugins_alumet_setup_configures() -> None:
     assert {"rapl", "perf", "procfs", "nvml", "energy-attribution", "csv", "cgroups", "socket-control"} \
         <= alumet_schema.PLUGINS
     assert len(alumet_schema.CSV_KEYS) == 6
+
+
+# ---- alumet.service runs `alumet-agent run`: measurements only exec/watch start are a warning ------------
+
+UNIT = """[Service]
+Environment=ALUMET_CONFIG=/etc/alumet/alumet-config.toml
+ExecStart=/usr/local/bin/alumet-agent --config /etc/alumet/alumet-config.toml run
+StateDirectory=alumet
+"""
+
+
+def service_host(tmp_path: Path, profile: str, unit: str | None = UNIT, enabled: bool = True,
+                 text: str | None = None) -> LocalHost:
+    (tmp_path / "etc" / "alumet").mkdir(parents=True)
+    (tmp_path / "etc" / "alumet" / "alumet-config.toml").write_text(text or profiles.render(profile))
+    if unit is not None:
+        systemd = tmp_path / "etc" / "systemd" / "system"
+        (systemd / "multi-user.target.wants").mkdir(parents=True)
+        (systemd / "alumet.service").write_text(unit)
+        if enabled:
+            (systemd / "multi-user.target.wants" / "alumet.service").symlink_to("../alumet.service")
+    return LocalHost(root=str(tmp_path))
+
+
+def test_an_exec_profile_run_by_the_enabled_service_is_a_warning(tmp_path: Path) -> None:
+    f = evaluate(service_host(tmp_path, "energy-attribution-exec"), "config.file")
+    assert f.status is Status.WARN and f.install_step == "config"
+    assert f.detail.startswith("/etc/alumet/alumet-config.toml is run by alumet.service (enabled) as "
+                               '`alumet-agent run`: plugins.procfs.processes.strategy = "event" measures only')
+    assert f.data["service"] == {"unit": "/etc/systemd/system/alumet.service", "enabled": True,
+                                 "config": "/etc/alumet/alumet-config.toml"}
+    assert f.fix == "sudo alumet-setup install --only config --set alumet_config_profile=energy-attribution"
+
+
+def test_perf_run_by_an_installed_but_disabled_service_is_a_warning_too(tmp_path: Path) -> None:
+    f = evaluate(service_host(tmp_path, "rapl-perf", enabled=False), "config.file")
+    assert f.status is Status.WARN
+    assert "(installed, not enabled)" in f.detail and "plugins.perf measures only" in f.detail
+
+
+@pytest.mark.parametrize("profile", ["energy-attribution", "rapl", "nvml"])
+def test_a_service_profile_run_by_the_service_is_ok(tmp_path: Path, profile: str) -> None:
+    f = evaluate(service_host(tmp_path, profile), "config.file")
+    assert f.status is Status.OK, f.detail
+    assert f.data["service"]["enabled"] is True
+
+
+def test_without_the_unit_or_with_another_config_an_exec_profile_is_ok(tmp_path: Path) -> None:
+    assert evaluate(service_host(tmp_path / "a", "rapl-perf", unit=None), "config.file").status is Status.OK
+    other = UNIT.replace("--config /etc/alumet/alumet-config.toml", "--config /etc/alumet/other.toml")
+    f = evaluate(service_host(tmp_path / "b", "rapl-perf", unit=other), "config.file")
+    assert f.status is Status.OK and f.data["service"]["config"] == "/etc/alumet/other.toml"
+
+
+def test_variables_come_from_the_services_environment_when_it_runs_the_file(tmp_path: Path) -> None:
+    text = profiles.render("rapl").replace('"alumet-output.csv"', '"${STATE_DIRECTORY}/${ALUMET_TEST_NOPE}.csv"')
+    f = evaluate(service_host(tmp_path, "rapl", text=text), "config.file")
+    assert f.status is Status.FAIL
+    assert f.data["problems"] == ["env var substitution failed: the environment variable ALUMET_TEST_NOPE does not "
+                                  "exist (the agent substitutes ${...} anywhere in the file, comments included; "
+                                  "write \\${ for a literal)"]

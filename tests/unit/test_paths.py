@@ -32,6 +32,7 @@ def default(role: str, name: str) -> object:
         (paths.CONFIG_FILE, "capabilities", "capabilities_config_file"),
         (paths.GROUP, "capabilities", "capabilities_group"),
         (paths.CHOICES_FILE, "install_record", "install_record_file"),
+        (paths.SERVICE_UNIT, "alumet_service", "alumet_service_unit_path"),
         (paths.GROUP, "alumet_group", "alumet_group_name"),
         (paths.GROUP, "powercap", "powercap_group"),
         (paths.GROUP, "hidepid", "hidepid_group"),

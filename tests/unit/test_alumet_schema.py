@@ -1,0 +1,272 @@
+"""alumet_schema refuses what alumet-agent v0.9.5 refuses and accepts what it accepts.
+
+Each rule names its upstream source in docs/alumet-upstream.md ("Schema rules").
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alumet_setup import alumet_schema, profiles
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def doc(profile: str = "energy-attribution") -> dict[str, Any]:
+    return tomllib.loads(profiles.render(profile))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=ROOT, env=env)
+
+
+# ---- enabled / enable: the agent removes only one of them (core/alumet/src/agent/config.rs) --------------
+
+def test_enabled_and_enable_together_reach_a_strict_plugin_and_are_refused() -> None:
+    config = doc("rapl")
+    config["plugins"]["rapl"].update(enabled=True, enable=True)
+    assert alumet_schema.validate(config) == [
+        "plugins.rapl: both enabled and enable: the agent removes only enabled, and rapl refuses the key enable "
+        "it is then given"]
+
+
+def test_enable_alone_is_the_switch_and_enabled_wins_when_both_are_there() -> None:
+    config = doc("rapl")
+    config["plugins"]["rapl"]["enable"] = True
+    assert alumet_schema.validate(config) == []
+    config["plugins"]["rapl"].update(enabled=False, enable="not read")  # disabled: never initialised
+    assert alumet_schema.validate(config) == []
+    assert alumet_schema.enabled_plugins(config) == ["csv"]
+
+
+def test_energy_attribution_does_not_deny_unknown_keys_so_both_switches_pass() -> None:
+    config = doc()
+    config["plugins"]["energy-attribution"].update(enabled=True, enable=False)
+    assert alumet_schema.validate(config) == []
+    assert "energy-attribution" in alumet_schema.enabled_plugins(config)  # `enabled` is the one read
+
+
+# ---- exe_regex: serde_regex.rs unwraps Regex::new (plugins/procfs/src/serde_regex.rs) --------------------
+
+@pytest.mark.parametrize(("pattern", "problem"), [
+    ("(?=python)", "look-around is not supported"),
+    ("(?<!x)y", "look-around is not supported"),
+    ("(a)\\1", "backreferences (and octal escapes) are not supported"),
+    ("(?P<a>x)(?P=a)", "backreferences are not supported"),
+    ("(?>ab)", "atomic groups are not supported"),
+    ("(?(1)a|b)", "conditional groups are not supported"),
+    ("a\\Z", "unrecognized escape sequence \\Z (Rust writes \\z)"),
+    ("java{", "invalid counted repetition"),
+    ("x{,3}", "invalid counted repetition"),
+    ("[a-", "unterminated character set"),
+    ("(unclosed", "missing ), unterminated subpattern"),
+    ("a{4294967296}", "the repetition count is too large"),
+])
+def test_exe_regex_rust_refuses_is_refused(pattern: str, problem: str) -> None:
+    config = doc()
+    config["plugins"]["procfs"]["processes"]["groups"][0]["exe_regex"] = pattern
+    errors = alumet_schema.validate(config)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"plugins.procfs.processes.groups[0].exe_regex: invalid regex {pattern!r}: {problem}")
+    assert errors[0].endswith("(the agent panics on it)")
+
+
+@pytest.mark.parametrize("pattern", [
+    "", ".*", "^/usr/bin/(python|java)[0-9.]*$", "\\(?=literal", "[(?=]", "a**", "(?<name>x)", "\\p{Greek}+",
+    "\\x{41}{2}", "a\\z", "(?U)a+", "[[:alpha:]]", "\\bword\\b", "(?i)stress-ng", "a{2}", "a{2,}", "a{2,5}",
+    "\\\\1",
+])
+def test_exe_regex_rust_accepts_is_accepted(pattern: str) -> None:
+    assert alumet_schema.rust_regex_problem(pattern) is None
+
+
+# ---- perf events: plugins/perf/src/events.rs parse_hardware / parse_software / parse_cache ---------------
+
+@pytest.mark.parametrize(("key", "name", "message"), [
+    ("hardware_events", "REF_CYCLES", "invalid hardware event in config: 'REF_CYCLES'"),
+    ("hardware_events", "cycles", "invalid hardware event in config: 'cycles'"),
+    ("software_events", "CPU_CLOCK", "invalid software event in config: 'CPU_CLOCK'"),  # refused upstream on purpose
+    ("software_events", "DUMMY", "invalid software event in config: 'DUMMY'"),
+    ("cache_events", "LL_READ", "invalid cache event in config: 'LL_READ'"),
+    ("cache_events", "L2_READ_MISS", "invalid cache event in config: 'L2_READ_MISS'"),
+    ("cache_events", "LL_READ_MISS_X", "invalid cache event in config: 'LL_READ_MISS_X'"),
+    ("hardware_events", "cpu_cycle\u017f", "invalid hardware event in config: 'cpu_cycle\u017f'"),  # not ASCII
+])
+def test_perf_event_names_outside_upstreams_lists_are_refused(key: str, name: str, message: str) -> None:
+    config = doc("rapl-perf")
+    config["plugins"]["perf"][key] = [name]
+    errors = alumet_schema.validate(config)
+    assert len(errors) == 1 and errors[0].startswith(f"plugins.perf.{key}: {message}"), errors
+
+
+def test_every_name_of_upstreams_lists_is_accepted_in_any_case() -> None:
+    config = doc("rapl-perf")
+    perf = config["plugins"]["perf"]
+    perf["hardware_events"] = [*sorted(alumet_schema.PERF_HARDWARE_EVENTS), "ref_cpu_cycles"]
+    perf["software_events"] = [*sorted(alumet_schema.PERF_SOFTWARE_EVENTS), "page_faults"]
+    perf["cache_events"] = [f"{c}_{o}_{r}" for c in alumet_schema.PERF_CACHE_IDS for o in alumet_schema.PERF_CACHE_OPS
+                            for r in alumet_schema.PERF_CACHE_RESULTS] + ["l1d_read_access"]
+    assert len(perf["hardware_events"]) == 11 and len(perf["software_events"]) == 9 and len(perf["cache_events"]) == 43
+    assert alumet_schema.validate(config) == []
+
+
+# ---- energy-attribution: formulas name metrics some enabled plugin registers (formula/prepared.rs) ---------
+
+def test_a_formula_naming_a_metric_no_enabled_plugin_produces_is_refused() -> None:
+    config = doc()
+    config["plugins"]["procfs"]["processes"]["enabled"] = False  # no cpu_percent any more
+    assert alumet_schema.validate(config) == [
+        "plugins.energy-attribution.formulas.attributed_energy.per_consumer.cpu_usage.metric: could not find metric "
+        "'cpu_percent': no enabled plugin produces it"]
+
+
+def test_formula_metrics_follow_the_plugins_switches_and_their_sub_tables() -> None:
+    config = doc()
+    config["plugins"]["rapl"]["enabled"] = False
+    errors = alumet_schema.validate(config)
+    assert errors == ["plugins.energy-attribution.formulas.attributed_energy.per_resource.cpu_energy.metric: could not "
+                      "find metric 'rapl_consumed_energy': no enabled plugin produces it"]
+    config = doc()
+    series = config["plugins"]["energy-attribution"]["formulas"]["attributed_energy"]["per_consumer"]
+    series["mem"] = {"metric": "mem_available"}  # procfs memory: MemAvailable, in snake case
+    series["sw"] = {"metric": "nvml_sm_utilization"}
+    assert [e.split(": ")[1] for e in alumet_schema.validate(config)] == ["could not find metric 'nvml_sm_utilization'"]
+
+
+def test_a_plugin_we_do_not_model_may_produce_the_metric_so_nothing_is_refused() -> None:
+    config = doc()
+    config["plugins"]["procfs"]["processes"]["enabled"] = False
+    config["plugins"]["cgroups"] = {}
+    assert alumet_schema.produced_metrics(config) is None
+    assert alumet_schema.validate(config) == []
+
+
+def test_an_empty_formulas_table_is_valid_upstream() -> None:
+    config = doc()
+    config["plugins"]["energy-attribution"]["formulas"] = {}
+    assert alumet_schema.validate(config) == []
+
+
+def test_meminfo_entries_must_be_ascii_or_the_agent_panics() -> None:
+    config = doc()
+    config["plugins"]["procfs"]["memory"]["metrics"] = ["MemTotal", "M\u00e9mFree"]
+    assert alumet_schema.validate(config) == [
+        "plugins.procfs.memory.metrics: entries must be ASCII (the agent panics otherwise), got 'M\u00e9mFree'"]
+
+
+@pytest.mark.parametrize(("entry", "metric"), [
+    ("MemTotal", "mem_total"), ("SReclaimable", "s_reclaimable"), ("NFS_Unstable", "nfs_unstable"),
+    ("Committed_AS", "committed_as"), ("A", "A"), ("Hugepagesize", "hugepagesize"),
+])
+def test_meminfo_metric_names_are_upstreams_snake_case(entry: str, metric: str) -> None:
+    assert alumet_schema.meminfo_metric_name(entry) == metric
+
+
+# ---- ${VAR}: substituted in the whole text before parsing (core/alumet/src/agent/config.rs) ---------------
+
+def test_env_substitution_is_the_agents() -> None:
+    env = {"DIR": "/var/lib/alumet"}
+    assert alumet_schema.substitute_env('a = "${DIR}/x" # ${DIR}', env) == 'a = "/var/lib/alumet/x" # /var/lib/alumet'
+    assert alumet_schema.substitute_env("\\${NOT_A_VAR} ${DIR}", env) == "${NOT_A_VAR} /var/lib/alumet"
+    with pytest.raises(ValueError, match="the environment variable NOPE does not exist"):
+        alumet_schema.substitute_env("# only a comment ${NOPE}", env)
+    with pytest.raises(ValueError, match="wrong use of the substitution syntax"):
+        alumet_schema.substitute_env("a = '${DIR'", env)
+
+
+def test_an_unset_variable_fails_validation_and_a_set_one_is_substituted() -> None:
+    text = profiles.render("rapl").replace('"alumet-output.csv"', '"${ALUMET_TEST_OUT}/out.csv"')
+    assert alumet_schema.validate_text(text, {}) == [
+        "env var substitution failed: the environment variable ALUMET_TEST_OUT does not exist (the agent "
+        "substitutes ${...} anywhere in the file, comments included; write \\${ for a literal)"]
+    assert alumet_schema.validate_text(text, {"ALUMET_TEST_OUT": "/tmp"}) == []
+
+
+# ---- how the agent runs: only exec/watch publish StartConsumerMeasurement --------------------------------
+
+@pytest.mark.parametrize("name", list(profiles.PROFILES))
+def test_each_profile_declares_how_it_runs_and_its_measurements_fit(name: str) -> None:
+    profile = profiles.PROFILES[name]
+    text = profiles.render(name)
+    runs = next(line for line in text.splitlines() if line.startswith("# Meant to run as: "))
+    assert runs.removeprefix("# Meant to run as: ").split(" (")[0] == ", ".join(profile.runs)
+    event_only = alumet_schema.event_only_measurements(tomllib.loads(text))
+    # A profile meant for the service measures everything it enables under `run`; an exec-only one does not.
+    assert bool(event_only) is ("service" not in profile.runs)
+
+
+def test_the_default_profile_is_the_services_with_upstreams_watcher_shape() -> None:
+    assert profiles.PROFILES[profiles.DEFAULT_PROFILE].runs == ("service",)
+    processes = doc(profiles.DEFAULT_PROFILE)["plugins"]["procfs"]["processes"]
+    assert processes["strategy"] == "watcher"
+    # procfs's ProcessMonitoring::default(): one group matching every process, 2s/4s, quick memory.
+    assert processes["groups"] == [{"exe_regex": "", "poll_interval": "2s", "flush_interval": "4s",
+                                    "memory_mode": "quick"}]
+    assert processes["refresh_interval"] == "2s"
+
+
+def test_event_only_measurements_name_procfs_event_and_perf() -> None:
+    assert [w.split(" ")[0] for w in alumet_schema.event_only_measurements(doc("energy-attribution-exec"))] == [
+        "plugins.procfs.processes.strategy"]
+    assert [w.split(" ")[0] for w in alumet_schema.event_only_measurements(doc("rapl-perf"))] == ["plugins.perf"]
+    config = doc("energy-attribution-exec")
+    del config["plugins"]["procfs"]["processes"]["strategy"]  # upstream's default is the watcher
+    assert alumet_schema.event_only_measurements(config) == []
+
+
+# ---- `config validate`: one line per problem, exit 1; --for service warns --------------------------------
+
+def test_validate_prints_one_line_per_problem_naming_key_and_rule(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    text = profiles.render("rapl-perf").replace('"LL_READ_MISS"', '"LL_READ"').replace('"1s"', '"1.5ns"', 1)
+    config.write_text(text + '\n[plugins.gpu]\n')
+    result = cli("config", "validate", str(config))
+    assert result.returncode == 1 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0] == (f"{config}: plugins.rapl.poll_interval: expected a duration such as \"1s\" or \"500ms\", got "
+                        "'1.5ns' (humantime 2.3.0: values below 1ns are not supported)")
+    assert lines[1].startswith(f"{config}: plugins.perf.cache_events: invalid cache event in config: 'LL_READ'")
+    assert lines[2] == f"{config}: plugins.gpu: unknown plugin gpu (alumet-agent 0.9.5 refuses to start)"
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_validate_for_service_warns_about_exec_only_measurements(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(profiles.render("energy-attribution-exec"))
+    plain = cli("config", "validate", str(config))
+    assert plain.returncode == 0 and "warning" not in plain.stdout
+    service = cli("config", "validate", "--for", "service", str(config))
+    assert service.returncode == 0
+    assert service.stdout.splitlines() == [
+        f'{config}: warning: plugins.procfs.processes.strategy = "event" measures only the program of alumet-agent '
+        'exec/watch: under run (the service) no process is measured; use strategy = "watcher"',
+        f"{config}: valid for alumet-agent 0.9.5 (service)"]
+    config.write_text(profiles.render("energy-attribution"))
+    assert "warning" not in cli("config", "validate", "--for", "service", str(config)).stdout
+
+
+def test_validate_substitutes_from_the_environment_of_the_run_it_is_for(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(profiles.render("rapl").replace('"alumet-output.csv"', '"${ALUMET_TEST_OUT}/o.csv"'))
+    env = {"PATH": "/usr/bin:/bin", "ALUMET_TEST_OUT": "/tmp"}
+    assert cli("config", "validate", str(config), env=env).returncode == 0
+    for_service = cli("config", "validate", "--for", "service", str(config), env=env)
+    assert for_service.returncode == 1
+    assert "the environment variable ALUMET_TEST_OUT does not exist" in for_service.stdout
+    config.write_text(profiles.render("rapl").replace('"alumet-output.csv"', '"${STATE_DIRECTORY}/o.csv"'))
+    assert cli("config", "validate", "--for", "service", str(config), env=env).returncode == 0
+
+
+def test_validate_bad_for_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(profiles.render("rapl"))
+    result = cli("config", "validate", "--for", "daemon", str(config))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "daemon" in result.stderr
