@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import paths
+from . import choices, paths
 from .threads import Pending
 
 if TYPE_CHECKING:
@@ -133,8 +133,6 @@ class Context:
         if self._options.record is None:
             with self._options_lock:
                 if self._options.record is None:
-                    from . import choices
-
                     self._options = choices.apply(choices.read(self.host), self._options)
         return self._options
 
