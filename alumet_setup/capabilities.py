@@ -154,7 +154,9 @@ def parse_getcap_line(output: str, path: str) -> FileCaps | None:
     return None
 
 
-RECOMMENDED = ("cap_sys_ptrace",)  # other users' /proc/PID/exe and smaps_rollup; also bypasses hidepid
+# Other users' /proc/PID/smaps_rollup and /proc/PID/exe; bypasses hidepid. Granted only where the host needs
+# it (ptrace_need.py; upstream's packages grant it everywhere since 2026-02, see docs/SECURITY.md).
+PTRACE = "cap_sys_ptrace"
 
 
 def required_caps(perfmon_capability: bool = True) -> tuple[str, ...]:
@@ -162,7 +164,7 @@ def required_caps(perfmon_capability: bool = True) -> tuple[str, ...]:
     return ("cap_perfmon" if perfmon_capability else "cap_sys_admin", "cap_sys_nice")
 
 
-def setcap_command(path: str, perfmon_capability: bool = True) -> str:
+def setcap_command(path: str, perfmon_capability: bool = True, ptrace: bool = False) -> str:
     """One setcap call: each call replaces the whole set, so everything goes in at once."""
-    caps = " ".join(f"{c}=ep" for c in (*required_caps(perfmon_capability), *RECOMMENDED))
+    caps = " ".join(f"{c}=ep" for c in (*required_caps(perfmon_capability), *([PTRACE] if ptrace else [])))
     return f"sudo setcap {shlex.quote(caps)} {shlex.quote(path)}"

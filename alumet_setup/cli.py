@@ -197,7 +197,7 @@ def _play_options(command: Any) -> Any:
 def install(**options: Any) -> None:
     """Install alumet-agent and give it access to the energy counters (default: this machine).
 
-    Steps: prereqs, rustup, agent, group, sysctl, capabilities, hidepid, powercap, config.
+    Steps: prereqs, rustup, agent, group, sysctl, hidepid, powercap, config, capabilities.
     """
     _play("install", **options)
 

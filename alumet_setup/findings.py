@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import paths
+from . import choices, paths
 from .threads import Pending
 
 if TYPE_CHECKING:
@@ -90,15 +90,31 @@ def check(check_id: str, title: str) -> Callable[[Callable[[Context], Finding]],
 
 @dataclass
 class Options:
-    """What the user told doctor about this host."""
+    """What the user told doctor about this host, and the choices install recorded on it (choices.py):
+    the fields below `probe` default to the roles' defaults and are replaced by the recorded ones."""
 
     config_path: str = paths.CONFIG_FILE
     config_explicit: bool = False  # --config given: a missing file is then a usage error
     agent_path: str | None = None
-    sysctl_file: str = paths.SYSCTL_FILE  # where alumet-setup writes perf_event_paranoid
-    group: str = paths.GROUP  # the group that may read RAPL counters and is exempt from hidepid
-    powercap_world_readable: bool = False  # the user chose a+r on energy_uj, accepting CVE-2020-8694
     probe: bool = False  # doctor --probe: start the agent for a second (checks/agent_probe.py)
+    sysctl_file: str = paths.SYSCTL_FILE  # where alumet-setup writes perf_event_paranoid
+    perf_paranoid_value: int = 2  # the value it writes there
+    group: str = paths.GROUP  # the group that may read RAPL counters and is exempt from hidepid
+    powercap_group: str | None = None  # None: `group`
+    hidepid_group: str | None = None  # None: `group`
+    hidepid_policy: str = "exempt-group"
+    powercap_world_readable: bool = False  # the user chose a+r on energy_uj, accepting CVE-2020-8694
+    capabilities_ptrace: str | bool = "auto"  # cap_sys_ptrace: auto (where needed), True or False
+    capabilities_ptrace_granted: bool | None = None  # what install decided for auto
+    record: Any = None  # the choices.Record the fields above came from; None: not read yet
+
+    @property
+    def rapl_group(self) -> str:
+        return self.powercap_group or self.group
+
+    @property
+    def proc_group(self) -> str:
+        return self.hidepid_group or self.group
 
 
 class Context:
@@ -106,9 +122,19 @@ class Context:
 
     def __init__(self, host: Host, options: Options | None = None):
         self.host = host
-        self.options = options or Options()
+        self._options = options or Options()
         self._futures: dict[str, Pending[Finding]] = {}
         self._lock = threading.Lock()
+        self._options_lock = threading.Lock()
+
+    @property
+    def options(self) -> Options:
+        """The options with the host's install record applied, read once, by the first check that asks."""
+        if self._options.record is None:
+            with self._options_lock:
+                if self._options.record is None:
+                    self._options = choices.apply(choices.read(self.host), self._options)
+        return self._options
 
     def _claim(self, check_id: str) -> tuple[Pending[Finding], bool]:
         with self._lock:

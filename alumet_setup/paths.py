@@ -12,3 +12,4 @@ CONFIG_FILE = "/etc/alumet/alumet-config.toml"
 SERVICE_UNIT = "/etc/systemd/system/alumet.service"
 GROUP = "alumet"
 FSTAB_BACKUP_SUFFIX = ".alumet-setup.bak"
+CHOICES_FILE = "/var/lib/alumet-setup/choices.json"  # install_record role: the choices install applied

@@ -20,7 +20,8 @@ from ..capabilities import (
 )
 from ..findings import Context, Finding, Status, check
 from ..hosts import Host
-from ..mounts import mount_of, parse_mountinfo
+from ..mounts import Mount, mount_at, mount_of, parse_mountinfo
+from ..ptrace_need import all_reasons
 
 AGENT = "alumet-agent"
 # Beyond PATH: where the agent role, a plain `cargo install` and our rustup layout put it.
@@ -152,9 +153,9 @@ def _getcap(host: Host, path: str) -> FileCaps | None:
         return None
 
 
-def _ignoring_mount(host: Host, path: str) -> str | None:
+def _ignoring_mount(mounts: list[Mount], path: str) -> str | None:
     """Why the kernel would ignore file capabilities on `path`'s filesystem, if it would."""
-    mount = mount_of(parse_mountinfo(host.read_text("/proc/self/mountinfo") or ""), path)
+    mount = mount_of(mounts, path)
     if mount is None:
         return None
     if "nosuid" in mount.mount_options:
@@ -162,6 +163,33 @@ def _ignoring_mount(host: Host, path: str) -> str | None:
     if mount.fstype.startswith("nfs"):
         return f"{mount.mount_point} is on {mount.fstype}"
     return None
+
+
+def ptrace_reasons(ctx: Context, mounts: list[Mount]) -> list[str] | None:
+    """Why this host needs cap_sys_ptrace on the agent (ptrace_need.py, shared with the capabilities role):
+    its Alumet configuration and a hidepid that does not exempt the group. None: the configuration could
+    not be read or parsed (config.file says why)."""
+    host = ctx.host
+    try:
+        text = host.read_text(ctx.options.config_path)
+    except PermissionError:
+        return None
+    doc = None
+    if text is not None:
+        import tomllib  # only with a file to judge: doctor's start-up time counts
+
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            return None
+    proc = mount_at(mounts, "/proc")
+    from .procfs import group_gid  # at run time: importing procfs here would reorder the report
+
+    return all_reasons(doc, proc.super_options if proc else {}, group_gid(host, ctx.options.proc_group))
+
+
+def _ptrace_choice(value: object) -> str:
+    return "auto" if value == "auto" else "true" if value is True else "false"
 
 
 @check("agent.capabilities", "File capabilities")
@@ -174,7 +202,13 @@ def file_capabilities(ctx: Context) -> Finding:
         return Finding(Status.FAIL, f"no {AGENT} binary", fix=INSTALL_FIX, install_step="agent", data=data)
     # cap_perfmon exists from Linux 5.8; unknown kernel versions are assumed recent.
     perfmon_capability = bool(ctx.data("system.kernel", "perfmon_capability", True))
-    fix = setcap_command(real, perfmon_capability)
+    mounts = parse_mountinfo(host.read_text("/proc/self/mountinfo") or "")
+    # cap_sys_ptrace as install was asked (capabilities_ptrace, recorded) and as this host needs it.
+    choice = _ptrace_choice(ctx.options.capabilities_ptrace)
+    needed_by = ptrace_reasons(ctx, mounts)
+    data["ptrace_choice"], data["ptrace_needed_by"] = choice, needed_by
+    want_ptrace = choice == "true" or (choice == "auto" and bool(needed_by))
+    fix = setcap_command(real, perfmon_capability, ptrace=want_ptrace)
 
     def finding(status: Status, detail: str) -> Finding:
         return Finding(status, detail, fix=None if status is Status.OK else fix,
@@ -195,7 +229,7 @@ def file_capabilities(ctx: Context) -> Finding:
     effective = caps.effective_names
     data["effective"] = caps.sorted_effective()
 
-    ignored = _ignoring_mount(host, real) if caps.permitted else None
+    ignored = _ignoring_mount(mounts, real) if caps.permitted else None
     data["ignored_by"] = ignored
     held = frozenset() if ignored else effective  # what the agent really gets at exec
     # The kernel's perfmon_capable(): cap_sys_admin still grants what cap_perfmon does.
@@ -227,6 +261,19 @@ def file_capabilities(ctx: Context) -> Finding:
         return finding(Status.WARN, f"capabilities are set but ignored: {ignored}")
     if listed is not None and (listed.effective_names != effective or listed.permitted != caps.permitted):
         return finding(Status.WARN, f"getcap disagrees with the xattr: {', '.join(listed.sorted_effective())}")
-    if "cap_sys_ptrace" not in effective:
-        return finding(Status.WARN, "cap_sys_ptrace missing: other users' processes stay partly unreadable")
-    return finding(Status.OK, ", ".join(caps.sorted_effective()) + " (effective)")
+    shown = ", ".join(caps.sorted_effective()) + " (effective)"
+    has_ptrace = "cap_sys_ptrace" in effective
+    if not has_ptrace and needed_by:
+        if choice == "false":  # as asked: say what it costs, and how to grant it after all
+            return Finding(Status.WARN, f"no cap_sys_ptrace (capabilities_ptrace=false, as install was asked), "
+                           f"but {needed_by[0]}", fix=setcap_command(real, perfmon_capability, ptrace=True),
+                           data=data)
+        return finding(Status.WARN, f"cap_sys_ptrace missing: {needed_by[0]}")
+    if has_ptrace and choice == "false":
+        return finding(Status.WARN, "cap_sys_ptrace granted, although install was asked capabilities_ptrace=false")
+    if not has_ptrace and choice == "true":
+        return finding(Status.WARN, "cap_sys_ptrace missing, although install was asked capabilities_ptrace=true")
+    if has_ptrace and needed_by == []:
+        why = "as install was asked (capabilities_ptrace=true)" if choice == "true" else "not needed here"
+        return finding(Status.OK, f"{shown}; cap_sys_ptrace {why}")
+    return finding(Status.OK, shown)

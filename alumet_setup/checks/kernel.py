@@ -80,9 +80,9 @@ def judge(value: int, has_perfmon: bool, probe: Finding | None) -> Verdict:
 _SED_KEY = r"^[[:space:]]*-?[[:space:]]*kernel[./]perf_event_paranoid[[:space:]]*="
 
 
-def _persist_fix(host: Host, sysctl_file: str) -> str:
-    """Write the recommended value into alumet-setup's file without losing the file's other settings."""
-    line = shlex.quote(f"{KEY} = {RECOMMENDED}")
+def _persist_fix(host: Host, sysctl_file: str, value: int = RECOMMENDED) -> str:
+    """Write `value` into alumet-setup's file without losing the file's other settings."""
+    line = shlex.quote(f"{KEY} = {value}")
     target = shlex.quote(sysctl_file)
     others = [k for k, _ in parse_sysctl(host.read_text(sysctl_file) or "") if not key_matches(k)]
     if not others:
@@ -123,7 +123,8 @@ def perf_event_paranoid(ctx: Context) -> Finding:
         boot, boot_file = valid[-1].int_value, valid[-1].file
     else:
         boot, boot_file = kernel_default(host), None
-    over = overriding(setters, ctx.options.sysctl_file)
+    sysctl_file = ctx.options.sysctl_file  # install's choice (perf_paranoid_sysctl_file), recorded
+    over = overriding(setters, sysctl_file)
     data = {"live": live, "boot": boot, "boot_file": boot_file,
             "setters": [{"file": s.file, "value": s.value} for s in setters],
             "overriding_files": [s.file for s in over]}
@@ -147,7 +148,7 @@ def perf_event_paranoid(ctx: Context) -> Finding:
             problems.append((Status.WARN, f"{change}: {later.reason}", later.step))
     if over:
         names = ", ".join(f"{s.file} ({s.value})" for s in over)
-        problems.append((Status.WARN, f"{names} overrides {ctx.options.sysctl_file} at boot", "sysctl"))
+        problems.append((Status.WARN, f"{names} overrides {sysctl_file} at boot", "sysctl"))
     if not problems:
         return Finding(Status.OK, "; ".join([f"live {now.reason}", *notes]), data=data)
 
@@ -156,14 +157,17 @@ def perf_event_paranoid(ctx: Context) -> Finding:
     if step == "capabilities":
         step = caps.install_step or step  # no agent yet: installing it comes first
     steps = {p[2] for p in problems}
+    # The value install was asked for (perf_paranoid_value), when it works here; else the least privilege one.
+    chosen = ctx.options.perf_paranoid_value
+    target = chosen if judge(chosen, has_perfmon, probe).status is Status.OK else RECOMMENDED
     fixes = [_unoverride_fix(host, s) for s in over]
     if "capabilities" in steps and caps.fix:
         fixes.append(caps.fix)
-    own = [s.int_value for s in setters if s.file == ctx.options.sysctl_file and s.int_value is not None]
+    own = [s.int_value for s in setters if s.file == sysctl_file and s.int_value is not None]
     own_ok = bool(own) and judge(own[-1], has_perfmon, probe).status is Status.OK
     if later.status is not Status.OK and later.step == "sysctl" and not own_ok:
-        fixes.append(_persist_fix(host, ctx.options.sysctl_file))
+        fixes.append(_persist_fix(host, sysctl_file, target))
     if now.status is not Status.OK and now.step == "sysctl":
-        fixes.append(f"sudo sysctl -w {KEY}={RECOMMENDED}")
+        fixes.append(f"sudo sysctl -w {KEY}={target}")
     return Finding(status, "; ".join([p[1] for p in problems] + notes), fix=" && ".join(fixes) or None,
                    install_step=step, data=data)

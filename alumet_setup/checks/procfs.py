@@ -8,6 +8,7 @@ from .. import paths
 from ..findings import Context, Finding, Status, check
 from ..hosts import Host
 from ..mounts import FstabEntry, mount_at, parse_fstab, parse_mountinfo
+from ..ptrace_need import hidepid_reason
 
 # proc(5): numbers on kernels before 5.8, names since (mountinfo then shows the names).
 HIDEPID_NAMES = {"0": "off", "1": "noaccess", "2": "invisible", "4": "ptraceable"}
@@ -37,13 +38,15 @@ def group_gid(host: Host, group: str) -> int | None:
 def exemption(opts: dict[str, object], alumet_gid: int | None, has_ptrace: bool) -> str | None:
     """Why the agent would see every process under these options; None when it would not.
 
-    In the kernel's has_pid_permissions(), hidepid=ptraceable ignores gid=: only ptrace access counts.
+    In the kernel's has_pid_permissions(), hidepid=ptraceable ignores gid=: only ptrace access counts
+    (ptrace_need.hidepid_reason, which the capabilities role shares, decides when gid= is enough).
     """
     if opts["hidepid"] == "off":
         return "hidepid off"
     if has_ptrace:
         return "cap_sys_ptrace"
-    if opts["hidepid"] != "ptraceable" and alumet_gid is not None and opts["gid"] == alumet_gid:
+    gid = opts["gid"]
+    if hidepid_reason({"hidepid": str(opts["hidepid"]), "gid": None if gid is None else str(gid)}, alumet_gid) is None:
         return "gid"
     return None
 
@@ -51,7 +54,7 @@ def exemption(opts: dict[str, object], alumet_gid: int | None, has_ptrace: bool)
 @check("procfs.hidepid", "/proc hidepid")
 def hidepid(ctx: Context) -> Finding:
     host = ctx.host
-    group = ctx.options.group
+    group = ctx.options.proc_group
     proc = mount_at(parse_mountinfo(host.read_text("/proc/self/mountinfo") or ""), "/proc")
     if proc is None:
         return Finding(Status.ERROR, "no /proc mount in /proc/self/mountinfo")

@@ -110,7 +110,7 @@ def powercap(ctx: Context) -> Finding:
     found = zones(ctx.host)
     if not found:
         return not_available(f"{POWERCAP_DIR} has no RAPL zones: powercap intel_rapl is absent or this is a VM")
-    group = ctx.options.group
+    group = ctx.options.rapl_group
     gids = group_ids(ctx.host)
     gid = next((g for g, name in gids.items() if name == group), None)
     listed = []
@@ -165,7 +165,7 @@ def _rule_grants(rule: str, group: str, world: bool) -> bool:
 def persistence(ctx: Context) -> Finding:
     if ctx.finding("rapl.powercap").status is Status.NOT_AVAILABLE:
         return not_available("no powercap zones: nothing to persist")
-    group = ctx.options.group
+    group = ctx.options.rapl_group
     rule = ctx.host.read_text(paths.UDEV_RULE)
     data = {"rule": paths.UDEV_RULE, "present": rule is not None}
     fix = (f"printf '%s\\n' {shlex.quote(udev_rule(group))} | sudo tee {paths.UDEV_RULE} >/dev/null"

@@ -107,3 +107,22 @@ def virtualization(ctx: Context) -> Finding:
         return Finding(Status.OK, "could not tell (systemd-detect-virt missing)", data=data)
     where = "container" if is_container else "virtual machine"
     return Finding(Status.WARN, f"{where} ({kind}): RAPL and perf counters are usually absent here", data=data)
+
+
+@check("system.choices", "Install choices")
+def install_choices(ctx: Context) -> Finding:
+    """Which choices of `alumet-setup install` the other checks judge this host against (choices.py)."""
+    record = ctx.options.record
+    data: dict[str, object] = {"path": record.path, "status": record.status, "choices": dict(record.values)}
+    if record.status == "absent":
+        return ok(f"no install record ({record.path}): judged against the install defaults", **data)
+    if record.status != "ok":
+        data["problem"] = record.problem
+        # Removing it is safe: the next install writes it again.
+        return Finding(Status.WARN, f"{record.path} ignored, {record.problem}: judged against the install defaults",
+                       fix=f"sudo rm -- {shlex.quote(record.path)}", data=data)
+    if record.ignored:
+        data["ignored"] = list(record.ignored)
+    from ..choices import describe
+
+    return ok(f"judged against {describe(record) or 'the install defaults'} ({record.path})", **data)

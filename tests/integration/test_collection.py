@@ -42,3 +42,27 @@ def test_built_collection_runs_its_roles_and_modules(tmp_path: Path) -> None:
                          check=False)
     assert run.returncode == 0, run.stdout[-3000:]
     assert "failed=0" in run.stdout and "Find which sysctl.d files set the key at boot" in run.stdout
+
+
+def test_collection_role_finds_its_filter(tmp_path: Path) -> None:
+    """The capabilities role calls its filter by the collection's full name there (roles path: short name)."""
+    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp_path, ROOT],
+                   check=True, capture_output=True)
+    (archive,) = tmp_path.glob("alumet-setup-*.tar.gz")
+    installed = tmp_path / "collections" / "ansible_collections" / "alumet" / "setup"
+    with tarfile.open(archive) as tar:
+        tar.extractall(installed, filter="tar")
+    config = tmp_path / "alumet-config.toml"
+    config.write_text('[plugins.procfs.processes]\nstrategy = "watcher"\nrefresh_interval = "2s"\n'
+                      '[[plugins.procfs.processes.groups]]\nexe_regex = "python"\npoll_interval = "2s"\n'
+                      'flush_interval = "4s"\nmemory_mode = "quick"\n')
+    play = tmp_path / "play.yml"
+    play.write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.import_role:\n        name: alumet.setup.capabilities\n        tasks_from: need\n"
+        f"      vars:\n        capabilities_config_file: {config}\n")
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"), "ANSIBLE_NOCOLOR": "1"}
+    run = subprocess.run([BIN / "ansible-playbook", "--check", play], capture_output=True, text=True, env=env,
+                         check=False)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "granting cap_sys_ptrace: procfs group 1 exe_regex reads other users' /proc/PID/exe" in run.stdout

@@ -71,3 +71,16 @@ def caps_finding(has_perfmon: bool = True, has_ptrace: bool = True) -> Finding:
 
 def context(host: LocalHost, **options: object) -> Context:
     return Context(host, Options(**options))  # type: ignore[arg-type]
+
+
+def record_choices(root: Path, choices: dict[str, object] | None = None, text: str | None = None) -> Path:
+    """Write the install record (install_record role) into a fixture tree, as install would: root-owned 0644."""
+    import json
+
+    from alumet_setup import paths
+
+    target = root / paths.CHOICES_FILE.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text if text is not None else json.dumps({"version": 1, "choices": choices or {}}))
+    target.chmod(0o644)
+    return target

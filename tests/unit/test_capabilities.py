@@ -108,9 +108,12 @@ def test_parse_getcap_line_picks_the_file() -> None:
 
 
 def test_setcap_command_is_one_call() -> None:
+    # cap_sys_ptrace only where the host needs it (capabilities_ptrace=auto): the caller says.
     assert setcap_command("/opt/alumet/bin/alumet-agent") == (
+        "sudo setcap 'cap_perfmon=ep cap_sys_nice=ep' /opt/alumet/bin/alumet-agent")
+    assert setcap_command("/opt/alumet/bin/alumet-agent", ptrace=True) == (
         "sudo setcap 'cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep' /opt/alumet/bin/alumet-agent")
-    assert setcap_command("/opt/my tools/alumet-agent", perfmon_capability=False) == (
+    assert setcap_command("/opt/my tools/alumet-agent", perfmon_capability=False, ptrace=True) == (
         "sudo setcap 'cap_sys_admin=ep cap_sys_nice=ep cap_sys_ptrace=ep' '/opt/my tools/alumet-agent'")
 
 

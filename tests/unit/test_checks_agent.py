@@ -146,7 +146,7 @@ def test_no_capabilities_fails_with_one_setcap(installed: Path) -> None:
     finding = context(FixtureHost(installed)).finding("agent.capabilities")
     assert finding.status is Status.FAIL
     assert finding.detail == f"no file capabilities on {REAL}"
-    assert finding.fix == f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep' {REAL}"
+    assert finding.fix == f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep' {REAL}"  # nothing here needs ptrace
     assert finding.install_step == "capabilities"
 
 
@@ -162,12 +162,94 @@ def test_real_capabilities_ok(installed: Path) -> None:
 
 
 @needs_setcap
-def test_missing_ptrace_warns(installed: Path) -> None:
-    setcap(installed, "cap_perfmon,cap_sys_nice=ep")  # the user book's cargo section
+def test_no_ptrace_is_ok_where_nothing_needs_it(installed: Path) -> None:
+    setcap(installed, "cap_perfmon,cap_sys_nice=ep")  # the user book's cargo section; upstream's before 2026-02
     finding = context(FixtureHost(installed)).finding("agent.capabilities")
-    assert finding.status is Status.WARN and "cap_sys_ptrace" in finding.detail
+    assert finding.status is Status.OK, finding.detail  # no config (agent default), hidepid off
+    assert finding.data["ptrace_needed_by"] == [] and finding.data["ptrace_choice"] == "auto"
     assert finding.data["has_perfmon"] and not finding.data["has_ptrace"]
-    assert "cap_sys_ptrace=ep" in (finding.fix or "")
+
+
+def write(root: Path, path: str, text: str) -> None:
+    target = root / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
+PROCESSES = """[plugins.procfs.processes]
+strategy = "{strategy}"
+refresh_interval = "2s"
+
+[[plugins.procfs.processes.groups]]
+exe_regex = "{regex}"
+poll_interval = "2s"
+flush_interval = "4s"
+memory_mode = "{group_mode}"
+
+[plugins.procfs.processes.events]
+poll_interval = "1s"
+flush_interval = "4s"
+memory_mode = "{event_mode}"
+"""
+
+
+@needs_setcap
+@pytest.mark.parametrize(("settings", "needed"), [
+    ({"strategy": "watcher", "regex": "", "group_mode": "quick", "event_mode": "quick"}, None),
+    ({"strategy": "watcher", "regex": "", "group_mode": "slow_but_accurate", "event_mode": "quick"}, "smaps_rollup"),
+    ({"strategy": "watcher", "regex": "^/usr/bin/python", "group_mode": "quick", "event_mode": "quick"},
+     "/proc/PID/exe"),
+    # The event strategy reads neither the groups' exe_regex nor their memory_mode.
+    ({"strategy": "event", "regex": "x", "group_mode": "slow_but_accurate", "event_mode": "quick"}, None),
+    ({"strategy": "event", "regex": "", "group_mode": "quick", "event_mode": "slow_but_accurate"}, "smaps_rollup"),
+])
+def test_ptrace_needed_by_the_config(installed: Path, settings: dict[str, str], needed: str | None) -> None:
+    write(installed, "/etc/alumet/alumet-config.toml", PROCESSES.format(**settings))
+    setcap(installed, "cap_perfmon,cap_sys_nice=ep")
+    finding = context(FixtureHost(installed)).finding("agent.capabilities")
+    if needed is None:
+        assert finding.status is Status.OK, finding.detail
+        return
+    assert finding.status is Status.WARN and needed in finding.detail
+    assert finding.detail.startswith("cap_sys_ptrace missing: procfs ")
+    assert finding.fix == f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep' {REAL}"
+    assert finding.install_step == "capabilities"
+    setcap(installed, "cap_perfmon,cap_sys_nice,cap_sys_ptrace=ep")
+    assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK
+
+
+@needs_setcap
+def test_ptrace_needed_by_hidepid_without_the_group(installed: Path) -> None:
+    mountinfo = installed / "proc/self/mountinfo"
+    mountinfo.write_text(mountinfo.read_text().replace("- proc proc rw\n", "- proc proc rw,hidepid=invisible\n"))
+    write(installed, "/etc/group", "root:x:0:\nalumet:x:998:\n")
+    setcap(installed, "cap_perfmon,cap_sys_nice=ep")
+    finding = context(FixtureHost(installed)).finding("agent.capabilities")
+    assert finding.status is Status.WARN
+    assert finding.detail == "cap_sys_ptrace missing: /proc is mounted hidepid=invisible without gid=998"
+    mountinfo.write_text(mountinfo.read_text().replace("hidepid=invisible", "hidepid=invisible,gid=998"))
+    assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK
+
+
+@needs_setcap
+def test_ptrace_as_install_was_asked(installed: Path) -> None:
+    write(installed, "/etc/alumet/alumet-config.toml", PROCESSES.format(
+        strategy="watcher", regex="", group_mode="slow_but_accurate", event_mode="quick"))
+    setcap(installed, "cap_perfmon,cap_sys_nice=ep")
+    # capabilities_ptrace=false: the need is reported, not blamed on install; the fix grants it by hand.
+    declined = context(FixtureHost(installed), capabilities_ptrace=False).finding("agent.capabilities")
+    assert declined.status is Status.WARN and "capabilities_ptrace=false, as install was asked" in declined.detail
+    assert declined.install_step is None and "cap_sys_ptrace=ep" in (declined.fix or "")
+    # Granted against the choice: more privilege than asked for.
+    setcap(installed, "cap_perfmon,cap_sys_nice,cap_sys_ptrace=ep")
+    extra = context(FixtureHost(installed), capabilities_ptrace=False).finding("agent.capabilities")
+    assert extra.status is Status.WARN and "although install was asked capabilities_ptrace=false" in extra.detail
+    assert extra.fix == f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep' {REAL}"
+    # capabilities_ptrace=true where nothing needs it: fine, and said.
+    (installed / "etc/alumet/alumet-config.toml").unlink()
+    asked = context(FixtureHost(installed), capabilities_ptrace=True).finding("agent.capabilities")
+    assert asked.status is Status.OK and asked.detail.endswith("cap_sys_ptrace as install was asked "
+                                                                 "(capabilities_ptrace=true)")
 
 
 @needs_setcap
@@ -212,7 +294,7 @@ def test_old_kernel_needs_cap_sys_admin(tmp_path: Path) -> None:
     setcap(root, "cap_sys_nice=ep cap_sys_ptrace=ep", real)
     finding = context(FixtureHost(root)).finding("agent.capabilities")
     assert finding.status is Status.FAIL and finding.detail == f"missing cap_sys_admin on {real}"
-    assert finding.fix == f"sudo setcap 'cap_sys_admin=ep cap_sys_nice=ep cap_sys_ptrace=ep' {real}"
+    assert finding.fix == f"sudo setcap 'cap_sys_admin=ep cap_sys_nice=ep' {real}"
     setcap(root, "cap_sys_admin=ep cap_sys_nice=ep cap_sys_ptrace=ep", real)
     ok = context(FixtureHost(root)).finding("agent.capabilities")
     assert ok.status is Status.OK and ok.data["has_perfmon"] is True

@@ -46,3 +46,29 @@ def test_no_plugin_is_blocked_and_doctor_exits_0(report):
     assert doc["plugins"]["csv"]["verdict"] == "ready"
     assert not [p for p, v in doc["plugins"].items() if v["verdict"] == "blocked"]
     assert rc == 0 and doc["ready"]
+
+
+def _asked(name):
+    """The non-default choices molecule.yml gives this instance (provisioner.inventory.host_vars)."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    scenario = yaml.safe_load((Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "molecule.yml").read_text())
+    return ((scenario.get("provisioner") or {}).get("inventory", {}).get("host_vars") or {}).get(name) or {}
+
+
+def test_judged_against_the_recorded_choices(report, host):
+    doc, _ = report
+    asked = _asked(host.backend.name)
+    checks = {c["id"]: c for c in doc["checks"]}
+    recorded = checks["system.choices"]["data"]["choices"]
+    assert checks["system.choices"]["data"]["status"] == "ok"
+    assert recorded["perf_paranoid_sysctl_file"] == asked.get("perf_paranoid_sysctl_file", "/etc/sysctl.d/local.conf")
+    assert host.file(recorded["perf_paranoid_sysctl_file"]).contains("^kernel.perf_event_paranoid = 2$")
+    # cap_sys_ptrace where the configuration needs it (slow_but_accurate), nowhere else.
+    needed = asked.get("alumet_config_memory_mode") == "slow_but_accurate"
+    assert recorded["capabilities_ptrace"] == "auto" and recorded["capabilities_ptrace_granted"] is needed
+    assert checks["agent.capabilities"]["data"]["has_ptrace"] is needed
+    assert bool(checks["agent.capabilities"]["data"]["ptrace_needed_by"]) is needed

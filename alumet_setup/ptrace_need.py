@@ -1,0 +1,117 @@
+"""Does this host need cap_sys_ptrace on alumet-agent? One answer for doctor and the capabilities role.
+
+Used by doctor (agent.capabilities) and, unchanged, as the capabilities role's filter plugin
+`alumet_ptrace_reasons` (roles/capabilities/filter_plugins links here; it runs on the controller), so the
+role grants cap_sys_ptrace exactly where doctor says it is needed. Hence: standard library only.
+
+What the procfs plugin of alumet-agent v0.9.5 reads, and which of it is a ptrace access (docs/SECURITY.md,
+"cap_sys_ptrace"): per process /proc/PID/stat and statm (memory_mode "quick"): no ptrace check;
+/proc/PID/smaps_rollup (memory_mode "slow_but_accurate"): opening it needs PTRACE_MODE_READ on the
+process; /proc/PID/exe (a watcher group's non-empty exe_regex): reading the link needs the same. Both
+are refused for other users' processes without cap_sys_ptrace. hidepid hides other users' /proc/PID
+unless the reader is in the mount's gid= group (ignored by hidepid=ptraceable) or holds cap_sys_ptrace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SLOW = "slow_but_accurate"
+# proc(5): numbers before Linux 5.8, names since.
+_HIDEPID = {"0": "off", "1": "noaccess", "2": "invisible", "4": "ptraceable"}
+
+
+def _enabled(table: Any) -> bool:
+    """A `[plugins.X]`-style table is on unless `enabled`/`enable` says false."""
+    return isinstance(table, Mapping) and table.get("enabled", table.get("enable", True)) is not False
+
+
+def _processes(doc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The enabled `[plugins.procfs.processes]` table; {} for no file (the agent's built-in default
+    watches every process: procfs watcher, no exe_regex, memory_mode quick); None when procfs does not
+    look at processes."""
+    if doc is None:
+        return {}
+    plugins = doc.get("plugins")
+    procfs = plugins.get("procfs") if isinstance(plugins, Mapping) else None
+    processes = procfs.get("processes") if _enabled(procfs) else None  # type: ignore[union-attr]
+    return processes if _enabled(processes) else None
+
+
+def config_reasons(doc: Mapping[str, Any] | None) -> list[str]:
+    """Why this Alumet configuration (None: no file) needs cap_sys_ptrace; empty: it does not."""
+    processes = _processes(doc)
+    if not processes:
+        return []
+    reasons = []
+    if processes.get("strategy", "watcher") == "event":
+        events = processes.get("events")
+        if isinstance(events, Mapping) and events.get("memory_mode") == SLOW:
+            reasons.append(f'procfs events memory_mode = "{SLOW}" reads /proc/PID/smaps_rollup (a ptrace access)')
+        return reasons
+    groups = processes.get("groups")
+    for number, group in enumerate(groups if isinstance(groups, list) else [], 1):
+        if not isinstance(group, Mapping):
+            continue
+        if group.get("memory_mode") == SLOW:
+            reasons.append(f'procfs group {number} memory_mode = "{SLOW}" reads other users\' '
+                           "/proc/PID/smaps_rollup (a ptrace access)")
+        if group.get("exe_regex"):
+            reasons.append(f"procfs group {number} exe_regex reads other users' /proc/PID/exe (a ptrace access)")
+    return reasons
+
+
+def hidepid_reason(options: Mapping[str, str | None], group_gid: int | None) -> str | None:
+    """Why the /proc mount with these options hides other users' processes from the agent without
+    cap_sys_ptrace; None when the group `group_gid` is exempt or hidepid is off (kernel has_pid_permissions)."""
+    mode = _HIDEPID.get(options.get("hidepid") or "off", options.get("hidepid") or "off")
+    if mode == "off":
+        return None
+    gid = options.get("gid")
+    if mode != "ptraceable" and group_gid is not None and gid is not None and gid.isdigit() and int(gid) == group_gid:
+        return None
+    if mode == "ptraceable":
+        return "/proc is mounted hidepid=ptraceable, which ignores gid="
+    return f"/proc is mounted hidepid={mode} without gid={group_gid if group_gid is not None else 'of the group'}"
+
+
+def _options(text: str) -> dict[str, str | None]:
+    """'rw,nosuid,hidepid=invisible,gid=998' (findmnt -o OPTIONS) -> {'rw': None, ..., 'gid': '998'}."""
+    found: dict[str, str | None] = {}
+    for item in text.strip().split(","):
+        key, sep, value = item.partition("=")
+        if key:
+            found[key] = value if sep else None
+    return found
+
+
+def reasons(config_text: str | None, proc_options: str, group_gid: int | str | None) -> list[str]:
+    """Every reason, from the config file's text (None: absent), the /proc mount's options and the
+    group's gid. Filter `alumet_ptrace_reasons` of the capabilities role; raises ValueError on bad TOML."""
+    import tomllib  # here: doctor only calls all_reasons, with the TOML it already parsed
+
+    doc = None
+    if config_text is not None:
+        try:
+            doc = tomllib.loads(config_text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"the Alumet configuration is not valid TOML: {exc}") from None
+    gid = int(group_gid) if isinstance(group_gid, int) or (isinstance(group_gid, str) and group_gid.isdigit()) \
+        else None
+    return all_reasons(doc, _options(proc_options), gid)
+
+
+def all_reasons(doc: Mapping[str, Any] | None, proc_options: Mapping[str, str | None],
+                group_gid: int | None) -> list[str]:
+    """The config's reasons, and hidepid's when procfs looks at processes at all."""
+    found = config_reasons(doc)
+    hidden = hidepid_reason(proc_options, group_gid) if _processes(doc) is not None else None
+    return [*found, hidden] if hidden else found
+
+
+class FilterModule:
+    """Ansible filter plugin entry point (roles/capabilities/filter_plugins/alumet_ptrace_need.py)."""
+
+    def filters(self) -> dict[str, Any]:
+        return {"alumet_ptrace_reasons": reasons}
