@@ -67,7 +67,7 @@ def test_extravars_and_generated_inventory_are_never_templated(tmp_path: Path) -
 
 @pytest.mark.parametrize(("setting", "expected"), [
     ("perf_paranoid_value", "expected an integer"),  # int
-    ("capabilities_ptrace", "expected true or false"),  # bool
+    ("powercap_world_readable", "expected true or false"),  # bool
     ("alumet_config_profile", "is not one of"),  # choices
 ])
 def test_typed_settings_refuse_a_template(capsys: pytest.CaptureFixture[str], tmp_path: Path, setting: str,
