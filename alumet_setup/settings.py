@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 # The install steps, in playbook order: each is a tag of playbooks/install.yml (docs/architecture.md).
-STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "capabilities", "hidepid", "powercap", "config")
+STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "capabilities", "hidepid", "powercap", "config", "service")
 
 # Bounds that argument_specs cannot express: name -> (lowest, highest), inclusive.
 RANGES: dict[str, tuple[int, int]] = {
