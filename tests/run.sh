@@ -12,7 +12,8 @@ export CONTAINERS_CONF="$PWD/.ci/containers.conf"
 # A CI run must fail, not skip, when the test bed cannot be set up.
 export ALUMET_BED_REQUIRED=1
 
-HOST_PACKAGES=(podman runc debootstrap libcap2-bin git zstd gnupg python3-venv ca-certificates)
+# qemu-system-x86, qemu-utils: the VM tier (tests/vm, tests/bed/vm.py).
+HOST_PACKAGES=(podman runc debootstrap libcap2-bin git zstd gnupg python3-venv ca-certificates qemu-system-x86 qemu-utils)
 installed() {
   for p in "${HOST_PACKAGES[@]}"; do
     [ "$(dpkg-query -W -f '${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || return 1
