@@ -5,8 +5,11 @@ Images come from vm_image.py. Runs: a qcow2 overlay per VM over the cached base 
 used when it really boots (the first kernel line on the serial console within a short probe), TCG
 otherwise. The guest is reached only over SSH on 127.0.0.1 (a forwarded port) with a key made for the
 test, passed on the kernel command line and installed as root's authorized_keys at boot; host keys
-are checked against the test's known_hosts. Reverse forwards give the guest the host's loopback test
-services on its own 127.0.0.1. QEMU and the forwarding ssh are killed by PID at the end, whatever
+are checked against the test's known_hosts. The test services (Rust mirror, stand-in git daemon) run
+privately for the VMs on free loopback ports (`private_services`); reverse SSH forwards put them on
+the guest's own 127.0.0.1 at their usual ports (services.MIRROR_PORT, GIT_PORT), so the inventories
+are the bed's and the VM tier never shares, starts or stops the host's listeners on those ports.
+QEMU and the forwarding ssh are killed by PID at the end, whatever
 happens (atexit as a last resort).
 """
 
@@ -17,6 +20,7 @@ import base64
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +36,8 @@ BOOT_TIMEOUT = 300  # SSH up, under TCG on a loaded 2-core machine
 KVM_PROBE_TIMEOUT = 20
 
 
+# Host port behind each guest port of services.py (private_services() fills it in).
+SERVICE_PORTS: dict[int, int] = {}
 _LIVE: set[int] = set()  # PIDs this process started and has not reaped yet
 
 
@@ -155,8 +161,8 @@ class Vm:
         """Reverse forwards: the guest's 127.0.0.1:18473/19418 reach the host's test services."""
         if self.forward is not None:
             _kill(self.forward)
-        ports = [services.MIRROR_PORT, services.GIT_PORT]
-        rs = [a for p in ports for a in ("-R", f"{p}:127.0.0.1:{p}")]
+        rs = [a for guest, host in (SERVICE_PORTS or {p: p for p in services.commands()}).items()
+              for a in ("-R", f"{guest}:127.0.0.1:{host}")]
         argv = self.ssh_argv()
         self.forward = _popen([argv[0], "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15", *rs,
                                *argv[1:]], self.work / f"{self.name}.forward.log")
@@ -220,6 +226,36 @@ def start(name: str, work: Path, key: Path, cpus: int = 1) -> Vm:
         vm.stop()
         raise
     return vm
+
+
+@contextlib.contextmanager
+def private_services(work: Path) -> Iterator[dict[int, int]]:
+    """services.py's listeners (same commands, same caches) on free loopback ports of their own; yields
+    guest port -> host port and stops them at the end."""
+    started: list[subprocess.Popen] = []
+    try:
+        for port, argv in services.commands().items():
+            free = sshd.free_port()
+            # The port is the last argument of http.server and --port= of git daemon.
+            argv = [str(free) if a == str(port) else f"--port={free}" if a == f"--port={port}" else a for a in argv]
+            started.append(_popen(argv, work / f"service-{port}.log"))
+            deadline = time.monotonic() + 10
+            while not _listening(free):
+                if started[-1].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"vm: {argv[0]} on port {free} did not start, see {work}/service-{port}.log")
+                time.sleep(0.1)
+            SERVICE_PORTS[port] = free
+        yield dict(SERVICE_PORTS)
+    finally:
+        SERVICE_PORTS.clear()
+        for proc in started:
+            _kill(proc)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
 
+import services  # noqa: E402
 import sshd  # noqa: E402
 import vm as vmbed  # noqa: E402
 
@@ -165,13 +166,14 @@ def broken_fstab(vm: vmbed.Vm, work: Path, inventory: Path) -> tuple[subprocess.
 
 
 @pytest.fixture(scope="module")
-def seen(vms: dict[str, vmbed.Vm], vm_work: Path, bed: dict[str, str]) -> Iterator[Seen]:
+def seen(vms: dict[str, vmbed.Vm], vm_work: Path) -> Iterator[Seen]:
     s = Seen()
     names = list(vms)
     hosts = {n: v.connection() for n, v in vms.items()}
     inventory = sshd.write_inventory(vm_work / "inventory.yml", {"all": {"hosts": hosts}})
-    settings = [f"rustup_dist_server={bed['mirror_url']}", f"rustup_update_root={bed['rustup_update_root']}",
-                f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}", f"alumet_agent_git_url={bed['git_url']}",
+    # The bed's URLs: the guest reaches them on its own 127.0.0.1 (vm.py's reverse forwards).
+    settings = [f"rustup_dist_server={services.MIRROR_URL}", f"rustup_update_root={services.RUSTUP_UPDATE_ROOT}",
+                f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}", f"alumet_agent_git_url={services.GIT_URL}",
                 "alumet_service_enabled=true"]
     host_args = [a for n in names for a in ("--host", n)]
     set_args = [a for x in settings for a in ("--set", x)]
