@@ -197,7 +197,8 @@ def _play_options(command: Any) -> Any:
 def install(**options: Any) -> None:
     """Install alumet-agent and give it access to the energy counters (default: this machine).
 
-    Steps: prereqs, rustup, agent, group, sysctl, hidepid, powercap, config, capabilities.
+    Steps: prereqs, rustup, agent, group, sysctl, hidepid, powercap, config, capabilities; opt-in: service
+    (--only service, or --set alumet_service_enabled=true).
     """
     _play("install", **options)
 

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 # The install steps, in playbook order: each is a tag of playbooks/install.yml (docs/architecture.md).
-STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "hidepid", "powercap", "config", "capabilities")
+STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "hidepid", "powercap", "config", "capabilities",
+         "service")
 
 # Bounds that argument_specs cannot express: name -> (lowest, highest), inclusive.
 RANGES: dict[str, tuple[int, int]] = {

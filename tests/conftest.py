@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "tests" / "bed"))
 import prepare  # noqa: E402  (tests/bed is not a package)
 import rust_mirror  # noqa: E402
 import services  # noqa: E402
+import sshd  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,33 @@ def bed(bed_env: dict[str, str]) -> Iterator[dict[str, str]]:
             "rustup_update_root": services.RUSTUP_UPDATE_ROOT,
             "git_url": services.GIT_URL,
         }
+
+
+@pytest.fixture(scope="session")
+def vm_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vm")
+
+
+@pytest.fixture(scope="session")
+def vms(bed_env: dict[str, str], vm_work: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
+    """Debian 13 and Ubuntu 24.04 VMs (tests/bed/vm.py), booted together, reached over SSH on 127.0.0.1
+    with a key made for this session; killed by PID at the end whatever happens (this teardown, a
+    finalizer, and vm.py's atexit hook as the last resort). Not the `bed` fixture: the VMs get the test
+    services on private ports (vm.private_services), so they never use the shared 18473/19418."""
+    import standin
+    import vm
+
+    missing = [] if shutil.which("qemu-system-x86_64") and shutil.which("qemu-img") else ["qemu-system-x86/qemu-utils"]
+    missing += [] if shutil.which("debootstrap") and os.geteuid() == 0 else ["debootstrap and root"]
+    if missing:
+        if os.environ.get("ALUMET_BED_REQUIRED") == "1":
+            pytest.fail(f"VM tier needs {', '.join(missing)}")
+        pytest.skip(f"VM tier needs {', '.join(missing)}")
+    rust_mirror.build()
+    standin.build()
+    key = sshd.make_key(vm_work / "id_ed25519")
+    with vm.private_services(vm_work), vm.running(list(vm.PLATFORMS), vm_work, key, cpus=1) as running:
+        request.addfinalizer(lambda: [v.stop() for v in running.values()])
+        for name, v in running.items():
+            print(f"vm {name}: {v.accel}, SSH after {v.timings['boot_s']} s", file=sys.stderr)
+        yield running

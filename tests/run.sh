@@ -13,6 +13,15 @@ export CONTAINERS_CONF="$PWD/.ci/containers.conf"
 export ALUMET_BED_REQUIRED=1
 
 HOST_PACKAGES=(podman runc debootstrap libcap2-bin git zstd gnupg python3-venv ca-certificates)
+# The VM tier (tests/vm, tests/bed/vm.py) runs only with ALUMET_VM_TIER=1: it has not yet passed in CI's
+# time budget on these 2-core machines (docs/testbed.md, "VM tier"), so it is not part of the default run.
+VM_TIER=${ALUMET_VM_TIER:-0}
+if [ "$VM_TIER" = 1 ]; then
+  HOST_PACKAGES+=(qemu-system-x86 qemu-utils)
+  SELECT=()
+else
+  SELECT=(-m "not vm")
+fi
 installed() {
   for p in "${HOST_PACKAGES[@]}"; do
     [ "$(dpkg-query -W -f '${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || return 1
@@ -38,4 +47,4 @@ fi
 time .venv/bin/python tests/bed/prepare.py
 
 export PATH="$PWD/.venv/bin:$PATH"  # molecule finds ansible-playbook and pytest here
-exec .venv/bin/python -m pytest -ra "$@" tests/
+exec .venv/bin/python -m pytest -ra "${SELECT[@]}" "$@" tests/

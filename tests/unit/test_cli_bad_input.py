@@ -111,8 +111,8 @@ def test_settings_checked_beyond_the_argument_specs(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--set", "alumet_service_user=bob"], "--set alumet_service_user: unused: role alumet_service is not part "
-                                           "of install (no step runs it)"),
+    (["--skip", "service", "--set", "alumet_service_user=bob"], "--set alumet_service_user: unused: step service "
+                                                                 "(role alumet_service) is not run by this install"),
     (["--only", "sysctl", "--set", "alumet_group_name=lab"], "--set alumet_group_name: unused: step group "
                                                               "(role alumet_group) is not run by this install"),
     (["--skip", "config", "--set", "alumet_config_profile=rapl"], "unused: step config (role alumet_config)"),

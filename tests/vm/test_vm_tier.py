@@ -1,0 +1,288 @@
+"""The VM tier: the real CLI against Debian 13 and Ubuntu 24.04 virtual machines (tests/bed/vm.py).
+
+What containers cannot show: a kernel of its own (perf_event_paranoid set at boot, /proc remounted from
+the fstab, perf_event_open under the kernel's rules), systemd and udev, and a reboot. One scenario runs
+once for both VMs (they boot and install concurrently); the tests below assert on what it saw:
+
+  fstab with hidepid=2 -> install (default steps + service) -> doctor -> reboot -> checks ->
+  uninstall -> an fstab that would not boot is refused -> reboot -> back to the state before install.
+
+The container tier already proves idempotence and check mode: no rerun here (TCG is slow).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "bed"))
+
+import services  # noqa: E402
+import sshd  # noqa: E402
+import vm as vmbed  # noqa: E402
+
+pytestmark = pytest.mark.vm
+
+PLATFORMS = list(vmbed.PLATFORMS)
+GROUP = "alumet"  # alumet_group_name / alumet_service_user defaults
+SERVICE_USER = "alumet"
+CAP_PERFMON = 38
+# The file listing compared before install and after uninstall (as molecule/_shared/snapshot does).
+LISTING = ("find /etc /opt /usr/local /var/lib/alumet-setup -xdev \\( -path /etc/gshadow- -o -path /etc/shadow- "
+           "-o -path /etc/group- -o -path /etc/passwd- \\) -prune -o -printf '%p %M %u:%g %l\\n' 2>/dev/null "
+           "| LC_ALL=C sort")
+# A mount point that is not a path: findmnt --verify calls it an error (an fstab line for a missing
+# device only gets a warning from findmnt, so that is not what is tested here).
+BROKEN_LINE = "/dev/vdz srv ext4 defaults 0 2\n"
+
+
+@dataclass
+class Facts:
+    """What one VM looked like at one point of the scenario."""
+
+    paranoid: int
+    proc_options: str
+    listing: str
+    fstab: str
+
+
+@dataclass
+class Seen:
+    before: dict[str, Facts] = field(default_factory=dict)
+    install: subprocess.CompletedProcess | None = None
+    doctor_before_reboot: dict[str, dict] = field(default_factory=dict)
+    after_reboot: dict[str, Facts] = field(default_factory=dict)
+    doctor_after_reboot: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    uninstall: subprocess.CompletedProcess | None = None
+    broken_fstab: dict[str, tuple[subprocess.CompletedProcess, str]] = field(default_factory=dict)
+    after_uninstall: dict[str, Facts] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def facts(vm: vmbed.Vm) -> Facts:
+    return Facts(
+        paranoid=int(vm.ssh("cat /proc/sys/kernel/perf_event_paranoid").stdout),
+        proc_options=vm.ssh("findmnt -n -o OPTIONS /proc").stdout.strip(),
+        listing=vm.ssh(LISTING).stdout,
+        fstab=vm.ssh("cat /etc/fstab").stdout,
+    )
+
+
+def each(vms: dict[str, vmbed.Vm], fn: Callable[[vmbed.Vm], Any]) -> dict[str, Any]:
+    """fn on every VM at once (reboots and checks wait on slow guests)."""
+    with concurrent.futures.ThreadPoolExecutor(len(vms)) as pool:
+        futures = {name: pool.submit(fn, vm) for name, vm in vms.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def cli(work: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="as-cp-") as control:
+        env = {**os.environ, "XDG_STATE_HOME": str(work / "state"), "ANSIBLE_SSH_CONTROL_PATH_DIR": control,
+               # Fewer round trips per task: under TCG every Python start in the guest is slow.
+               "ANSIBLE_PIPELINING": "True"}
+        return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
+                              env=env, timeout=timeout, cwd=ROOT, check=False)
+
+
+def doctor(work: Path, inventory: Path, names: list[str]) -> dict[str, dict]:
+    run = cli(work, "doctor", "-i", str(inventory), *[a for n in names for a in ("--host", n)], "--json",
+              timeout=300)
+    assert run.returncode in (0, 1), f"doctor did not answer for every VM (rc {run.returncode}):\n{run.stderr}"
+    return {h["host"]: h for h in json.loads(run.stdout)["hosts"]}
+
+
+def service_checks(vm: vmbed.Vm) -> dict[str, Any]:
+    """Facts of the rebooted, installed system that doctor does not report, gathered over SSH."""
+    out: dict[str, Any] = {}
+    out["is_active"] = vm.ssh("systemctl is-active alumet", check=False).stdout.strip()
+    pid = vm.ssh("systemctl show -p MainPID --value alumet", check=False).stdout.strip()
+    status = vm.ssh(f"cat /proc/{pid}/status", check=False).stdout if pid not in ("", "0") else ""
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    out["uid_name"] = vm.ssh(f"id -un {fields['Uid'].split()[0]}", check=False).stdout.strip() if fields else ""
+    out["cap_amb"] = int(fields.get("CapAmb", "0").strip() or "0", 16)
+    out["cap_eff"] = int(fields.get("CapEff", "0").strip() or "0", 16)
+    out["journal"] = vm.ssh("journalctl -b -u alumet --no-pager -o cat", check=False).stdout
+    out["udev_rule"] = vm.ssh("ls /etc/udev/rules.d/", check=False).stdout
+    verify = vm.ssh("command -v udevadm >/dev/null && { udevadm verify --help >/dev/null 2>&1 "
+                    "&& udevadm verify /etc/udev/rules.d/70-alumet-powercap.rules "
+                    "|| udevadm test /sys/class/net/lo; }", check=False, timeout=120)
+    out["udev_verify"] = (verify.returncode, verify.stdout + verify.stderr)
+    # The probe of doctor (alumet_setup/perf_event.py) as the service would run it: the unit's own user,
+    # ambient capabilities and NoNewPrivileges replayed by systemd-run; then the same without capabilities.
+    props = vm.ssh("systemctl show -p User -p Group -p AmbientCapabilities -p NoNewPrivileges alumet").stdout
+    p = dict(line.split("=", 1) for line in props.splitlines() if "=" in line)
+    out["unit"] = p
+    subprocess.run([*vm.ssh_argv(), "cat > /tmp/perf_event.py"], input=(ROOT / "alumet_setup" / "perf_event.py")
+                   .read_bytes(), check=True, capture_output=True, timeout=60)
+    base = (f"systemd-run --quiet --wait --pipe --collect -p User={p.get('User')} -p Group={p.get('Group')} "
+            f"-p NoNewPrivileges={p.get('NoNewPrivileges')}")
+    with_caps = vm.ssh(f"{base} -p 'AmbientCapabilities={p.get('AmbientCapabilities')}' "
+                       "/usr/bin/python3 /tmp/perf_event.py", check=False, timeout=120)
+    without = vm.ssh(f"{base} /usr/bin/python3 /tmp/perf_event.py", check=False, timeout=120)
+    out["probe_caps"] = (with_caps.returncode, with_caps.stdout, with_caps.stderr)
+    out["probe_nocaps"] = (without.returncode, without.stdout, without.stderr)
+    # hidepid: a process of another user (the agent runs as alumet; sleep as nobody is the other one).
+    vm.ssh("systemd-run --quiet --collect -p User=nobody --unit=alumet-test-sleeper sleep 600")
+    sleeper = vm.ssh("systemctl show -p MainPID --value alumet-test-sleeper").stdout.strip()
+    vm.ssh("id alumet-test-member >/dev/null 2>&1 || useradd -M -G alumet alumet-test-member; "
+           "id alumet-test-outsider >/dev/null 2>&1 || useradd -M alumet-test-outsider")
+    out["member_sees"] = vm.ssh(f"setpriv --reuid alumet-test-member --regid alumet-test-member --init-groups "
+                                f"test -d /proc/{sleeper}", check=False).returncode == 0
+    out["outsider_sees"] = vm.ssh(f"setpriv --reuid alumet-test-outsider --regid alumet-test-outsider "
+                                  f"--init-groups test -d /proc/{sleeper}", check=False).returncode == 0
+    vm.ssh("systemctl stop alumet-test-sleeper; userdel alumet-test-member; userdel alumet-test-outsider; "
+           "rm -f /tmp/perf_event.py", check=False)
+    out["gid"] = vm.ssh(f"getent group {GROUP} | cut -d: -f3", check=False).stdout.strip()
+    return out
+
+
+def broken_fstab(vm: vmbed.Vm, work: Path, inventory: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """Install's hidepid step against an fstab findmnt --verify rejects: refused, nothing written.
+    The fstab is put back afterwards, and the last reboot shows the VM still boots."""
+    good = vm.ssh("cat /etc/fstab").stdout
+    vm.ssh(f"printf %s '{BROKEN_LINE}' >> /etc/fstab")
+    broken = vm.ssh("cat /etc/fstab").stdout
+    try:
+        run = cli(work, "install", "-i", str(inventory), "--host", vm.name, "--only", "group,hidepid",
+                  timeout=900)
+        after = vm.ssh("cat /etc/fstab").stdout
+        return run, "unchanged" if after == broken else f"changed:\n{after}"
+    finally:
+        subprocess.run([*vm.ssh_argv(), "cat > /etc/fstab"], input=good.encode(), check=True, timeout=60)
+        vm.ssh("groupdel alumet 2>/dev/null; true", check=False)
+
+
+@pytest.fixture(scope="module")
+def seen(vms: dict[str, vmbed.Vm], vm_work: Path) -> Iterator[Seen]:
+    s = Seen()
+    names = list(vms)
+    hosts = {n: v.connection() for n, v in vms.items()}
+    inventory = sshd.write_inventory(vm_work / "inventory.yml", {"all": {"hosts": hosts}})
+    # The bed's URLs: the guest reaches them on its own 127.0.0.1 (vm.py's reverse forwards).
+    settings = [f"rustup_dist_server={services.MIRROR_URL}", f"rustup_update_root={services.RUSTUP_UPDATE_ROOT}",
+                f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}", f"alumet_agent_git_url={services.GIT_URL}",
+                "alumet_service_enabled=true"]
+    host_args = [a for n in names for a in ("--host", n)]
+    set_args = [a for x in settings for a in ("--set", x)]
+    s.before = each(vms, facts)
+    t = time.monotonic()
+    s.install = cli(vm_work, "install", "-i", str(inventory), *host_args, *set_args, timeout=2400)
+    s.timings["install_s"] = round(time.monotonic() - t, 1)
+    assert s.install.returncode == 0, f"install failed:\n{s.install.stdout[-6000:]}\n{s.install.stderr[-2000:]}"
+    s.doctor_before_reboot = doctor(vm_work, inventory, names)
+    each(vms, vmbed.Vm.reboot)
+    s.after_reboot = each(vms, facts)
+    s.doctor_after_reboot = doctor(vm_work, inventory, names)
+    s.checks = each(vms, service_checks)
+    t = time.monotonic()
+    s.uninstall = cli(vm_work, "uninstall", "-i", str(inventory), *host_args, timeout=1800)
+    s.timings["uninstall_s"] = round(time.monotonic() - t, 1)
+    s.broken_fstab = each(vms, lambda v: broken_fstab(v, vm_work, inventory))
+    each(vms, vmbed.Vm.reboot)
+    s.after_uninstall = each(vms, facts)
+    yield s
+    for name, v in vms.items():
+        print(f"vm {name}: accel {v.accel} timings {v.timings}; scenario {s.timings}")
+
+
+def check(host: dict, check_id: str) -> dict:
+    return next(c for c in host["checks"] if c["id"] == check_id)
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_perf_event_paranoid_is_2_after_the_reboot_as_doctor_predicted(seen: Seen, name: str) -> None:
+    boot_default = vmbed.PLATFORMS[name].boot_paranoid
+    assert seen.before[name].paranoid == boot_default, (
+        f"{name}: the kernel booted with paranoid {seen.before[name].paranoid}, expected {boot_default}")
+    predicted = check(seen.doctor_before_reboot[name], "kernel.perf_event_paranoid")["data"]["boot"]
+    assert predicted == 2, f"{name}: doctor predicted paranoid {predicted} at next boot, not 2"
+    assert seen.after_reboot[name].paranoid == 2, (
+        f"{name}: perf_event_paranoid is {seen.after_reboot[name].paranoid} after the reboot, not the 2 the sysctl "
+        "step set (another sysctl.d file overrides it at boot?)")
+    assert seen.after_reboot[name].paranoid == predicted, f"{name}: doctor's prediction {predicted} was wrong"
+    assert check(seen.doctor_after_reboot[name], "kernel.perf_event_paranoid")["status"] == "ok"
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_proc_is_remounted_at_boot_with_hidepid_and_the_group_exempt(seen: Seen, name: str) -> None:
+    assert "hidepid=invisible" in seen.before[name].proc_options, (
+        f"{name}: the image should boot with hidepid=2: {seen.before[name].proc_options}")
+    options = seen.after_reboot[name].proc_options.split(",")
+    gid = seen.checks[name]["gid"]
+    assert "hidepid=invisible" in options and f"gid={gid}" in options, (
+        f"{name}: /proc after the reboot is mounted {','.join(options)}, expected hidepid=invisible,gid={gid}")
+    assert seen.checks[name]["member_sees"], f"{name}: a member of {GROUP} does not see another user's process"
+    assert not seen.checks[name]["outsider_sees"], f"{name}: a non-member sees another user's process (hidepid off?)"
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_udev_rule_is_valid_and_rapl_is_not_available(seen: Seen, name: str) -> None:
+    assert "70-alumet-powercap.rules" in seen.checks[name]["udev_rule"], f"{name}: no udev rule installed"
+    rc, text = seen.checks[name]["udev_verify"]
+    assert rc == 0, f"{name}: udevadm refuses the rule:\n{text[-2000:]}"
+    rapl = check(seen.doctor_after_reboot[name], "rapl.access")
+    assert rapl["status"] == "not-available", f"{name}: no RAPL in a VM, doctor says {rapl['status']}"
+    statuses = {c["id"]: c["status"] for c in seen.doctor_after_reboot[name]["checks"]}
+    assert "fail" not in statuses.values(), f"{name}: doctor fails after install and reboot: {statuses}"
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_the_service_runs_unprivileged_with_ambient_capabilities(seen: Seen, name: str) -> None:
+    c = seen.checks[name]
+    assert c["is_active"] == "active", f"{name}: alumet.service is {c['is_active']} after the reboot:\n{c['journal']}"
+    assert c["uid_name"] == SERVICE_USER, f"{name}: the agent runs as {c['uid_name']!r}, not {SERVICE_USER}"
+    assert c["cap_amb"] >> CAP_PERFMON & 1, (
+        f"{name}: the agent has no ambient cap_perfmon (CapAmb {c['cap_amb']:#x}): unit {c['unit']}")
+    assert c["cap_eff"] >> CAP_PERFMON & 1, f"{name}: cap_perfmon is not effective (CapEff {c['cap_eff']:#x})"
+    # What the current stand-in agent does on `run`: it says it is ready, then waits.
+    assert "ALUMET agent is ready" in c["journal"], f"{name}: the agent did not start:\n{c['journal']}"
+    rc, out, err = c["probe_caps"]
+    assert rc == 0, f"{name}: the probe as the service did not run: {err}"
+    cpu_wide = json.loads(out)["cpu_wide"]
+    assert cpu_wide["ok"], f"{name}: a CPU-wide perf event at paranoid 2 is refused to the service's user: {out}"
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_without_the_capabilities_the_cpu_wide_event_is_refused(seen: Seen, name: str) -> None:
+    rc, out, err = seen.checks[name]["probe_nocaps"]
+    assert rc == 0, f"{name}: the probe did not run: {err}"
+    result = json.loads(out)
+    assert result["uid"] != 0, f"{name}: the probe ran as root"
+    assert not result["cpu_wide"]["ok"], (
+        f"{name}: a CPU-wide event opened without capabilities at paranoid 2: the capabilities prove nothing")
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_uninstall_and_a_reboot_give_back_the_system_before_install(seen: Seen, name: str) -> None:
+    assert seen.uninstall is not None and seen.uninstall.returncode == 0, (
+        f"uninstall failed:\n{seen.uninstall.stdout[-6000:] if seen.uninstall else ''}")
+    before, after = seen.before[name], seen.after_uninstall[name]
+    assert after.paranoid == before.paranoid, f"{name}: paranoid {after.paranoid} at boot after uninstall"
+    assert after.proc_options == before.proc_options, f"{name}: /proc {after.proc_options} != {before.proc_options}"
+    assert after.fstab == before.fstab, f"{name}: /etc/fstab differs from before install"
+    diff = sorted(set(before.listing.splitlines()) ^ set(after.listing.splitlines()))
+    assert not diff, f"{name}: files differ from before install (udev's /etc/udev/rules.d removed?):\n" + "\n".join(
+        diff[:40])
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_an_fstab_that_would_not_boot_is_refused_and_the_vm_still_boots(seen: Seen, name: str) -> None:
+    run, fstab = seen.broken_fstab[name]
+    assert run.returncode != 0, f"{name}: install edited an fstab that stops the boot:\n{run.stdout[-3000:]}"
+    assert "findmnt --verify" in run.stdout + run.stderr, (
+        f"{name}: refused, but not by the check:\n{run.stdout[-3000:]}")
+    assert fstab == "unchanged", f"{name}: the refused fstab was written: {fstab}"
+    assert seen.after_uninstall[name].paranoid >= 2  # answered over SSH after the last reboot: it booted
