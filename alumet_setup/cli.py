@@ -51,6 +51,51 @@ def split_steps(values: Sequence[str], option: str) -> list[str]:
     return steps
 
 
+def _complete_steps(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """STEP[,STEP]: complete the name after the last comma."""
+    from .settings import STEPS
+
+    head, comma, last = incomplete.rpartition(",")
+    return [f"{head}{comma}{step}" for step in STEPS if step.startswith(last)]
+
+
+def _complete_settings(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
+    """KEY=VALUE: complete the key, and the value where the spec lists choices."""
+    from click.shell_completion import CompletionItem
+
+    from . import resources
+    from .settings import load_specs
+
+    specs = load_specs(resources.bundled("roles"))
+    key, sep, value = incomplete.partition("=")
+    if sep:
+        option = specs.get(key)
+        choices = [str(c).lower() if isinstance(c, bool) else str(c) for c in (option.choices if option else ())]
+        return [CompletionItem(f"{key}={c}") for c in choices if c.startswith(value)]
+    return [CompletionItem(f"{name}=", help=specs[name].description) for name in sorted(specs)
+            if name.startswith(key)]
+
+
+def _complete_profiles(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    from .profiles import PROFILES
+
+    return [name for name in PROFILES if name.startswith(incomplete)]
+
+
+def _complete_plugins(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    from .doctor import PLUGINS
+
+    head, comma, last = incomplete.rpartition(",")
+    return [f"{head}{comma}{name}" for name in PLUGINS if name.startswith(last)]
+
+
+def _complete_checks(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    from .doctor import check_ids
+
+    head, comma, last = incomplete.rpartition(",")
+    return [f"{head}{comma}{name}" for name in check_ids() if name.startswith(last)]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="alumet-setup")
 def cli() -> None:
@@ -70,17 +115,20 @@ def cli() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Alumet configuration to validate. Default: /etc/alumet/alumet-config.toml.")
 @click.option("--agent", "agent_path", default=None, metavar="PATH", help="Path of the alumet-agent binary.")
-@click.option("--plugin", "plugins", multiple=True, metavar="NAME[,NAME]",
+@click.option("--plugin", "plugins", multiple=True, metavar="NAME[,NAME]", shell_complete=_complete_plugins,
               help="Judge readiness only for these plugins (default: all).")
-@click.option("--check", "check_ids", multiple=True, metavar="ID[,ID]", help="Run only these checks.")
+@click.option("--only-check", "check_ids", multiple=True, metavar="ID[,ID]", shell_complete=_complete_checks,
+              help="Run only these checks (--list-checks names them).")
+# Deprecated: install's --check means a dry run; doctor's old name for --only-check stays one release.
+@click.option("--check", "old_check_ids", multiple=True, hidden=True)
 @click.option("--list-checks", is_flag=True, help="List the check ids and titles, then exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show fix commands for passing checks too.")
 @click.option("--probe", is_flag=True,
               help="Also start alumet-agent for a second (rapl + csv in a temporary directory) and report "
                    "what each plugin really measured (check agent.probe).")
 def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_path: str | None,
-           agent_path: str | None, plugins: tuple[str, ...], check_ids: tuple[str, ...], list_checks: bool,
-           verbose: bool, probe: bool) -> None:
+           agent_path: str | None, plugins: tuple[str, ...], check_ids: tuple[str, ...],
+           old_check_ids: tuple[str, ...], list_checks: bool, verbose: bool, probe: bool) -> None:
     """Tell whether a host is ready for each Alumet plugin, why not, and what fixes it.
 
     Exit code: 0 every host ready, 1 a host not ready, 2 a host unreachable (or bad input).
@@ -88,6 +136,9 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
     from . import doctor as doc
     from .findings import REGISTRY, Options
 
+    if old_check_ids:
+        click.echo("alumet-setup: warning: doctor --check is deprecated, use --only-check", err=True)
+        check_ids += old_check_ids
     if list_checks:
         doc.check_ids()
         for spec in REGISTRY.values():
@@ -161,39 +212,53 @@ def _target_name(target: Any) -> str:
     return "localhost" if target in (None, "local") else getattr(target, "name", None) or str(target)
 
 
+def _apply(command: Any, options: Sequence[Any]) -> Any:
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _play_options(command: Any) -> Any:
     """The options install and uninstall share (one definition, like exasol's option groups)."""
-    options = [
+    return _apply(command, [
         click.option("--host", "hosts", multiple=True, metavar="HOST",
                      help="Act on this host: a host or group of --inventory, or [user@]host[:port] over SSH. "
                           "Repeatable. Default: this machine (local connection)."),
         click.option("-i", "--inventory", default=None, metavar="FILE",
                      help="Ansible inventory (INI or YAML); without --host, every host in it."),
         click.option("--user", default=None, metavar="USER", help="SSH user for hosts that do not name one."),
-        click.option("--only", multiple=True, metavar="STEP[,STEP]", help="Run only these steps."),
-        click.option("--skip", multiple=True, metavar="STEP[,STEP]", help="Leave these steps out."),
+        click.option("--only", multiple=True, metavar="STEP[,STEP]", shell_complete=_complete_steps,
+                     help="Run only these steps."),
+        click.option("--skip", multiple=True, metavar="STEP[,STEP]", shell_complete=_complete_steps,
+                     help="Leave these steps out."),
         click.option("--check", is_flag=True, help="Dry run: report what would change, change nothing."),
+        # uninstall edits files too (the fstab restored from its backup, the sysctl line removed).
         click.option("--diff", is_flag=True, help="Show the changes made to files."),
-        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-                     help="Override a role setting (checked against the roles' argument specs)."),
+        click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", shell_complete=_complete_settings,
+                     help="Override a role setting (checked against the roles' argument specs; "
+                          "`alumet-setup settings` lists them)."),
         click.option("-K", "--ask-become-pass", is_flag=True, help="Prompt for the sudo password."),
         click.option("--forks", default=10, show_default=True, type=click.IntRange(1, 200),
                      help="Hosts worked on in parallel."),
+        click.option("-v", "--verbose", count=True, help="More Ansible output (repeat for more)."),
+    ])
+
+
+def _build_options(command: Any) -> Any:
+    """Where alumet-agent is compiled: install only (uninstall compiles nothing)."""
+    return _apply(command, [
         click.option("--build-host", default=None, metavar="NAME",
                      help="Host that compiles alumet-agent for the hosts of its distribution, release and "
                           "architecture (default: the first of them in inventory order)."),
         click.option("--build-on-each", is_flag=True,
                      help="Compile alumet-agent on every host instead of once per distribution, release "
                           "and architecture."),
-        click.option("-v", "--verbose", count=True, help="More Ansible output (repeat for more)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    ])
 
 
 @cli.command()
 @_play_options
+@_build_options
 def install(**options: Any) -> None:
     """Install alumet-agent and give it access to the energy counters (default: this machine).
 
@@ -206,13 +271,14 @@ def install(**options: Any) -> None:
 @cli.command()
 @_play_options
 def uninstall(**options: Any) -> None:
-    """Undo what install changed, step by step (same options as install)."""
+    """Undo what install changed, step by step (the options of install that apply)."""
     _play("uninstall", **options)
 
 
 def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user: str | None,
           only: tuple[str, ...], skip: tuple[str, ...], check: bool, diff: bool, settings: tuple[str, ...],
-          ask_become_pass: bool, forks: int, build_host: str | None, build_on_each: bool, verbose: int) -> None:
+          ask_become_pass: bool, forks: int, verbose: int, build_host: str | None = None,
+          build_on_each: bool = False) -> None:
     """Validate every input (nothing runs before that), run the playbook, render the summary."""
     import shlex
 
@@ -293,6 +359,34 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
     sys.exit(EXIT_OK if result.ok else EXIT_NOT_READY)
 
 
+@cli.command("settings")
+@click.option("--step", "steps", multiple=True, metavar="STEP[,STEP]", shell_complete=_complete_steps,
+              help="Only the settings of these steps.")
+def settings_command(steps: tuple[str, ...]) -> None:
+    """List every setting `install --set` accepts, by step: type, default, allowed values, description."""
+    import textwrap
+
+    from . import resources
+    from .settings import STEPS, by_step, describe, load_specs
+
+    wanted = split_steps(steps, "--step") if steps else []
+    unknown = [s for s in wanted if s not in STEPS]
+    if unknown:
+        fail(f"unknown step {', '.join(unknown)} (known: {', '.join(STEPS)})")
+    try:
+        groups = by_step(load_specs(resources.bundled("roles")), resources.bundled("playbooks") / "install.yml")
+    except resources.ResourceMissing as exc:
+        fail(str(exc))
+    shown = [(step, options) for step, options in groups.items() if not wanted or step in wanted]
+    for index, (step, options) in enumerate(shown):
+        click.echo(("\n" if index else "") + f"{step}:")
+        for option in options:
+            click.echo(f"  {describe(option)}")
+            if option.description:
+                click.echo(textwrap.fill(option.description, 100, initial_indent=" " * 6,
+                                         subsequent_indent=" " * 6))
+
+
 @cli.group()
 def config() -> None:
     """Render and validate Alumet configuration files (profiles: templates/alumet-config/)."""
@@ -300,6 +394,7 @@ def config() -> None:
 
 @config.command("render")
 @click.option("--profile", "profile_name", default="energy-attribution", show_default=True, metavar="NAME",
+              shell_complete=_complete_profiles,
               help="energy-attribution (the service's), energy-attribution-exec, rapl, rapl-perf (exec) or nvml.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a profile parameter (repeatable); --list-parameters shows them.")
@@ -367,6 +462,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: Click's usage errors become one line and exit 2."""
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="alumet-setup", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `alumet-setup` alone: the help, not an error
+        click.echo(exc.ctx.get_help())
+        sys.exit(EXIT_OK)
     except click.exceptions.Abort:
         click.echo("alumet-setup: aborted", err=True)
         sys.exit(EXIT_USAGE)

@@ -6,6 +6,7 @@ check that raises is reported with status `error` and never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -61,13 +62,17 @@ class CheckResult:
     group: str
     finding: Finding
     seconds: float
+    blocks: list[str] = field(default_factory=list)  # the judged plugins this failure blocks
 
     def to_json(self) -> dict[str, Any]:
         f = self.finding
-        return {
+        document = {
             "id": self.id, "title": self.title, "group": self.group, "status": str(f.status),
             "detail": f.detail, "fix": f.fix, "install": f.install_command, "data": _jsonable(f.data),
         }
+        if self.blocks:
+            document["blocks"] = self.blocks
+        return document
 
 
 @dataclass
@@ -191,11 +196,32 @@ def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None 
     return verdicts
 
 
+def settle(results: Sequence[CheckResult], verdicts: Sequence[PluginVerdict]) -> list[CheckResult]:
+    """Make each check's state say what it does to the judged plugins, as the legend reads: a failure
+    names the plugins it blocks, and a failure that blocks none (only recommended, or its plugin is not
+    available here, or not selected) is a warning. The verdicts are unchanged by this (a warning on a
+    recommended check degrades as a failure does; not-available wins over both)."""
+    blocked = [p.plugin for p in verdicts if p.verdict == Verdict.BLOCKED]
+    settled = []
+    for r in results:
+        status = r.finding.status
+        if status not in (Status.FAIL, Status.ERROR):
+            settled.append(r)
+            continue
+        blocks = [p for p in blocked if r.id in PLUGINS[p].required]
+        finding = r.finding
+        if status is Status.FAIL and not blocks:
+            finding = dataclasses.replace(finding, status=Status.WARN)
+        settled.append(dataclasses.replace(r, finding=finding, blocks=blocks))
+    return settled
+
+
 def diagnose(host: Host, options: Options | None = None, plugins: Sequence[str] | None = None,
              only: Iterable[str] | None = None) -> Report:
     start = time.perf_counter()
     results = run_checks(host, options, only)
-    return Report(host.name, results, judge_plugins(results, plugins), time.perf_counter() - start)
+    verdicts = judge_plugins(results, plugins)
+    return Report(host.name, settle(results, verdicts), verdicts, time.perf_counter() - start)
 
 
 def diagnose_many(connectors: Sequence[tuple[str, Callable[[], Host]]], options: Options | None = None,
@@ -277,6 +303,8 @@ def render_text(report: Report, color: bool = False, verbose: bool = False) -> s
             lines += ["", paint(GROUPS[group], None, bold=True)]
         symbol, fg = SYMBOLS[r.finding.status]
         lines.append(f"  {paint(symbol, fg)} {r.title.ljust(width)}  {r.finding.detail}")
+        if r.blocks:
+            lines.append(f"      blocks: {', '.join(r.blocks)}")
         if r.finding.status is not Status.OK or verbose:
             if r.finding.fix:
                 lines.append(f"      fix: {r.finding.fix}")

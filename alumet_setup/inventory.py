@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 import stat
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +314,27 @@ def resolve_targets(specs: Sequence[str], inventory: str | None = None, user: st
     return unique
 
 
+# ssh's configuration file for ssh_login_user (None: ssh's own default, the one Ansible's ssh reads).
+SSH_CONFIG: str | None = None
+
+
+def ssh_login_user(address: str, port: int | None = None) -> str | None:
+    """The user ssh really logs in as for `address` (its `User` in ~/.ssh/config, else the local user),
+    from `ssh -G`; None when ssh cannot tell. A root login needs no sudo, which a minimal host lacks."""
+    argv = ["ssh", "-G", *(["-F", SSH_CONFIG] if SSH_CONFIG else []), *(["-p", str(port)] if port else []),
+            "--", address]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.stdout.splitlines()[:1000] if out.returncode == 0 else ():
+        key, _, value = line.partition(" ")
+        if key == "user":
+            return value.strip() or None
+    return None
+
+
 def build_inventory(targets: Sequence[Target], *, user: str | None = None, is_root: bool | None = None
                     ) -> dict[str, Any]:
     """A YAML/JSON inventory for ad-hoc targets (inventory-file targets are not included)."""
@@ -339,7 +361,7 @@ def build_inventory(targets: Sequence[Target], *, user: str | None = None, is_ro
             remote_user = target.user or user
             if remote_user:
                 host_vars["ansible_user"] = remote_user
-            if remote_user == "root":
+            if (remote_user or ssh_login_user(target.address or target.name, target.port)) == "root":
                 host_vars["ansible_become"] = False
         hosts[target.name] = host_vars
     return {"all": {"hosts": hosts}}

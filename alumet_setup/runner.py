@@ -39,6 +39,10 @@ _STATS_KEYS = {"ok": "ok", "changed": "changed", "failed": "failures", "unreacha
 ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TERM",
              "TZ", "TMPDIR", "SSH_AUTH_SOCK", "SSH_AGENT_PID", "XDG_RUNTIME_DIR", "VIRTUAL_ENV")
 BECOME_PROMPT = r"^BECOME password[^:\n]*:\s*$"
+# Where the hosts keep this tool's Ansible temporary files and async job status (not ~/.ansible/tmp and
+# ~/.ansible_async, which stayed behind after uninstall). In the login user's and the become user's home,
+# never a guessable name in a world-writable directory; playbooks/uninstall.yml removes it at its very end.
+REMOTE_DIR = "~/.alumet-setup"
 
 
 class RunnerError(Exception):
@@ -291,7 +295,10 @@ def run_playbook(
                    "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False",
                    # Both: an ansible.cfg control_path would otherwise win over the directory.
                    "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
-                   "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C"}
+                   "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
+                   "ANSIBLE_REMOTE_TMP": f"{REMOTE_DIR}/tmp", "ANSIBLE_ASYNC_DIR": f"{REMOTE_DIR}/async",
+                   # This machine's own temporary files go with the run's private directory.
+                   "ANSIBLE_LOCAL_TEMP": str(private / "tmp")}
         config = RunnerConfig(
             private_data_dir=str(private),
             artifact_dir=str(runs),

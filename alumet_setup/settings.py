@@ -9,6 +9,8 @@ belongs to a role some step of this run executes (a setting nobody reads is a mi
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,10 +110,42 @@ def parse_settings(pairs: Sequence[str], options: Mapping[str, Option]) -> dict[
             raise SettingError(f"--set {pair!r}: expected key=value")
         option = options.get(key)
         if option is None:
-            known = ", ".join(sorted(options)) or "none"
-            raise SettingError(f"unknown setting {key} (known: {known})")
+            raise SettingError(unknown_setting(key, options))
         result[key] = convert(option, raw)
     return result
+
+
+def unknown_setting(key: str, options: Iterable[str]) -> str:
+    """The one line for a --set key no role knows: the nearest names, not all of them."""
+    near = difflib.get_close_matches(key, sorted(options), n=3, cutoff=0.75)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    return f"unknown setting {key} ({hint}`alumet-setup settings` lists them all)"
+
+
+def by_step(options: Mapping[str, Option], playbook: Path) -> dict[str, list[Option]]:
+    """step -> its settings, in step order, from the playbook's step->role mapping; the settings of roles
+    no step of `playbook` runs come last, under their role's name."""
+    roles = steps_by_role(playbook)
+    groups: dict[str, list[Option]] = {step: [] for step in STEPS}
+    for option in sorted(options.values(), key=lambda o: o.name):
+        steps = [s for s in STEPS if s in roles.get(option.role, ())]
+        groups.setdefault(steps[0] if steps else f"{option.role} (no {playbook.stem} step)", []).append(option)
+    return {step: found for step, found in groups.items() if found}
+
+
+def describe(option: Option) -> str:
+    """`name  type  default  [choices]` then the description: one setting for `alumet-setup settings`."""
+    kind = f"list of {option.elements}" if option.type == "list" and option.elements else option.type
+    default = "(none)" if option.default is None else json.dumps(option.default)
+    line = f"{option.name} ({kind}, default: {default})"
+    if option.choices:
+        line += f" one of: {', '.join(str(c) for c in option.choices)}"
+    bounds = RANGES.get(option.name)
+    if bounds is not None:
+        line += f" from {bounds[0]} to {bounds[1]}"
+    if option.name in FORMATS:
+        line += f" ({FORMATS[option.name][0]})"
+    return line
 
 
 def convert(option: Option, raw: str) -> Any:

@@ -56,7 +56,7 @@ def test_list_checks_names_every_check():
     [
         (["doctor", "--bogus"], "No such option"),
         (["doctor", "--plugin", "rapl,quantum"], "unknown plugin quantum"),
-        (["doctor", "--check", "nope.nope"], "unknown check nope.nope"),
+        (["doctor", "--only-check", "nope.nope"], "unknown check nope.nope"),
         (["doctor", "--config", "/nonexistent/alumet.toml"], "no such file"),
         (["frobnicate"], "No such command"),
     ],

@@ -43,7 +43,7 @@ def _error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     (["--host", "h:0"], "port must be a number from 1 to 65535"),
     (["--host", "h:70000"], "port must be a number from 1 to 65535"),
     (["--user", "x;y"], "--user 'x;y': not a valid user name"),
-    (["--set", "no_such_setting=1"], "unknown setting no_such_setting (known: "),
+    (["--set", "no_such_setting=1"], "unknown setting no_such_setting ("),
     (["--set", "perf_paranoid_value=7"], "--set perf_paranoid_value=7: must be between -1 and 4"),
     (["--set", "perf_paranoid_value=-2"], "--set perf_paranoid_value=-2: must be between -1 and 4"),
     (["--set", "perf_paranoid_value=two"], "expected an integer"),

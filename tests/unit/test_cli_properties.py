@@ -150,7 +150,7 @@ def test_doctor(work: Path, host: str, config: bytes | None, plugins: str | None
     if plugins is not None:
         args += ["--plugin", plugins]
     if checks is not None:
-        args += ["--check", checks]
+        args += ["--only-check", checks]
     code, _out, _err = run_cli(args, work)
     assert code == 2  # bad input, or the stand-in connection: never a report of this machine
 

@@ -104,3 +104,68 @@ def test_text_report_groups_checks_and_ends_with_the_summary():
     assert "System" in lines and "Plugins" in lines
     assert lines[-1].startswith(("Ready: ", "Not ready: "))
     assert lines[-1].endswith(report.summary())
+
+
+# The report agrees with its legend (issue 15): ✗ only where a plugin is blocked, and then the summary
+# says "Not ready" and the exit code is 1; a failure that blocks nothing judged is a warning.
+
+def _report(statuses: dict[str, Status], plugins: list[str]) -> doctor.Report:
+    results = [_result(c, s, f"{c} detail") for c, s in statuses.items()]
+    verdicts = doctor.judge_plugins(results, plugins)
+    return doctor.Report("h", doctor.settle(results, verdicts), verdicts, 0.0)
+
+
+def _symbols(text: str) -> dict[str, str]:
+    """check title -> the symbol of its line, from the Checks part of the text report."""
+    checks = text.split("\nPlugins\n")[0]
+    return {line.split()[1]: line.split()[0] for line in checks.splitlines() if line.startswith("  ")
+            and not line.startswith("      ")}
+
+
+def test_lost_capabilities_where_perf_is_not_available_is_a_warning_not_a_blocker():
+    # The reported case: the binary lost its capabilities, in a container without perf or RAPL.
+    report = _report({"agent.binary": Status.OK, "agent.capabilities": Status.FAIL,
+                      "kernel.perf_event_paranoid": Status.OK, "kernel.perf_probe": Status.NOT_AVAILABLE,
+                      "rapl.access": Status.NOT_AVAILABLE, "rapl.persistence": Status.FAIL},
+                     ["perf", "rapl", "csv"])
+    text = doctor.render_text(report)
+    assert "✗" not in text
+    assert _symbols(text)["agent.capabilities"] == "!"
+    assert report.ready and text.splitlines()[-1].startswith("Ready: ")
+    statuses = {c["id"]: c["status"] for c in report.to_json()["checks"]}
+    assert statuses["agent.capabilities"] == "warn" and statuses["rapl.persistence"] == "warn"
+
+
+def test_a_failure_that_blocks_names_the_plugins_and_the_report_is_not_ready():
+    report = _report({"agent.binary": Status.OK, "procfs.hidepid": Status.FAIL, "rapl.access": Status.OK},
+                     ["procfs", "energy-attribution", "csv"])
+    text = doctor.render_text(report)
+    assert _symbols(text)["procfs.hidepid"] == "✗"
+    assert "      blocks: procfs, energy-attribution" in text.splitlines()
+    assert not report.ready and text.splitlines()[-1].startswith("Not ready: ")
+    (hidepid,) = [c for c in report.to_json()["checks"] if c["id"] == "procfs.hidepid"]
+    assert hidepid["status"] == "fail" and hidepid["blocks"] == ["procfs", "energy-attribution"]
+
+
+def test_a_failure_of_a_plugin_left_out_by_plugin_selection_is_a_warning():
+    report = _report({"agent.binary": Status.OK, "procfs.hidepid": Status.FAIL}, ["csv"])
+    assert report.ready and _symbols(doctor.render_text(report))["procfs.hidepid"] == "!"
+
+
+def test_a_check_that_broke_stays_an_error_and_names_what_it_blocks():
+    report = _report({"agent.binary": Status.ERROR, "toolchain.git": Status.FAIL}, ["csv"])
+    text = doctor.render_text(report)
+    assert _symbols(text)["agent.binary"] == "?" and "      blocks: csv" in text.splitlines()
+    assert _symbols(text)["toolchain.git"] == "!"  # no plugin needs git to run
+    assert not report.ready
+
+
+def test_on_this_machine_every_cross_is_a_blocker_and_the_exit_code_follows():
+    report = doctor.diagnose(LocalHost())
+    text = doctor.render_text(report)
+    crosses = [line for line in text.split("\nPlugins\n")[0].splitlines() if line.startswith("  ✗ ")]
+    blocked = [p.plugin for p in report.plugins if p.verdict == doctor.Verdict.BLOCKED]
+    assert bool(crosses) == bool(blocked) == (not report.ready)
+    for r in report.results:
+        if r.finding.status is Status.FAIL:
+            assert r.blocks

@@ -1,0 +1,87 @@
+"""Settings a user can discover (issue 15): `alumet-setup settings`, near-name suggestions for an
+unknown --set key, and shell completion of steps, settings and profiles."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from alumet_setup import resources
+from alumet_setup.cli import cli
+from alumet_setup.settings import STEPS, SettingError, load_specs, parse_settings
+
+SPECS = load_specs(resources.bundled("roles"))
+
+
+def listing(*args: str) -> str:
+    result = CliRunner().invoke(cli, ["settings", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_setting_is_listed_once_under_a_step_heading():
+    text = listing()
+    names = [line.split()[0] for line in text.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+    assert sorted(names) == sorted(SPECS)
+    headings = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ")]
+    assert [h for h in headings if h in STEPS] == [s for s in STEPS if s in headings]  # in step order
+
+
+def test_a_setting_shows_its_type_default_bounds_and_description():
+    text = listing("--step", "sysctl")
+    assert text.splitlines()[0] == "sysctl:"
+    assert "  perf_paranoid_value (int, default: 2) from -1 to 4" in text.splitlines()
+    assert "kernel.perf_event_paranoid" in text
+    assert "alumet_config_" not in text  # another step's
+
+
+def test_choices_are_listed():
+    line = next(ln for ln in listing("--step", "config").splitlines() if ln.startswith("  alumet_config_nvml_mode "))
+    assert line.endswith("one of: full, minimal")
+
+
+def test_settings_rejects_an_unknown_step_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "alumet_setup", "settings", "--step", "nope"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("alumet-setup: error: unknown step nope") and result.stderr.count("\n") == 1
+
+
+def test_an_unknown_setting_suggests_the_nearest_names_not_all_of_them():
+    with pytest.raises(SettingError) as caught:
+        parse_settings(["perf_paranoid_valeu=1"], SPECS)
+    message = str(caught.value)
+    assert message.startswith("unknown setting perf_paranoid_valeu (did you mean perf_paranoid_value")
+    assert "alumet_config_nvml_mode" not in message and len(message) < 200
+
+
+def test_an_unknown_setting_far_from_every_name_points_at_the_listing():
+    with pytest.raises(SettingError) as caught:
+        parse_settings(["zzz=1"], SPECS)
+    assert str(caught.value) == "unknown setting zzz (`alumet-setup settings` lists them all)"
+
+
+def complete(line: str) -> list[str]:
+    """What bash completion offers for the last word of `line` (click's bash protocol)."""
+    words = line.split(" ")
+    env = {**os.environ, "_ALUMET_SETUP_COMPLETE": "bash_complete", "COMP_WORDS": line,
+           "COMP_CWORD": str(len(words) - 1)}
+    result = subprocess.run([sys.executable, "-c", "from alumet_setup.cli import main; main()"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return [row.split(",", 1)[1] for row in result.stdout.splitlines()]
+
+
+def test_completion_of_commands_steps_settings_and_profiles():
+    assert {"doctor", "install", "uninstall", "settings", "config"} <= set(complete("alumet-setup "))
+    assert complete("alumet-setup install --only pre") == ["prereqs"]
+    assert complete("alumet-setup uninstall --skip prereqs,sy") == ["prereqs,sysctl"]
+    assert complete("alumet-setup install --set perf_paranoid_v") == ["perf_paranoid_value="]
+    assert complete("alumet-setup install --set alumet_config_nvml_mode=") == [
+        "alumet_config_nvml_mode=full", "alumet_config_nvml_mode=minimal"]
+    assert "rapl-perf" in complete("alumet-setup config render --profile rapl")
+    assert complete("alumet-setup settings --step cap") == ["capabilities"]
