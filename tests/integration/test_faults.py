@@ -235,3 +235,23 @@ def test_hidepid_edit_then_uninstall_restores_fstab_byte_for_byte(bed: dict[str,
         assert c.sh("cat /etc/fstab").stdout == original
         assert c.sh("test ! -e /etc/fstab.alumet-setup.bak", check=False).returncode == 0
 
+
+def test_check_mode_previews_every_step_without_python3_apt_or_rust_servers(bed: dict[str, str],
+                                                                            tmp_path: Path) -> None:
+    # A minimal host (no python3-apt) that cannot reach the Rust servers: the dry run still goes
+    # through all nine steps, names the download it would make, and changes nothing.
+    with container() as c:
+        c.sh("dpkg --remove --force-depends python3-apt >/dev/null 2>&1")
+        assert c.sh("python3 -c 'import apt_pkg'", check=False).returncode != 0
+        before = c.checksums()
+        unreachable = "http://127.0.0.1:1"
+        run = c.cli(tmp_path, "install", "--check", "--diff", "--set", f"rustup_update_root={unreachable}/rustup",
+                    "--set", f"rustup_dist_server={unreachable}", "--set", f"alumet_agent_git_url={bed['git_url']}")
+        out = run.stdout + run.stderr
+        assert run.returncode == 0, out[-4000:]
+        assert "FAILED" not in out, out[-4000:]
+        assert "prereqs: would install with apt: gcc" in out, out[-4000:]
+        assert f"rustup: would download {unreachable}/rustup/dist/{TRIPLE}/rustup-init" in out, out[-4000:]
+        assert "alumet_agent: would run cargo install" in out, out[-4000:]
+        assert "Render the configuration file" in out, out[-4000:]  # the ninth step ran too
+        assert c.checksums() == before
