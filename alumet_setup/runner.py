@@ -351,7 +351,10 @@ def run_playbook(
         bin_dir = str(Path(sys.executable).parent)
         path = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
         envvars = {"PATH": path, "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
-                   "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False"}
+                   "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False",
+                   # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns of
+                   # ~200 tasks are mostly these round trips. Needs sudo without requiretty (Debian, Ubuntu).
+                   "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True")}
         config = RunnerConfig(
             private_data_dir=str(private),
             artifact_dir=str(runs),

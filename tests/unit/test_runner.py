@@ -154,6 +154,7 @@ def test_only_allowed_environment_reaches_ansible(real_run: dict[str, Any]) -> N
     env = json.loads((real_run["result"].artifact_dir / "command").read_text())["env"]
     assert "ALUMET_TEST_UNRELATED" not in env
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env["ANSIBLE_PIPELINING"] == "True"
     assert env["PATH"].split(os.pathsep)[0]  # the venv's bin directory first
 
 
