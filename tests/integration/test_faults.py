@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 
@@ -65,6 +65,10 @@ class _Hiding(http.server.SimpleHTTPRequestHandler):
             self.send_error(404)
         else:
             super().do_GET()
+
+    def handle(self) -> None:
+        with suppress(BrokenPipeError, ConnectionResetError):  # the client gave up on a 404: nothing to report
+            super().handle()
 
     def log_message(self, *args: object) -> None:
         pass
