@@ -216,6 +216,9 @@ class Progress:
             elif kind == "runner_on_ok":
                 changed = isinstance(res, Mapping) and bool(res.get("changed"))
                 self.echo(f"{prefix} {'changed' if changed else 'ok'}: {task}{suffix}")
+                if changed and str(data.get("task_action", "")).endswith("debug") and res.get("msg"):
+                    for line in _lines(res["msg"]):  # a dry run's "would ..." preview
+                        self.echo(f"    {line}")
                 if self.diff and changed:
                     for line in diff_lines(res):
                         self.echo(f"    {line}")
