@@ -353,7 +353,8 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
     doctor_hosts = [h for h in (t.doctor_host() for t in targets) if h]
     hint = f" -i {shlex.quote(inventory)}" if inventory else ""
     hint += "".join(f" --host {shlex.quote(h)}" for h in doctor_hosts)
-    click.echo(f"Next: alumet-setup doctor{hint}")
+    if result.ok:  # after a failure the failed task's message is what to read, not doctor
+        click.echo(f"Next: alumet-setup doctor{hint}")
     if unreachable:
         sys.exit(EXIT_USAGE)  # as doctor: 2 when a host could not be reached, 1 when one failed
     sys.exit(EXIT_OK if result.ok else EXIT_NOT_READY)

@@ -95,32 +95,102 @@ def _seconds(start: str | None, end: str | None) -> float | None:
         return None
 
 
-def failure_message(res: Mapping[str, Any]) -> str:
-    """The most useful single line of a failed or unreachable result."""
+# Generic texts Ansible puts in msg when the program's own output says more.
+_GENERIC_MSG = ("non-zero return code", "MODULE FAILURE", "One or more items failed")
+# A line that names a failure (rustup "error:", cargo "error[E0432]:", apt "E:", "fatal:", "Caused by:").
+_CAUSE = re.compile(r"^\s*(error(\[\w+\])?:|e:|fatal:|failed|caused by:|could not)", re.IGNORECASE)
+MESSAGE_LINES = 30
+
+
+def _lines(text: Any) -> list[str]:
+    """A message as lines: literal backslash-n (JSON-escaped output) rendered, blank lines dropped."""
+    value = str(text)
+    if "\n" not in value and "\\n" in value:
+        value = value.replace("\\n", "\n")
+    return [ln.rstrip() for ln in _strip_ansi(value).strip().splitlines() if ln.strip()]
+
+
+def _cause_first(lines: list[str], last_wins: bool = False) -> list[str]:
+    """Lines naming a failure before the others (warnings, progress), each group in its order; when
+    none names one and `last_wins`, the last line (where programs end with their error) comes first."""
+    causes = [ln for ln in lines if _CAUSE.match(ln)]
+    if not causes and last_wins and lines:
+        return [lines[-1], *lines[:-1]]
+    return causes + [ln for ln in lines if not _CAUSE.match(ln)]
+
+
+def failure_text(res: Mapping[str, Any]) -> list[str]:
+    """The whole explanation of a failed or unreachable result, real cause first (at most MESSAGE_LINES)."""
     if not isinstance(res, Mapping):
-        return _one_line(res)
+        return _lines(res)[:MESSAGE_LINES] or ["failed"]
     for item in res.get("results") or ():  # loops: the first failing item says more than the summary
         if isinstance(item, Mapping) and item.get("failed"):
-            return failure_message(item)
-    for key in ("msg", "stderr", "module_stderr", "stdout", "module_stdout", "reason"):
-        value = res.get(key)
-        if value and str(value).strip():
-            lines = [ln for ln in str(value).strip().splitlines() if ln.strip()]
-            if key != "msg" and lines:
-                return _one_line(lines[-1])
-            return _one_line(value)
-    if "rc" in res:
-        return f"exit code {res['rc']}"
-    return "failed"
+            return failure_text(item)
+    msg = _lines(res.get("msg") or "")
+    output: list[str] = []
+    for key in ("stderr", "module_stderr", "stdout", "module_stdout"):
+        output = _lines(res.get(key) or "")
+        if output:
+            break
+    if msg and (not output or not msg[0].startswith(_GENERIC_MSG)):
+        # A role's own message: its headline stays first, the program output quoted in it is reordered.
+        lines = [msg[0], *_cause_first(msg[1:])]
+    elif output:
+        lines = _cause_first(output, last_wins=True)
+        if msg and "rc" in res:
+            lines.append(f"(exit code {res['rc']})")
+    elif res.get("reason"):
+        lines = _lines(res["reason"])
+    elif "rc" in res:
+        lines = [f"exit code {res['rc']}"]
+    else:
+        lines = ["failed"]
+    if len(lines) > MESSAGE_LINES:
+        lines = [*lines[: MESSAGE_LINES - 1], f"… ({len(lines) - MESSAGE_LINES + 1} more lines in the run log)"]
+    return lines
+
+
+def failure_message(res: Mapping[str, Any]) -> str:
+    """The most useful single line of a failed or unreachable result (the real cause)."""
+    return _one_line(failure_text(res)[0])
+
+
+def diff_lines(res: Mapping[str, Any]) -> list[str]:
+    """A result's --diff as unified diff lines (file modules: before/after; others: prepared text)."""
+    import difflib
+
+    found = res.get("diff") if isinstance(res, Mapping) else None
+    lines: list[str] = []
+    for item in found if isinstance(found, list) else [found] if found else []:
+        if not isinstance(item, Mapping):
+            continue
+        if item.get("prepared"):
+            lines += _lines(item["prepared"])
+            continue
+        before, after = item.get("before"), item.get("after")
+        if not isinstance(before, str) or not isinstance(after, str) or before == after:
+            continue  # state-only diffs (a dict of file attributes) say nothing a reader needs
+        lines += [ln.rstrip("\n") for ln in difflib.unified_diff(
+            before.splitlines(keepends=True), after.splitlines(keepends=True),
+            fromfile=str(item.get("before_header") or "before"), tofile=str(item.get("after_header") or "after"))]
+    return lines
+
+
+def _took(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return ""
+    return f" ({seconds:.1f} s)" if seconds < 10 else f" ({seconds:.0f} s)"
 
 
 class Progress:
-    """Turns ansible-runner events into one line per task start and per result, plus activity lines
-    while an until/retries loop (async_status polling) waits. Usable as event_handler directly."""
+    """Turns ansible-runner events into one line per task result (state, name, time), the --diff of
+    changed files and the whole failure message under it, plus activity lines while an until/retries
+    loop (async_status polling: the cargo build) waits. Usable as event_handler directly."""
 
-    def __init__(self, echo: Callable[[str], None], verbosity: int = 0):
+    def __init__(self, echo: Callable[[str], None], verbosity: int = 0, diff: bool = False):
         self.echo = echo
         self.verbosity = verbosity
+        self.diff = diff
         self.stats: dict[str, dict[str, int]] = {}
         self.errors: list[str] = []  # ERROR lines ansible-playbook printed outside any task
         self.messages: list[str] = []  # failure messages, for hints
@@ -144,28 +214,38 @@ class Progress:
         prefix = f"[{host}]"
         if kind == "runner_on_start":
             self._started[key] = event.get("created", "")
-            self.echo(f"{prefix} TASK {task}")
+            if self.verbosity:
+                self.echo(f"{prefix} TASK {task}")
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"):
-            took = data.get("duration")
-            suffix = f" ({took:.0f} s)" if isinstance(took, (int, float)) and took >= 1 else ""
+            suffix = _took(data.get("duration"))
             if kind == "runner_on_skipped":
                 self.echo(f"{prefix} skipped: {task}")
             elif kind == "runner_on_ok":
-                state = "changed" if isinstance(res, Mapping) and res.get("changed") else "ok"
-                self.echo(f"{prefix} {state}: {task}{suffix}")
+                changed = isinstance(res, Mapping) and bool(res.get("changed"))
+                self.echo(f"{prefix} {'changed' if changed else 'ok'}: {task}{suffix}")
+                if changed and str(data.get("task_action", "")).endswith("debug") and res.get("msg"):
+                    for line in _lines(res["msg"]):  # a dry run's "would ..." preview
+                        self.echo(f"    {line}")
+                if self.diff and changed:
+                    for line in diff_lines(res):
+                        self.echo(f"    {line}")
             else:
-                message = failure_message(res)
+                lines = failure_text(res)
+                message = _one_line(lines[0])
                 if kind == "runner_on_unreachable":
                     from .hosts import ssh_failure
 
                     # Ansible's text carries ssh's multi-line banner (host key warnings): one line instead.
                     raw = res.get("msg", "") if isinstance(res, Mapping) else str(res)
                     message = ssh_failure(str(raw)) or message
+                    lines = [message]
                     self.unreachable.setdefault(host, message)
                 self.messages.append(message)
                 label = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
                 ignored = " (ignored)" if data.get("ignore_errors") else ""
                 self.echo(f"{prefix} {label}{ignored}: {task}{suffix}: {message}")
+                for line in lines[1:]:
+                    self.echo(f"    {line}")
         elif kind in ("runner_retry", "runner_on_async_poll"):
             since = self._started.get(key)
             waited = _seconds(since, event.get("created"))
@@ -259,7 +339,7 @@ def run_playbook(
     runs.mkdir(parents=True, exist_ok=True, mode=0o700)
     ident = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    progress = Progress(echo, verbosity)
+    progress = Progress(echo, verbosity, diff=diff)
     artifact_dir = runs / ident
     status, rc = "unstarted", None
     try:
@@ -298,7 +378,10 @@ def run_playbook(
                    "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
                    "ANSIBLE_REMOTE_TMP": f"{REMOTE_DIR}/tmp", "ANSIBLE_ASYNC_DIR": f"{REMOTE_DIR}/async",
                    # This machine's own temporary files go with the run's private directory.
-                   "ANSIBLE_LOCAL_TEMP": str(private / "tmp")}
+                   "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+                   # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns of
+                   # ~200 tasks are mostly these round trips. Needs sudo without requiretty (Debian, Ubuntu).
+                   "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True")}
         config = RunnerConfig(
             private_data_dir=str(private),
             artifact_dir=str(runs),

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 
@@ -54,6 +55,83 @@ def corrupt_mirror(tmp_path: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/rustup"
     finally:
         server.shutdown()
+
+
+class _Hiding(http.server.SimpleHTTPRequestHandler):
+    hidden: tuple[str, ...] = ()
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0].startswith(self.hidden):
+            self.send_error(404)
+        else:
+            super().do_GET()
+
+    def handle(self) -> None:
+        with suppress(BrokenPipeError, ConnectionResetError):  # the client gave up on a 404: nothing to report
+            super().handle()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def mirror_hiding(*hidden: str) -> Iterator[str]:
+    """The bed's Rust mirror on its own port, answering 404 for paths under `hidden`."""
+    handler = partial(type("Hiding", (_Hiding,), {"hidden": hidden}), directory=str(ROOT / ".cache" / "rust-mirror"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+RUSTUP_OK = "test \"$(RUSTUP_HOME=/opt/rust/rustup /opt/rust/cargo/bin/rustc --version)\" != ''"
+
+
+def test_failed_toolchain_install_is_repaired_by_the_rerun(bed: dict[str, str], tmp_path: Path) -> None:
+    # A mirror without rustup/release-stable.toml (it is optional): rustup's self-update check would
+    # get a 404 there and exit 1 after installing the toolchain.
+    with container() as c, mirror_hiding("/rustup/release-stable.toml", "/dist/20") as broken, \
+            mirror_hiding("/rustup/release-stable.toml") as good:
+        # First run: rustup-init installs rustup, then the toolchain's tarballs are missing.
+        first = c.play(tmp_path, ["rustup"], {**bed_vars(bed), "rustup_update_root": f"{broken}/rustup",
+                                               "rustup_dist_server": broken})
+        assert first.returncode != 0, first.stdout[-3000:]
+        assert c.sh("test -x /opt/rust/cargo/bin/rustup", check=False).returncode == 0, first.stdout[-3000:]
+        assert c.sh(RUSTUP_OK, check=False).returncode != 0  # no toolchain: the host is half-installed
+        rerun = c.play(tmp_path, ["rustup"], {**bed_vars(bed), "rustup_update_root": f"{good}/rustup",
+                                               "rustup_dist_server": good})
+        assert rerun.returncode == 0, rerun.stdout[-3000:]
+        assert c.sh(RUSTUP_OK, check=False).returncode == 0
+        again = c.play(tmp_path, ["rustup"], {**bed_vars(bed), "rustup_update_root": f"{good}/rustup",
+                                               "rustup_dist_server": good})
+        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+
+
+RUSTUP_INIT_PIDS = ("test -x /opt/rust/cargo/bin/rustup || exit 0; "
+                    "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = rustup-init ] && echo ${p#/proc/}; "
+                    "done; true")
+
+
+def test_rustup_init_killed_midway_then_rerun_converges(bed: dict[str, str], tmp_path: Path) -> None:
+    # Killed once rustup is in place and while the toolchain downloads and unpacks (several seconds).
+    with container() as c, mirror_hiding("/rustup/release-stable.toml") as mirror:
+        mirror_vars = {**bed_vars(bed), "rustup_update_root": f"{mirror}/rustup", "rustup_dist_server": mirror}
+        proc = c.play(tmp_path, ["rustup"], mirror_vars, background=True)
+        killed = False
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and not killed and time.monotonic() < deadline:
+            pids = c.sh(RUSTUP_INIT_PIDS, check=False).stdout.split()
+            killed = bool(pids) and c.sh(f"kill -9 {pids[0]}", check=False).returncode == 0
+            time.sleep(0.2)
+        out = proc.communicate(timeout=600)[0]
+        assert killed, f"rustup-init never seen running after installing rustup:\n{out[-3000:]}"
+        assert proc.returncode != 0, out[-3000:]
+        assert c.sh(RUSTUP_OK, check=False).returncode != 0
+        rerun = c.play(tmp_path, ["rustup"], mirror_vars)
+        assert rerun.returncode == 0, rerun.stdout[-3000:]
+        assert c.sh(RUSTUP_OK, check=False).returncode == 0
 
 
 def test_corrupt_rustup_init(bed: dict[str, str], corrupt_mirror: str, tmp_path: Path) -> None:
@@ -160,3 +238,24 @@ def test_hidepid_edit_then_uninstall_restores_fstab_byte_for_byte(bed: dict[str,
         assert undo.returncode == 0, undo.stdout[-3000:]
         assert c.sh("cat /etc/fstab").stdout == original
         assert c.sh("test ! -e /etc/fstab.alumet-setup.bak", check=False).returncode == 0
+
+
+def test_check_mode_previews_every_step_without_python3_apt_or_rust_servers(bed: dict[str, str],
+                                                                            tmp_path: Path) -> None:
+    # A minimal host (no python3-apt) that cannot reach the Rust servers: the dry run still goes
+    # through all nine steps, names the download it would make, and changes nothing.
+    with container() as c:
+        c.sh("dpkg --remove --force-depends python3-apt >/dev/null 2>&1")
+        assert c.sh("python3 -c 'import apt_pkg'", check=False).returncode != 0
+        before = c.checksums()
+        unreachable = "http://127.0.0.1:1"
+        run = c.cli(tmp_path, "install", "--check", "--diff", "--set", f"rustup_update_root={unreachable}/rustup",
+                    "--set", f"rustup_dist_server={unreachable}", "--set", f"alumet_agent_git_url={bed['git_url']}")
+        out = run.stdout + run.stderr
+        assert run.returncode == 0, out[-4000:]
+        assert "FAILED" not in out, out[-4000:]
+        assert "prereqs: would install with apt: gcc" in out, out[-4000:]
+        assert f"rustup: would download {unreachable}/rustup/dist/{TRIPLE}/rustup-init" in out, out[-4000:]
+        assert "alumet_agent: would run cargo install" in out, out[-4000:]
+        assert "Render the configuration file" in out, out[-4000:]  # the ninth step ran too
+        assert c.checksums() == before

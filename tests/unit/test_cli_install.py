@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,8 +122,8 @@ def test_install_runs_the_selected_steps(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["install", "--only", "sysctl", "--set", "perf_paranoid_value=1", "--check"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "[localhost] TASK Show the paranoid value" in lines
-    assert "[localhost] ok: Show the paranoid value" in lines
+    shown = [line for line in lines if "Show the paranoid value" in line]
+    assert len(shown) == 1 and re.fullmatch(r"\[localhost\] ok: Show the paranoid value \([0-9.]+ s\)", shown[0])
     assert not any("Not selected" in line for line in lines)
     assert lines[-1] == "Next: alumet-setup doctor"
     assert "Check mode: nothing was changed." in lines
@@ -145,4 +146,4 @@ def test_unreachable_host_exits_2() -> None:
     result = CliRunner().invoke(cli, ["install", "--host", "root@127.0.0.1:1", "--only", "sysctl"])
     assert result.exit_code == 2, result.output  # like doctor: 2 when a host cannot be reached
     assert "127.0.0.1_1: unreachable: connection refused" in result.output
-    assert "Next: alumet-setup doctor --host root@127.0.0.1:1" in result.output
+    assert "Next: alumet-setup doctor" not in result.output  # a failed run is not followed by doctor

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,15 @@ PLAYBOOK = """
       delay: 1
     - name: Refuse politely
       ansible.builtin.fail: {msg: "boom: nothing\\nwas changed"}
+      ignore_errors: true
+    - name: Fail the way rustup does
+      ansible.builtin.shell: |
+        echo "warn: It looks like you have an existing rustup settings file" >&2
+        echo "info: syncing channel updates" >&2
+        echo "error: could not download nonexistent rust version 1.95" >&2
+        echo "Caused by: http status 404" >&2
+        exit 1
+      changed_when: false
       ignore_errors: true
     - name: Never runs
       ansible.builtin.debug: {msg: x}
@@ -76,23 +86,42 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"result": result, "lines": lines, "events": events, "runs": runs}
 
 
+TIMED = r" \([0-9.]+ s\)"
+
+
 def test_progress_lines(real_run: dict[str, Any]) -> None:
     lines = real_run["lines"]
-    assert lines[:2] == ["[localhost] TASK Say hello", "[localhost] ok: Say hello"]
-    assert "[localhost] TASK Wait for the build" in lines
+    assert re.fullmatch(r"\[localhost\] ok: Say hello" + TIMED, lines[0]), lines
+    assert not any(" TASK " in line for line in lines)  # one line per task, not a start line and a result
+    for task in ("Say hello", "Build slowly", "Wait for the build", "Refuse politely", "Never runs"):
+        shown = [line for line in lines if re.match(rf"\[localhost\] (ok|changed|skipped|FAILED \(ignored\)): {task}\b",
+                                                    line)]
+        assert len(shown) == 1, (task, lines)
     assert any(line.startswith("[localhost] … Wait for the build: still running (") for line in lines)
-    assert any(line.startswith("[localhost] changed: Wait for the build") for line in lines)
-    assert "[localhost] FAILED (ignored): Refuse politely: boom: nothing was changed" in lines
+    assert any(re.fullmatch(r"\[localhost\] changed: Wait for the build" + TIMED, line) for line in lines)
+    failed = lines.index(next(line for line in lines if "Refuse politely" in line))
+    assert re.fullmatch(r"\[localhost\] FAILED \(ignored\): Refuse politely" + TIMED + ": boom: nothing",
+                        lines[failed]), lines[failed]
+    assert lines[failed + 1] == "    was changed"  # the whole message, newlines rendered
     assert lines[-1] == "[localhost] skipped: Never runs"
+
+
+def test_failure_shows_the_real_cause_first(real_run: dict[str, Any]) -> None:
+    lines = real_run["lines"]
+    at = lines.index(next(line for line in lines if "Fail the way rustup does" in line))
+    assert lines[at].endswith(": error: could not download nonexistent rust version 1.95"), lines[at]
+    assert lines[at + 1:at + 5] == ["    Caused by: http status 404",
+                                    "    warn: It looks like you have an existing rustup settings file",
+                                    "    info: syncing channel updates", "    (exit code 1)"]
 
 
 def test_summary_and_success(real_run: dict[str, Any]) -> None:
     result = real_run["result"]
     assert result.ok and result.rc == 0
-    assert result.stats == {"localhost": {"ok": 4, "changed": 2, "failed": 0, "unreachable": 0, "skipped": 1}}
+    assert result.stats == {"localhost": {"ok": 5, "changed": 2, "failed": 0, "unreachable": 0, "skipped": 1}}
     assert runner.render_summary(result.stats, result.hosts) == [
         "host        ok  changed  failed  unreachable  skipped",
-        "localhost    4        2       0            0        1",
+        "localhost    5        2       0            0        1",
     ]
 
 
@@ -125,6 +154,7 @@ def test_only_allowed_environment_reaches_ansible(real_run: dict[str, Any]) -> N
     env = json.loads((real_run["result"].artifact_dir / "command").read_text())["env"]
     assert "ALUMET_TEST_UNRELATED" not in env
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env["ANSIBLE_PIPELINING"] == "True"
     assert env["PATH"].split(os.pathsep)[0]  # the venv's bin directory first
 
 
@@ -166,3 +196,43 @@ def test_a_host_without_events_is_not_a_success(tmp_path: Path) -> None:
     result = runner.RunResult(rc=0, status="successful", stats={}, artifact_dir=tmp_path, hosts=["lab01"])
     assert not result.ok
     assert runner.render_summary({}, ["lab01"])[1].split() == ["lab01", "-", "-", "-", "-", "-"]
+
+
+DIFF_PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the config
+      ansible.builtin.copy: {dest: "{{ target }}", content: "a = 1\\nb = 3\\n", mode: "0600"}
+    - name: Edit a line
+      ansible.builtin.lineinfile: {path: "{{ other }}", line: "kernel.perf_event_paranoid = 0"}
+"""
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check", "real"])
+def test_diff_of_changed_files_is_printed_under_the_task(tmp_path: Path, check: bool) -> None:
+    playbook = tmp_path / "diff.yml"
+    playbook.write_text(DIFF_PLAYBOOK)
+    target, other = tmp_path / "config.toml", tmp_path / "local.conf"
+    target.write_text("a = 1\nb = 2\n")
+    other.write_text("# sysctl\n")
+    lines: list[str] = []
+    result = runner.run_playbook(
+        playbook, generated_inventory=build_inventory(resolve_targets([])), hosts=["localhost"],
+        extravars={"target": str(target), "other": str(other)}, check=check, diff=True, echo=lines.append,
+        runs_dir=tmp_path / "runs")
+    assert result.ok, lines
+    at = lines.index(next(line for line in lines if "changed: Write the config" in line))
+    assert lines[at + 1:at + 6] == [f"    --- {target}", f"    +++ {target}", "    @@ -1,2 +1,2 @@",
+                                    "     a = 1", "    -b = 2"], lines
+    assert lines[at + 6] == "    +b = 3"
+    assert "    +kernel.perf_event_paranoid = 0" in lines[lines.index(next(x for x in lines if "Edit a line" in x)):]
+    assert target.read_text() == ("a = 1\nb = 2\n" if check else "a = 1\nb = 3\n")
+
+
+def test_no_diff_without_the_flag() -> None:
+    lines: list[str] = []
+    progress = runner.Progress(lines.append)
+    progress({"event": "runner_on_ok", "event_data": {"host": "h", "task": "t", "duration": 0.2, "res": {
+        "changed": True, "diff": {"before": "x\n", "after": "y\n"}}}})
+    assert lines == ["[h] changed: t (0.2 s)"]
