@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import prepare  # noqa: E402  (tests/bed is not a package)
 import services  # noqa: E402
 import sshd  # noqa: E402
+from _install import timed_install  # noqa: E402
 
 FLEETS = {
     1: [("deb13a", "debian13")],
@@ -45,16 +45,7 @@ def install_time(size: int, build_on_each: bool, work: Path) -> float:
     try:
         known_hosts = sshd.write_known_hosts(work / "known_hosts", hosts)
         inventory = sshd.write_inventory(work / "inventory.yml", sshd.inventory(hosts, key, known_hosts))
-        argv = [sys.executable, "-m", "alumet_setup", "install", "-i", str(inventory),
-                *[arg for s in SETTINGS for arg in ("--set", s)], *(["--build-on-each"] if build_on_each else [])]
-        with tempfile.TemporaryDirectory(prefix="as-cp-") as control:
-            env = {**os.environ, "XDG_STATE_HOME": str(work / "state"), "ANSIBLE_SSH_CONTROL_PATH_DIR": control}
-            start = time.monotonic()
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
-            seconds = time.monotonic() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"install on {size} hosts failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}"
-                               f"{proc.stderr[-2000:]}")
+        seconds, _ = timed_install(inventory, SETTINGS, work, ["--build-on-each"] if build_on_each else [])
         return seconds
     finally:
         sshd.remove(hosts)

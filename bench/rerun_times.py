@@ -19,7 +19,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,11 +28,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import prepare  # noqa: E402  (tests/bed is not a package)
 import rust_mirror  # noqa: E402
 import services  # noqa: E402
 import sshd  # noqa: E402
+from _install import timed_install  # noqa: E402
 
 HOSTS = {1: [("deb13a", "debian13")], 3: [("deb13a", "debian13"), ("deb13b", "debian13"), ("u2404a", "ubuntu2404")]}
 CAPS = "CAP_PERFMON,CAP_SYS_NICE,CAP_SYS_PTRACE"
@@ -85,15 +86,7 @@ def install(inventory: Path, work: Path, toolchain: str) -> tuple[float, Path, s
     """One real install; returns its wall time, its run directory and its output."""
     settings = [f"rustup_dist_server={services.MIRROR_URL}", f"rustup_update_root={services.RUSTUP_UPDATE_ROOT}",
                 f"rustup_toolchain={toolchain}", f"alumet_agent_git_url={services.GIT_URL}"]
-    argv = [sys.executable, "-m", "alumet_setup", "install", "-i", str(inventory),
-            *[arg for s in settings for arg in ("--set", s)]]
-    with tempfile.TemporaryDirectory(prefix="as-cp-") as control:
-        env = {**os.environ, "XDG_STATE_HOME": str(work / "state"), "ANSIBLE_SSH_CONTROL_PATH_DIR": control}
-        start = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
-        seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"install failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+    seconds, proc = timed_install(inventory, settings, work)
     run_dir = re.search(r"^Run log: (.+)$", proc.stdout, re.MULTILINE)
     assert run_dir, proc.stdout[-2000:]
     return seconds, Path(run_dir.group(1)), proc.stdout

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bedhost import ROOT, bed_vars, container
@@ -114,18 +115,24 @@ RUSTUP_INIT_PIDS = ("test -x /opt/rust/cargo/bin/rustup || exit 0; "
                     "done; true")
 
 
+def _kill_when_running(c: Any, proc: subprocess.Popen[str], list_pids: str) -> tuple[bool, str]:
+    """SIGKILL the first process `list_pids` (a shell command in the container) names, as soon as one runs,
+    while the play `proc` is still going; returns whether one was killed and the play's output."""
+    killed = False
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and not killed and time.monotonic() < deadline:
+        pids = c.sh(list_pids, check=False).stdout.split()
+        killed = bool(pids) and c.sh(f"kill -9 {pids[0]}", check=False).returncode == 0
+        time.sleep(0.2)
+    return killed, proc.communicate(timeout=600)[0]
+
+
 def test_rustup_init_killed_midway_then_rerun_converges(bed: dict[str, str], tmp_path: Path) -> None:
     # Killed once rustup is in place and while the toolchain downloads and unpacks (several seconds).
     with container() as c, mirror_hiding("/rustup/release-stable.toml") as mirror:
         mirror_vars = {**bed_vars(bed), "rustup_update_root": f"{mirror}/rustup", "rustup_dist_server": mirror}
         proc = c.play(tmp_path, ["rustup"], mirror_vars, background=True)
-        killed = False
-        deadline = time.monotonic() + 600
-        while proc.poll() is None and not killed and time.monotonic() < deadline:
-            pids = c.sh(RUSTUP_INIT_PIDS, check=False).stdout.split()
-            killed = bool(pids) and c.sh(f"kill -9 {pids[0]}", check=False).returncode == 0
-            time.sleep(0.2)
-        out = proc.communicate(timeout=600)[0]
+        killed, out = _kill_when_running(c, proc, RUSTUP_INIT_PIDS)
         assert killed, f"rustup-init never seen running after installing rustup:\n{out[-3000:]}"
         assert proc.returncode != 0, out[-3000:]
         assert c.sh(RUSTUP_OK, check=False).returncode != 0
@@ -152,13 +159,7 @@ def test_cargo_killed_midway_then_rerun_converges(bed: dict[str, str], tmp_path:
         # The stand-in builds in about 2 s: its build script waits, so the kill lands midway on any load.
         slow = {**bed_vars(bed), "alumet_agent_environment": {"ALUMET_STANDIN_BUILD_SECONDS": "60"}}
         proc = c.play(tmp_path, roles, slow, background=True)
-        killed = False
-        deadline = time.monotonic() + 600
-        while proc.poll() is None and not killed and time.monotonic() < deadline:
-            pids = c.sh(CARGO_PIDS, check=False).stdout.split()
-            killed = bool(pids) and c.sh(f"kill -9 {pids[0]}", check=False).returncode == 0
-            time.sleep(0.2)
-        out = proc.communicate(timeout=600)[0]
+        killed, out = _kill_when_running(c, proc, CARGO_PIDS)
         assert killed, f"cargo never seen running:\n{out[-3000:]}"
         assert proc.returncode != 0, out[-3000:]
         assert "alumet_agent: cargo install failed" in out, out[-3000:]

@@ -3,6 +3,8 @@
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+include!("src/civil.rs");
+
 fn main() {
     version_info();
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
@@ -49,16 +51,7 @@ fn version_info() {
     }
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = civil_from_days(days as i64);
     println!("cargo:rustc-env=VERGEN_BUILD_DATE={y:04}-{m:02}-{d:02}");
     println!(
         "cargo:rustc-env=VERGEN_BUILD_TIMESTAMP={y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000000Z",

@@ -1,6 +1,7 @@
 //! Stand-in for alumet-agent 0.9.5 in alumet-setup's test bed: upstream's command line, config checks,
 //! log messages and CSV format, and the host access that needs privileges (perf_event_open, powercap,
 //! /proc of other users' processes, dlopen of NVML). docs/testbed.md lists the upstream sources of each.
+mod civil;
 mod plugins;
 mod sys;
 mod toml;
@@ -51,15 +52,7 @@ pub fn log(level: &str, target: &str, msg: &str) {
 pub fn utc_now(nanos: bool) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let (days, rem) = ((now.as_secs() / 86400) as i64, now.as_secs() % 86400);
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = civil::civil_from_days(days);
     let mut s = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
     if nanos && now.subsec_nanos() != 0 {
         let frac = format!("{:09}", now.subsec_nanos());
