@@ -60,12 +60,16 @@ def corrupt_mirror(tmp_path: Path) -> Iterator[str]:
 
 class _Hiding(http.server.SimpleHTTPRequestHandler):
     hidden: tuple[str, ...] = ()
+    delayed: tuple[str, ...] = ()
 
     def do_GET(self) -> None:
-        if self.path.split("?")[0].startswith(self.hidden):
+        path = self.path.split("?")[0]
+        if path.startswith(self.hidden):
             self.send_error(404)
-        else:
-            super().do_GET()
+            return
+        if self.delayed and path.startswith(self.delayed):
+            time.sleep(DELAY_SECONDS)
+        super().do_GET()
 
     def handle(self) -> None:
         with suppress(BrokenPipeError, ConnectionResetError):  # the client gave up on a 404: nothing to report
@@ -75,10 +79,16 @@ class _Hiding(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+# How long a delayed download waits before its first byte: a window wide enough for a kill to land in.
+DELAY_SECONDS = 10
+
+
 @contextmanager
-def mirror_hiding(*hidden: str) -> Iterator[str]:
-    """The bed's Rust mirror on its own port, answering 404 for paths under `hidden`."""
-    handler = partial(type("Hiding", (_Hiding,), {"hidden": hidden}), directory=str(ROOT / ".cache" / "rust-mirror"))
+def mirror_hiding(*hidden: str, delayed: tuple[str, ...] = ()) -> Iterator[str]:
+    """The bed's Rust mirror on its own port, answering 404 for paths under `hidden` and serving those
+    under `delayed` only after DELAY_SECONDS."""
+    handler = partial(type("Hiding", (_Hiding,), {"hidden": hidden, "delayed": delayed}),
+                      directory=str(ROOT / ".cache" / "rust-mirror"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -128,8 +138,9 @@ def _kill_when_running(c: Any, proc: subprocess.Popen[str], list_pids: str) -> t
 
 
 def test_rustup_init_killed_midway_then_rerun_converges(bed: dict[str, str], tmp_path: Path) -> None:
-    # Killed once rustup is in place and while the toolchain downloads and unpacks (several seconds).
-    with container() as c, mirror_hiding("/rustup/release-stable.toml") as mirror:
+    # Killed once rustup is in place and while the toolchain downloads: the mirror holds the toolchain's
+    # tarballs back for DELAY_SECONDS, so the kill lands in that window on any machine load.
+    with container() as c, mirror_hiding("/rustup/release-stable.toml", delayed=("/dist/20",)) as mirror:
         mirror_vars = {**bed_vars(bed), "rustup_update_root": f"{mirror}/rustup", "rustup_dist_server": mirror}
         proc = c.play(tmp_path, ["rustup"], mirror_vars, background=True)
         killed, out = _kill_when_running(c, proc, RUSTUP_INIT_PIDS)
