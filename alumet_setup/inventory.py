@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .ansible_data import Template
-
 if TYPE_CHECKING:
     from .hosts import SshTarget
 
@@ -338,6 +336,8 @@ def ssh_login_user(address: str, port: int | None = None) -> str | None:
 def build_inventory(targets: Sequence[Target], *, user: str | None = None, is_root: bool | None = None
                     ) -> dict[str, Any]:
     """A YAML/JSON inventory for ad-hoc targets (inventory-file targets are not included)."""
+    from .ansible_data import Template  # yaml: kept off doctor's start-up path
+
     if is_root is None:
         is_root = os.geteuid() == 0
     hosts: dict[str, dict[str, Any]] = {}
