@@ -49,13 +49,8 @@ def corrupt_mirror(tmp_path: Path) -> Iterator[str]:
     data[len(data) // 2] ^= 0xFF
     (dist / "rustup-init").write_bytes(bytes(data))
     assert hashlib.sha256(data).hexdigest() not in (dist / "rustup-init.sha256").read_text()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "mirror"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/rustup"
-    finally:
-        server.shutdown()
+    with mirror_hiding(root=tmp_path / "mirror") as url:
+        yield f"{url}/rustup"
 
 
 class _Hiding(http.server.SimpleHTTPRequestHandler):
@@ -84,11 +79,11 @@ DELAY_SECONDS = 10
 
 
 @contextmanager
-def mirror_hiding(*hidden: str, delayed: tuple[str, ...] = ()) -> Iterator[str]:
-    """The bed's Rust mirror on its own port, answering 404 for paths under `hidden` and serving those
-    under `delayed` only after DELAY_SECONDS."""
-    handler = partial(type("Hiding", (_Hiding,), {"hidden": hidden, "delayed": delayed}),
-                      directory=str(ROOT / ".cache" / "rust-mirror"))
+def mirror_hiding(*hidden: str, delayed: tuple[str, ...] = (),
+                  root: Path = ROOT / ".cache" / "rust-mirror") -> Iterator[str]:
+    """A mirror tree (default: the bed's Rust mirror) on its own port, answering 404 for paths under
+    `hidden` and serving those under `delayed` only after DELAY_SECONDS."""
+    handler = partial(type("Hiding", (_Hiding,), {"hidden": hidden, "delayed": delayed}), directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
