@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """VM images for the VM tier (tests/vm, run by vm.py): a debootstrap root filesystem with its
 distribution's kernel, written into a raw ext4 image by `mkfs.ext4 -d` (no loop mount), cached under
-.cache/vm/<name>-<recipe hash>/ beside the kernel and initrd it boots with (direct kernel boot).
+/var/cache/alumet-setup-tests/vm/<name>-<recipe hash>/ (ALUMET_VM_CACHE) beside the kernel and initrd it
+boots with (direct kernel boot).
 
 The hash covers this file, images.py (mirror and keyring logic, reused from there) and the prereqs
 role's package lists: the images carry those packages, so the prereqs step runs for real in the VM and
@@ -27,7 +28,9 @@ import images
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CACHE = ROOT / ".cache" / "vm"
+# Outside the checkout, like podman's image store: a fresh clone (CI's) reuses images built by an earlier
+# one instead of spending ~15 minutes of debootstrap. The recipe hash keeps a stale image from being used.
+CACHE = Path(os.environ.get("ALUMET_VM_CACHE", "/var/cache/alumet-setup-tests/vm"))
 PREREQS_VARS = ROOT / "roles" / "prereqs" / "vars"
 DISK_SIZE = "6G"  # sparse: build tools, a Rust toolchain and the agent's build fit
 
