@@ -54,8 +54,9 @@ class Container:
                str(playbook)]
         env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
                "ANSIBLE_STDOUT_CALLBACK": "default"}
-        if background:
-            return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if background:  # unbuffered, in a session of its own: a test can follow its tasks and kill it whole
+            return subprocess.Popen(cmd, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
 
     def cli(self, directory: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -173,6 +175,63 @@ def test_cargo_killed_midway_then_rerun_converges(bed: dict[str, str], tmp_path:
         rerun = c.play(tmp_path, roles, bed_vars(bed))
         assert rerun.returncode == 0, rerun.stdout[-3000:]
         assert "alumet-agent 0.9.5" in c.sh("/opt/alumet/bin/alumet-agent --version").stdout
+
+
+MODULE_PIDS = "for p in /proc/[0-9]*; do case \"$(cat $p/comm 2>/dev/null)\" in python3*) echo ${p#/proc/};; esac; done"
+# Install's roles in the playbook's order (perf_paranoid and alumet_config aside: nothing to kill there
+# that a rerun would not rewrite), and the task each run is killed at: the download of rustup-init (held
+# back by the mirror), the fstab edit, the udev rule, setcap.
+KILL_ROLES = ["prereqs", "rustup", "alumet_agent", "alumet_group", "hidepid", "powercap", "capabilities"]
+KILL_POINTS = ["rustup : Install | Download rustup-init", "hidepid : Set the /proc line of the fstab",
+               "powercap : Install the udev rule", "capabilities : Grant | Grant the capabilities"]
+
+
+def _play_killed_at(c: Any, tmp_path: Path, extravars: dict[str, Any], task: str) -> str:
+    """Run the roles and, once `task` starts, SIGKILL the controller and every Ansible module process in
+    the container (a lost controller and a module stopped midway at once); returns the output so far."""
+    proc = c.play(tmp_path, KILL_ROLES, extravars, background=True)
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith(f"TASK [{task}"):
+                deadline = time.monotonic() + 5  # the module in the container, if it starts in time
+                while time.monotonic() < deadline and not c.sh(MODULE_PIDS, check=False).stdout.split():
+                    time.sleep(0.05)
+                os.killpg(proc.pid, signal.SIGKILL)
+                c.sh(f"kill -9 $({MODULE_PIDS}) 2>/dev/null; true", check=False)
+                break
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    out = "".join(seen)
+    assert seen and seen[-1].startswith(f"TASK [{task}"), f"the play never reached {task!r}:\n{out[-3000:]}"
+    return out
+
+
+def test_install_killed_at_each_step_then_rerun_converges(bed: dict[str, str], tmp_path: Path) -> None:
+    # One host, killed four times in a row, each run getting further (download, fstab, udev, setcap);
+    # the fifth run must complete, the sixth change nothing, and the host must be ready.
+    fstab = "# /etc/fstab\nproc /proc proc defaults,hidepid=2 0 0\n"
+    with container() as c, mirror_hiding("/rustup/release-stable.toml", delayed=("/rustup/dist",)) as mirror:
+        c.sh(f"printf '{fstab}' > /etc/fstab")
+        extravars = {**bed_vars(bed), "rustup_update_root": f"{mirror}/rustup", "rustup_dist_server": mirror}
+        for task in KILL_POINTS:
+            _play_killed_at(c, tmp_path, extravars, task)
+            extravars["rustup_update_root"] = bed["rustup_update_root"]  # rustup-init held back only once
+        rerun = c.play(tmp_path, KILL_ROLES, extravars)
+        assert rerun.returncode == 0, f"the run after the kills did not complete:\n{rerun.stdout[-4000:]}"
+        again = c.play(tmp_path, KILL_ROLES, extravars)
+        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-4000:]
+        assert c.sh(RUSTUP_OK, check=False).returncode == 0
+        assert "alumet-agent 0.9.5" in c.sh("/opt/alumet/bin/alumet-agent --version").stdout
+        assert "cap_perfmon" in c.sh("getcap /opt/alumet/bin/alumet-agent").stdout
+        gid = c.sh("getent group alumet | cut -d: -f3").stdout.strip()
+        assert f"hidepid=2,gid={gid}" in c.sh("grep /proc /etc/fstab").stdout
+        # The backup is the fstab from before the first run, not one a killed run had half-edited.
+        assert c.sh("cat /etc/fstab.alumet-setup.bak").stdout == fstab
+        assert "chgrp alumet" in c.sh("cat /etc/udev/rules.d/70-alumet-powercap.rules").stdout
 
 
 HOLD_DPKG_LOCK = ("exec python3 -c 'import fcntl, time; f = open(\"/var/lib/dpkg/lock-frontend\", \"w\"); "
