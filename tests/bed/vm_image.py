@@ -35,7 +35,8 @@ PREREQS_VARS = ROOT / "roles" / "prereqs" / "vars"
 DISK_SIZE = "6G"  # sparse: build tools, a Rust toolchain and the agent's build fit
 
 # What every image boots and is reached with; the prereqs role's packages come on top (read from its vars).
-BASE_PACKAGES = ["systemd-sysv", "udev", "openssh-server", "python3", "python3-apt", "iproute2", "kmod",
+# dbus: without it Debian 13's systemd-networkd spent minutes starting under TCG (seen: no SSH in 600 s).
+BASE_PACKAGES = ["systemd-sysv", "dbus", "udev", "openssh-server", "python3", "python3-apt", "iproute2", "kmod",
                  "procps", "libcap2-bin", "sudo"]
 
 
