@@ -25,7 +25,9 @@ WORKERS = 12
 HOST_WORKERS = 10
 
 
-class Verdict:
+class Readiness:
+    """A plugin's verdict (PluginVerdict.verdict, "verdict" in --json)."""
+
     READY = "ready"
     DEGRADED = "degraded"
     BLOCKED = "blocked"
@@ -96,17 +98,17 @@ class Report:
 
     @property
     def ready(self) -> bool:
-        return self.error is None and not any(p.verdict == Verdict.BLOCKED for p in self.plugins)
+        return self.error is None and not any(p.verdict == Readiness.BLOCKED for p in self.plugins)
 
     def summary(self) -> str:
         """One line: "ready for rapl, procfs; blocked for perf, csv (<first reason>); ..."."""
         if self.error is not None:
             return f"unreachable: {self.error}"
         parts = []
-        for verdict, label in ((Verdict.READY, "ready for"), (Verdict.DEGRADED, "degraded for"),
-                               (Verdict.BLOCKED, "blocked for"), (Verdict.NOT_AVAILABLE, "not available here:")):
+        for verdict, label in ((Readiness.READY, "ready for"), (Readiness.DEGRADED, "degraded for"),
+                               (Readiness.BLOCKED, "blocked for"), (Readiness.NOT_AVAILABLE, "not available here:")):
             # Plugins stopped by the same first reason are named together, the reason once.
-            explained = verdict in (Verdict.DEGRADED, Verdict.BLOCKED)
+            explained = verdict in (Readiness.DEGRADED, Readiness.BLOCKED)
             by_reason: dict[str, list[str]] = {}
             for p in self.plugins:
                 if p.verdict == verdict:
@@ -186,13 +188,13 @@ def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None 
             if result and result.finding.status in (Status.WARN, Status.FAIL, Status.ERROR):
                 degraded.append(f"{check_id}: {result.finding.detail}")
         if missing_hw:
-            verdicts.append(PluginVerdict(plugin, Verdict.NOT_AVAILABLE, missing_hw))
+            verdicts.append(PluginVerdict(plugin, Readiness.NOT_AVAILABLE, missing_hw))
         elif blocked:
-            verdicts.append(PluginVerdict(plugin, Verdict.BLOCKED, blocked + degraded))
+            verdicts.append(PluginVerdict(plugin, Readiness.BLOCKED, blocked + degraded))
         elif degraded:
-            verdicts.append(PluginVerdict(plugin, Verdict.DEGRADED, degraded))
+            verdicts.append(PluginVerdict(plugin, Readiness.DEGRADED, degraded))
         else:
-            verdicts.append(PluginVerdict(plugin, Verdict.READY))
+            verdicts.append(PluginVerdict(plugin, Readiness.READY))
     return verdicts
 
 
@@ -201,7 +203,7 @@ def settle(results: Sequence[CheckResult], verdicts: Sequence[PluginVerdict]) ->
     names the plugins it blocks, and a failure that blocks none (only recommended, or its plugin is not
     available here, or not selected) is a warning. The verdicts are unchanged by this (a warning on a
     recommended check degrades as a failure does; not-available wins over both)."""
-    blocked = [p.plugin for p in verdicts if p.verdict == Verdict.BLOCKED]
+    blocked = [p.plugin for p in verdicts if p.verdict == Readiness.BLOCKED]
     settled = []
     for r in results:
         status = r.finding.status
@@ -275,10 +277,10 @@ SYMBOLS = {
     Status.ERROR: ("?", "magenta"),
 }
 VERDICT_SYMBOLS = {
-    Verdict.READY: ("✓", "green"),
-    Verdict.DEGRADED: ("!", "yellow"),
-    Verdict.BLOCKED: ("✗", "red"),
-    Verdict.NOT_AVAILABLE: ("–", None),
+    Readiness.READY: ("✓", "green"),
+    Readiness.DEGRADED: ("!", "yellow"),
+    Readiness.BLOCKED: ("✗", "red"),
+    Readiness.NOT_AVAILABLE: ("–", None),
 }
 
 

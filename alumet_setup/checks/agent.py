@@ -183,7 +183,7 @@ def ptrace_reasons(ctx: Context, mounts: list[Mount]) -> list[str] | None:
         except tomllib.TOMLDecodeError:
             return None
     proc = mount_at(mounts, "/proc")
-    from .procfs import group_gid  # at run time: importing procfs here would reorder the report
+    from .hidepid import group_gid  # at run time: importing hidepid here would reorder the report
 
     return all_reasons(doc, proc.super_options if proc else {}, group_gid(host, ctx.options.proc_group))
 

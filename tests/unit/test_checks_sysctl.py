@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, copy_fixture, stub
 
-from alumet_setup.checks import agent, kernel, system  # noqa: F401  (registers the checks)
-from alumet_setup.checks.kernel import (
+from alumet_setup.checks import agent, sysctl, system  # noqa: F401  (registers the checks)
+from alumet_setup.checks.sysctl import (
     Setter,
     boot_setters,
     judge,
@@ -32,7 +32,7 @@ def host(case: str) -> FixtureHost:
 
 @pytest.fixture(autouse=True)
 def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whether probe.py is loaded or not, each test decides what the probe says."""
+    """Whether perf_probe.py is loaded or not, each test decides what the probe says."""
     from alumet_setup.findings import REGISTRY
 
     monkeypatch.delitem(REGISTRY, "kernel.perf_probe", raising=False)
@@ -82,8 +82,8 @@ def test_normalize_key(key: str, normal: str) -> None:
 
 
 def test_glob_keys_match() -> None:
-    assert kernel.key_matches("kernel/perf_*")
-    assert not kernel.key_matches("net/ipv4/conf/*/rp_filter")
+    assert sysctl.key_matches("kernel/perf_*")
+    assert not sysctl.key_matches("net/ipv4/conf/*/rp_filter")
 
 
 # ---- which files, in which order

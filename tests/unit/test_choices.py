@@ -13,7 +13,7 @@ import yaml
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, copy_fixture, record_choices, stub
 
 from alumet_setup import choices, paths
-from alumet_setup.checks import agent, kernel, procfs, rapl, system  # noqa: F401  (registers the checks)
+from alumet_setup.checks import agent, hidepid, rapl, sysctl, system  # noqa: F401  (registers the checks)
 from alumet_setup.doctor import diagnose, render_text, to_json
 from alumet_setup.findings import REGISTRY, Status
 from alumet_setup.hosts import LocalHost

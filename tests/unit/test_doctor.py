@@ -57,10 +57,10 @@ def _result(check_id: str, status: Status, detail: str = "x") -> doctor.CheckRes
 @pytest.mark.parametrize(
     ("statuses", "expected"),
     [
-        ({"agent.binary": Status.OK, "procfs.hidepid": Status.OK}, doctor.Verdict.READY),
-        ({"agent.binary": Status.OK, "procfs.hidepid": Status.WARN}, doctor.Verdict.DEGRADED),
-        ({"agent.binary": Status.FAIL, "procfs.hidepid": Status.OK}, doctor.Verdict.BLOCKED),
-        ({"agent.binary": Status.OK, "procfs.hidepid": Status.ERROR}, doctor.Verdict.BLOCKED),
+        ({"agent.binary": Status.OK, "procfs.hidepid": Status.OK}, doctor.Readiness.READY),
+        ({"agent.binary": Status.OK, "procfs.hidepid": Status.WARN}, doctor.Readiness.DEGRADED),
+        ({"agent.binary": Status.FAIL, "procfs.hidepid": Status.OK}, doctor.Readiness.BLOCKED),
+        ({"agent.binary": Status.OK, "procfs.hidepid": Status.ERROR}, doctor.Readiness.BLOCKED),
     ],
 )
 def test_procfs_verdict_follows_its_required_checks(statuses, expected):
@@ -73,7 +73,7 @@ def test_missing_hardware_makes_a_plugin_not_available_rather_than_blocked():
     results = [_result("agent.binary", Status.FAIL), _result("nvml.device", Status.NOT_AVAILABLE, "no GPU"),
                _result("nvml.library", Status.FAIL)]
     (verdict,) = doctor.judge_plugins(results, ["nvml"])
-    assert verdict.verdict == doctor.Verdict.NOT_AVAILABLE
+    assert verdict.verdict == doctor.Readiness.NOT_AVAILABLE
     assert verdict.reasons == ["nvml.device: no GPU"]
 
 
@@ -81,7 +81,7 @@ def test_a_failing_recommended_check_only_degrades():
     results = [_result("agent.binary", Status.OK), _result("rapl.access", Status.OK),
                _result("rapl.persistence", Status.FAIL, "no udev rule")]
     (verdict,) = doctor.judge_plugins(results, ["rapl"])
-    assert verdict.verdict == doctor.Verdict.DEGRADED
+    assert verdict.verdict == doctor.Readiness.DEGRADED
     assert "no udev rule" in verdict.reasons[0]
 
 
@@ -164,7 +164,7 @@ def test_on_this_machine_every_cross_is_a_blocker_and_the_exit_code_follows():
     report = doctor.diagnose(LocalHost())
     text = doctor.render_text(report)
     crosses = [line for line in text.split("\nPlugins\n")[0].splitlines() if line.startswith("  ✗ ")]
-    blocked = [p.plugin for p in report.plugins if p.verdict == doctor.Verdict.BLOCKED]
+    blocked = [p.plugin for p in report.plugins if p.verdict == doctor.Readiness.BLOCKED]
     assert bool(crosses) == bool(blocked) == (not report.ready)
     for r in report.results:
         if r.finding.status is Status.FAIL:

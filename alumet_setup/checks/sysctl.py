@@ -2,7 +2,7 @@
 agent can measure with it.
 
 The boot value follows systemd-sysctl(8) and sysctl.d(5), not procps' `sysctl --system` (which reads
-/etc/sysctl.conf last): see docs/alumet-upstream.md. The probe (kernel.perf_probe) lives in probe.py.
+/etc/sysctl.conf last): see docs/alumet-upstream.md. The probe (kernel.perf_probe) lives in perf_probe.py.
 """
 
 from __future__ import annotations
@@ -49,32 +49,35 @@ _RANK = {Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ParanoidJudgement:
+    """What one perf_event_paranoid level means for the agent (judge)."""
+
     status: Status
     reason: str
     step: str | None = None  # "sysctl" (change the value) or "capabilities" (grant cap_perfmon)
 
 
-def judge(value: int, has_perfmon: bool, probe: Finding | None) -> Verdict:
+def judge(value: int, has_perfmon: bool, probe: Finding | None) -> ParanoidJudgement:
     """Can the agent open CPU-wide perf events (RAPL PMU, perf plugin) at this level?"""
     if value <= 0:
         # perf_paranoid_cpu() is `paranoid > 0`: CPU-wide events need no capability here.
-        return Verdict(Status.OK, f"{value}: CPU-wide events allowed without capabilities")
+        return ParanoidJudgement(Status.OK, f"{value}: CPU-wide events allowed without capabilities")
     if value <= 2:
         if has_perfmon:
-            return Verdict(Status.OK, f"{value} with cap_perfmon")
+            return ParanoidJudgement(Status.OK, f"{value} with cap_perfmon")
         limit = "own processes only" if value == 2 else "no CPU-wide events"
-        return Verdict(Status.FAIL, f"{value} without cap_perfmon: {limit} (RAPL needs CPU-wide events)",
+        return ParanoidJudgement(Status.FAIL, f"{value} without cap_perfmon: {limit} (RAPL needs CPU-wide events)",
                        "capabilities")
     if value == 3:
         if not has_perfmon:
-            return Verdict(Status.FAIL, "3 (Debian patch) without cap_perfmon: perf_event_open refused", "sysctl")
+            return ParanoidJudgement(Status.FAIL, "3 (Debian patch) without cap_perfmon: perf_event_open refused",
+                                     "sysctl")
         if probe is not None and probe.status is Status.OK:
-            return Verdict(Status.OK, "3 (Debian patch): perf_event_open works here (probed)")
+            return ParanoidJudgement(Status.OK, "3 (Debian patch): perf_event_open works here (probed)")
         if probe is not None and probe.status is Status.FAIL:
-            return Verdict(Status.FAIL, f"3 (Debian patch): the probe failed: {probe.detail}", "sysctl")
-        return Verdict(Status.WARN, "Debian-patched level 3: must be probed", "sysctl")
-    return Verdict(Status.FAIL, f"{value} (Ubuntu patch): not supported even with capabilities", "sysctl")
+            return ParanoidJudgement(Status.FAIL, f"3 (Debian patch): the probe failed: {probe.detail}", "sysctl")
+        return ParanoidJudgement(Status.WARN, "Debian-patched level 3: must be probed", "sysctl")
+    return ParanoidJudgement(Status.FAIL, f"{value} (Ubuntu patch): not supported even with capabilities", "sysctl")
 
 
 _SED_KEY = r"^[[:space:]]*-?[[:space:]]*kernel[./]perf_event_paranoid[[:space:]]*="
