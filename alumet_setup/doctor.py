@@ -1,7 +1,7 @@
 """Run the registered checks against a host, derive a verdict per Alumet plugin, render the report.
 
-Checks run concurrently (they mostly wait on subprocesses or on the network), each isolated: a
-check that raises is reported with status `error` and never stops the others.
+Checks run concurrently (they mostly wait on subprocesses or on the network), needs first, each
+isolated: a check that raises is reported with status `error` and never stops the others.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .checks import load_all
-from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status
+from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status, dependency_order
 from .hosts import Host, HostError
 from .threads import parallel_map
 
@@ -147,10 +147,15 @@ def check_ids() -> list[str]:
 
 
 def run_checks(host: Host, options: Options | None = None, only: Iterable[str] | None = None) -> list[CheckResult]:
-    """Run every registered check (or those in `only`) and return their results in registry order."""
+    """Run every registered check (or those in `only`) and return their results in registry order.
+
+    Checks are handed to the workers needs first (findings.dependency_order); a check that reads a
+    need still running waits for it, and one nobody has started (left out by `only`) runs on demand."""
     load_all()
     ctx = Context(host, options)
     wanted = list(REGISTRY) if only is None else [c for c in REGISTRY if c in set(only)]
+    chosen = set(wanted)
+    order = [c for c in dependency_order(wanted) if c in chosen]
     timings: dict[str, float] = {}
 
     def timed(check_id: str) -> Finding:
@@ -159,7 +164,7 @@ def run_checks(host: Host, options: Options | None = None, only: Iterable[str] |
         timings.setdefault(check_id, time.perf_counter() - start)
         return finding
 
-    findings = dict(zip(wanted, parallel_map(timed, wanted, WORKERS), strict=True))
+    findings = dict(zip(order, parallel_map(timed, order, WORKERS), strict=True))
     return [
         CheckResult(c, REGISTRY[c].title, REGISTRY[c].group, findings[c], timings.get(c, 0.0)) for c in wanted
     ]

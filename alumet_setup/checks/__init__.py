@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import importlib
 
+from ..findings import validate
+
 MODULES = ("system", "toolchain", "agent", "agent_probe", "sysctl", "perf_probe", "hidepid", "rapl", "nvml", "config")
 
 
 def load_all() -> None:
+    """Register every check, then refuse unknown needs and cycles (findings.RegistryError)."""
     for name in MODULES:
         importlib.import_module(f"{__name__}.{name}")
+    validate()

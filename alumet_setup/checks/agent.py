@@ -192,7 +192,7 @@ def _ptrace_choice(value: object) -> str:
     return "auto" if value == "auto" else "true" if value is True else "false"
 
 
-@check("agent.capabilities", "File capabilities")
+@check("agent.capabilities", "File capabilities", needs=("agent.binary", "system.kernel"))
 def file_capabilities(ctx: Context) -> Finding:
     host = ctx.host
     data: dict[str, object] = {"effective": [], "has_perfmon": False, "has_sys_nice": False,

@@ -51,7 +51,7 @@ def exemption(opts: dict[str, object], alumet_gid: int | None, has_ptrace: bool)
     return None
 
 
-@check("procfs.hidepid", "/proc hidepid")
+@check("procfs.hidepid", "/proc hidepid", needs=("agent.capabilities",))
 def hidepid(ctx: Context) -> Finding:
     host = ctx.host
     group = ctx.options.proc_group

@@ -86,7 +86,7 @@ def grant_command(group: str) -> str:
     return f"sudo sh -c {shlex.quote(f'chgrp {group} {files} && chmod 0440 {files}')}"
 
 
-@check("rapl.pmu", "RAPL perf PMU")
+@check("rapl.pmu", "RAPL perf PMU", needs=("system.kernel",))
 def pmu(ctx: Context) -> Finding:
     directory = pmu_dir(ctx.host)
     vendor = cpu_vendor(ctx.host)
@@ -161,7 +161,7 @@ def _rule_grants(rule: str, group: str, world: bool) -> bool:
     return chgrp and chmod
 
 
-@check("rapl.persistence", "RAPL access after reboot")
+@check("rapl.persistence", "RAPL access after reboot", needs=("rapl.powercap",))
 def persistence(ctx: Context) -> Finding:
     if ctx.finding("rapl.powercap").status is Status.NOT_AVAILABLE:
         return not_available("no powercap zones: nothing to persist")
@@ -196,7 +196,8 @@ def _perf_path(ctx: Context) -> tuple[bool, str]:
     return False, f"perf_events refused: {why}"
 
 
-@check("rapl.access", "RAPL counters readable")
+@check("rapl.access", "RAPL counters readable", needs=(
+    "rapl.pmu", "rapl.powercap", "kernel.perf_probe", "kernel.perf_event_paranoid", "agent.capabilities"))
 def access(ctx: Context) -> Finding:
     pmu_f, cap_f = ctx.finding("rapl.pmu"), ctx.finding("rapl.powercap")
     has_pmu = pmu_f.status is not Status.NOT_AVAILABLE

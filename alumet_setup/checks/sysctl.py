@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from .. import sysctl_precedence as precedence
-from ..findings import REGISTRY, Context, Finding, Status, check
+from ..findings import Context, Finding, Status, check
 from ..hosts import Host
 from ..sysctl_precedence import Setter, normalize_key, overriding, parse_sysctl, sysctl_files
 
@@ -103,13 +103,7 @@ def _unoverride_fix(host: Host, setter: Setter) -> str:
     return f"sed -E {comment} {shlex.quote(setter.file)} | sudo tee {copy} >/dev/null"
 
 
-def _probe(ctx: Context) -> Finding | None:
-    # The probe is another module's check and may not be registered. It must not ask for this check's
-    # finding, or the two would wait on each other.
-    return ctx.finding("kernel.perf_probe") if "kernel.perf_probe" in REGISTRY else None
-
-
-@check("kernel.perf_event_paranoid", "perf_event_paranoid")
+@check("kernel.perf_event_paranoid", "perf_event_paranoid", needs=("agent.capabilities", "kernel.perf_probe"))
 def perf_event_paranoid(ctx: Context) -> Finding:
     host = ctx.host
     text = host.read_text(LIVE_PATH)
@@ -134,7 +128,7 @@ def perf_event_paranoid(ctx: Context) -> Finding:
 
     caps = ctx.finding("agent.capabilities")
     has_perfmon = bool(caps.data.get("has_perfmon"))
-    probe = _probe(ctx) if 3 in (live, boot) else None
+    probe = ctx.finding("kernel.perf_probe") if 3 in (live, boot) else None  # only level 3 needs probing
     now = judge(live, has_perfmon, probe)
     later = judge(boot, has_perfmon, probe) if boot != live else now
 

@@ -24,6 +24,7 @@ from alumet_setup.hosts import LocalHost
 
 PERSIST = "echo 'kernel.perf_event_paranoid = 2' | sudo tee /etc/sysctl.d/local.conf"
 SYSCTL_W = "sudo sysctl -w kernel.perf_event_paranoid=2"
+UNPROBED = Finding(Status.NOT_AVAILABLE, "not probed in this test")
 
 
 def host(case: str) -> FixtureHost:
@@ -32,10 +33,8 @@ def host(case: str) -> FixtureHost:
 
 @pytest.fixture(autouse=True)
 def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whether perf_probe.py is loaded or not, each test decides what the probe says."""
-    from alumet_setup.findings import REGISTRY
-
-    monkeypatch.delitem(REGISTRY, "kernel.perf_probe", raising=False)
+    """No real probe on a fixture tree: each test decides what the probe says (unprobed by default)."""
+    stub(monkeypatch, "kernel.perf_probe", UNPROBED)
 
 
 def paranoid(h: FixtureHost, monkeypatch: pytest.MonkeyPatch, has_perfmon: bool = True,
