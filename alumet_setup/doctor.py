@@ -19,7 +19,7 @@ from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status, depen
 from .hosts import Host, HostError
 from .threads import parallel_map
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: "fix" is a list of commands (docs/doctor-schema.json)
 WORKERS = 12
 # Hosts diagnosed at once (each runs WORKERS checks, over one ssh connection).
 HOST_WORKERS = 10
@@ -70,7 +70,7 @@ class CheckResult:
         f = self.finding
         document = {
             "id": self.id, "title": self.title, "group": self.group, "status": str(f.status),
-            "detail": f.detail, "fix": f.fix, "install": f.install_command, "data": _jsonable(f.data),
+            "detail": f.detail, "fix": list(f.fix), "install": f.install_command, "data": _jsonable(f.data),
         }
         if self.blocks:
             document["blocks"] = self.blocks
@@ -126,7 +126,7 @@ class Report:
             "checks": [r.to_json() for r in self.results],
             "plugins": {p.plugin: {"verdict": p.verdict, "reasons": p.reasons} for p in self.plugins},
         }
-        if self.error is not None:  # only then: schema_version 1 readers see nothing new otherwise
+        if self.error is not None:  # only then: other readers see nothing new
             document["error"] = self.error
         return document
 
@@ -289,6 +289,21 @@ VERDICT_SYMBOLS = {
 }
 
 
+def remedy_lines(finding: Finding) -> list[str]:
+    """What fixes it: one command on the `fix:` line, several as numbered steps; then the install step
+    as an alternative, unless a command already runs alumet-setup install. With no command, the
+    install step is the fix itself (never an `or:` with nothing before it)."""
+    commands = list(finding.fix)
+    install = finding.install_command if finding.status is not Status.OK else None
+    if not commands:
+        return [f"      fix: {install}"] if install else []
+    lines = ([f"      fix: {commands[0]}"] if len(commands) == 1
+             else ["      fix:", *(f"        {n}. {c}" for n, c in enumerate(commands, 1))])
+    if install and not any("alumet-setup install" in c for c in commands):
+        lines.append(f"       or: {install}")
+    return lines
+
+
 def render_text(report: Report, color: bool = False, verbose: bool = False) -> str:
     """The grouped human report, ending in the one-line summary."""
 
@@ -313,10 +328,7 @@ def render_text(report: Report, color: bool = False, verbose: bool = False) -> s
         if r.blocks:
             lines.append(f"      blocks: {', '.join(r.blocks)}")
         if r.finding.status is not Status.OK or verbose:
-            if r.finding.fix:
-                lines.append(f"      fix: {r.finding.fix}")
-            if r.finding.install_command and r.finding.status is not Status.OK:
-                lines.append(f"       or: {r.finding.install_command}")
+            lines += remedy_lines(r.finding)
     lines += ["", paint("Plugins", None, bold=True)]
     pwidth = max((len(p.plugin) for p in report.plugins), default=4)
     for p in report.plugins:

@@ -35,11 +35,16 @@ class Status(enum.StrEnum):
 class Finding:
     status: Status
     detail: str
-    # The exact shell command that fixes it, and the alumet-setup step that would do it for you.
-    fix: str | None = None
+    # The exact shell commands that fix it, in order (one string is one command; none: ()), and the
+    # alumet-setup step that would do it for you.
+    fix: tuple[str, ...] = ()
     install_step: str | None = None
     # Facts established by the check, for later checks, verdicts and --json.
     data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        fix: Any = self.fix
+        self.fix = () if fix is None else (fix,) if isinstance(fix, str) else tuple(fix)
 
     @property
     def install_command(self) -> str | None:

@@ -91,13 +91,13 @@ def unsafe_paths(host: Host, found: str, real: str) -> tuple[list[str], list[str
     return problems, chown, chmod
 
 
-def _permission_fix(chown: list[str], chmod: list[str]) -> str:
+def _permission_fix(chown: list[str], chmod: list[str]) -> list[str]:
     parts = []
     if chown:
         parts.append("sudo chown root:root " + " ".join(shlex.quote(p) for p in chown))
     if chmod:
         parts.append("sudo chmod go-w " + " ".join(shlex.quote(p) for p in chmod))
-    return " && ".join(parts)
+    return parts
 
 
 @check("agent.binary", AGENT)

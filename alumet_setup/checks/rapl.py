@@ -135,7 +135,7 @@ def powercap(ctx: Context) -> Finding:
         return ok(f"{len(listed)} zones ({names}), energy_uj readable by {who}", **data)
     if gid is None:
         return Finding(Status.WARN, f"group {group} does not exist: energy_uj stays readable by root only",
-                       fix=f"sudo groupadd --system {group} && {fix}", install_step="group", data=data)
+                       fix=(f"sudo groupadd --system {group}", fix), install_step="group", data=data)
     modes = sorted({f"{z['mode']} {z['group']}" for z in listed})
     return Finding(Status.WARN, f"energy_uj not readable by group {group} ({'; '.join(modes)}): "
                    "the powercap fallback is closed to the agent", fix=fix, install_step="powercap", data=data)
@@ -168,8 +168,8 @@ def persistence(ctx: Context) -> Finding:
     group = ctx.options.rapl_group
     rule = ctx.host.read_text(paths.UDEV_RULE)
     data = {"rule": paths.UDEV_RULE, "present": rule is not None}
-    fix = (f"printf '%s\\n' {shlex.quote(udev_rule(group))} | sudo tee {paths.UDEV_RULE} >/dev/null"
-           " && sudo udevadm trigger --subsystem-match=powercap --action=add")
+    fix = (f"printf '%s\\n' {shlex.quote(udev_rule(group))} | sudo tee {paths.UDEV_RULE} >/dev/null",
+           "sudo udevadm trigger --subsystem-match=powercap --action=add")
     if rule is None:
         return Finding(Status.WARN, f"{paths.UDEV_RULE} is missing: energy_uj returns to 0400 root at the next boot",
                        fix=fix, install_step="powercap", data=data)

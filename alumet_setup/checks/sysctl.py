@@ -83,14 +83,14 @@ def judge(value: int, has_perfmon: bool, probe: Finding | None) -> ParanoidJudge
 _SED_KEY = r"^[[:space:]]*-?[[:space:]]*kernel[./]perf_event_paranoid[[:space:]]*="
 
 
-def _persist_fix(host: Host, sysctl_file: str, value: int = RECOMMENDED) -> str:
+def _persist_fix(host: Host, sysctl_file: str, value: int = RECOMMENDED) -> list[str]:
     """Write `value` into alumet-setup's file without losing the file's other settings."""
     line = shlex.quote(f"{KEY} = {value}")
     target = shlex.quote(sysctl_file)
     others = [k for k, _ in parse_sysctl(host.read_text(sysctl_file) or "") if not key_matches(k)]
     if not others:
-        return f"echo {line} | sudo tee {target}"
-    return f"sudo sed -i -E '/{_SED_KEY}/d' {target} && echo {line} | sudo tee -a {target}"
+        return [f"echo {line} | sudo tee {target}"]
+    return [f"sudo sed -i -E '/{_SED_KEY}/d' {target}", f"echo {line} | sudo tee -a {target}"]
 
 
 def _unoverride_fix(host: Host, setter: Setter) -> str:
@@ -159,12 +159,12 @@ def perf_event_paranoid(ctx: Context) -> Finding:
     target = chosen if judge(chosen, has_perfmon, probe).status is Status.OK else RECOMMENDED
     fixes = [_unoverride_fix(host, s) for s in over]
     if "capabilities" in steps and caps.fix:
-        fixes.append(caps.fix)
+        fixes += caps.fix
     own = [s.int_value for s in setters if s.file == sysctl_file and s.int_value is not None]
     own_ok = bool(own) and judge(own[-1], has_perfmon, probe).status is Status.OK
     if later.status is not Status.OK and later.step == "sysctl" and not own_ok:
-        fixes.append(_persist_fix(host, sysctl_file, target))
+        fixes += _persist_fix(host, sysctl_file, target)
     if now.status is not Status.OK and now.step == "sysctl":
         fixes.append(f"sudo sysctl -w {KEY}={target}")
-    return Finding(status, "; ".join([p[1] for p in problems] + notes), fix=" && ".join(fixes) or None,
+    return Finding(status, "; ".join([p[1] for p in problems] + notes), fix=fixes,
                    install_step=step, data=data)

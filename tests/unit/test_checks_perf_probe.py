@@ -113,7 +113,7 @@ def test_ok_with_the_agents_capabilities(agent: None) -> None:
 def test_refused_for_the_agent_points_at_capabilities(agent: None) -> None:
     f = evaluate(host(raw(0), raw(65534, cpu_wide=errno.EACCES)), "kernel.perf_probe")
     assert f.status is Status.FAIL and "EACCES" in f.detail
-    assert f.install_step == "capabilities" and f.fix.startswith("sudo setcap")
+    assert f.install_step == "capabilities" and f.fix[0].startswith("sudo setcap")
 
 
 @pytest.mark.parametrize("paranoid", ["3\n", "4\n"])
@@ -124,7 +124,7 @@ def test_refused_above_2_points_at_sysctl_not_capabilities(agent: None, paranoid
     h.read_text = lambda path, *a, **k: paranoid if path.endswith("perf_event_paranoid") else real_read(path, *a, **k)  # type: ignore[method-assign]
     f = evaluate(h, "kernel.perf_probe")
     assert f.status is Status.FAIL and f.install_step == "sysctl"
-    assert f.fix == "sudo sysctl -w kernel.perf_event_paranoid=2" and "too strict even with cap_perfmon" in f.detail
+    assert f.fix == ("sudo sysctl -w kernel.perf_event_paranoid=2",) and "too strict even with cap_perfmon" in f.detail
 
 
 def test_without_agent_probes_with_no_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:

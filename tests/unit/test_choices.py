@@ -125,7 +125,7 @@ def test_a_corrupt_record_warns_and_the_defaults_apply(tmp_path: Path, text: str
     by_id = {r.id: r.finding for r in report.results}
     assert by_id["system.choices"].status is Status.WARN
     assert f"{paths.CHOICES_FILE} ignored" in by_id["system.choices"].detail
-    assert by_id["system.choices"].fix == f"sudo rm -- {paths.CHOICES_FILE}"
+    assert by_id["system.choices"].fix == (f"sudo rm -- {paths.CHOICES_FILE}",)
     assert all(f.status is not Status.ERROR for f in by_id.values()), by_id
     assert "Install choices" in render_text(report)
     json.loads(to_json([report]))
@@ -199,7 +199,7 @@ def test_paranoid_value_as_asked_is_what_the_fix_writes(tmp_path: Path, monkeypa
     record_choices(root, {"perf_paranoid_value": 1})
     finding = context(FixtureHost(root)).finding("kernel.perf_event_paranoid")
     assert finding.status is Status.WARN
-    assert "echo 'kernel.perf_event_paranoid = 1' | sudo tee /etc/sysctl.d/local.conf" in (finding.fix or "")
+    assert "echo 'kernel.perf_event_paranoid = 1' | sudo tee /etc/sysctl.d/local.conf" in finding.fix
 
 
 @needs_root
