@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from .. import sysctl_precedence as precedence
 from ..findings import Context, Finding, Status, check
 from ..hosts import Host
-from ..sysctl_precedence import Setter, normalize_key, overriding, parse_sysctl, sysctl_files
-
-__all__ = ["Setter", "boot_setters", "key_matches", "normalize_key", "overriding", "parse_sysctl", "sysctl_files"]
+from ..sysctl_precedence import Setter, overriding, parse_sysctl
 
 KEY = "kernel.perf_event_paranoid"
 LIVE_PATH = "/proc/sys/kernel/perf_event_paranoid"
