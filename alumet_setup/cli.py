@@ -1,4 +1,5 @@
-"""The `alumet-setup` command line: parse, call, render, exit code. Nothing else lives here.
+"""The `alumet-setup` command line: parse, call, render, exit code. Nothing else lives here: install and
+uninstall are play.py, step rules settings.py, the exit-code policy exits.py (shared with doctor).
 
 Exit codes: 0 ready / succeeded, 1 not ready / a host failed, 2 usage or connection error.
 Heavy modules (ansible-runner, testinfra, jinja2) are imported inside the commands that need them,
@@ -14,8 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-
-EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
+from .exits import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, exit_code
 
 
 class UsageFailure(click.ClickException):
@@ -41,14 +41,6 @@ def fail(message: str) -> NoReturn:
 def split_csv(values: Sequence[str]) -> list[str]:
     """`--plugin a,b --plugin c` -> [a, b, c]."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
-
-
-def split_steps(values: Sequence[str], option: str) -> list[str]:
-    """Like split_csv, but an empty name is bad input: `--only ',,,'` must not mean every step."""
-    steps = [item.strip() for value in values for item in value.split(",")]
-    if any(not step for step in steps):
-        fail(f"{option} {','.join(values)!r}: empty step name (steps are separated by single commas)")
-    return steps
 
 
 def _complete_steps(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
@@ -175,9 +167,7 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         click.echo("\n\n".join(doc.render_text(r, color=color, verbose=verbose) for r in reports))
         if len(reports) > 1:
             click.echo("\n" + doc.render_table(reports))
-    if any(r.error is not None for r in reports):
-        sys.exit(EXIT_USAGE)
-    sys.exit(EXIT_OK if all(r.ready for r in reports) else EXIT_NOT_READY)
+    sys.exit(exit_code(any(r.error is not None for r in reports), all(r.ready for r in reports)))
 
 
 def _require_toml(path: str) -> None:
@@ -265,99 +255,23 @@ def install(**options: Any) -> None:
     Steps: prereqs, rustup, agent, group, sysctl, hidepid, powercap, config, capabilities; opt-in: service
     (--only service, or --set alumet_service_enabled=true).
     """
-    _play("install", **options)
+    _play("install", options)
 
 
 @cli.command()
 @_play_options
 def uninstall(**options: Any) -> None:
     """Undo what install changed, step by step (the options of install that apply)."""
-    _play("uninstall", **options)
+    _play("uninstall", options)
 
 
-def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user: str | None,
-          only: tuple[str, ...], skip: tuple[str, ...], check: bool, diff: bool, settings: tuple[str, ...],
-          ask_become_pass: bool, forks: int, verbose: int, build_host: str | None = None,
-          build_on_each: bool = False) -> None:
-    """Validate every input (nothing runs before that), run the playbook, render the summary."""
-    import shlex
+def _play(playbook_name: str, options: dict[str, Any]) -> NoReturn:
+    from . import play
 
-    from . import resources, runner
-    from .inventory import InventoryError, build_inventory, expand_hosts, resolve_targets
-    from .settings import STEPS, SettingError, check_used, load_specs, parse_settings
-
-    only_steps, skip_steps = split_steps(only, "--only"), split_steps(skip, "--skip")
-    unknown = sorted(set(only_steps + skip_steps) - set(STEPS), key=(only_steps + skip_steps).index)
-    if unknown:
-        fail(f"unknown step {', '.join(unknown)} (known: {', '.join(STEPS)})")
-    both = [s for s in only_steps if s in skip_steps]
-    if both:
-        fail(f"step {', '.join(both)} is both in --only and --skip")
     try:
-        roles = resources.bundled("roles")
-        specs = load_specs(roles)
-        extravars = parse_settings(settings, specs)
-        playbook = resources.playbook(playbook_name)
-        # The shipped playbook's step->role mapping decides which settings this run reads.
-        check_used(extravars, specs, resources.bundled("playbooks") / f"{playbook_name}.yml", playbook_name,
-                   only_steps, skip_steps)
-        targets = resolve_targets(hosts, inventory, user)
-        # Every host the play will touch, groups expanded: each gets a summary row even if it never answers.
-        ad_hoc_names = [t.name for t in targets if not t.from_inventory]
-        expected = ad_hoc_names + (expand_hosts(inventory, [t.name for t in targets if t.from_inventory])
-                                   if inventory else [])
-    except (SettingError, InventoryError, resources.ResourceMissing) as exc:
+        sys.exit(play.play(playbook_name, **options))
+    except play.BadInput as exc:
         fail(str(exc))
-    if build_host is not None and build_host not in expected:
-        fail(f"--build-host {build_host!r} is not one of the hosts of this run ({', '.join(expected)})")
-    if build_on_each and build_host is not None:
-        fail("--build-host and --build-on-each exclude each other")
-    if build_on_each:
-        extravars["alumet_agent_build_once"] = False
-    if build_host is not None:
-        extravars["alumet_agent_build_host"] = build_host
-
-    password = None
-    if ask_become_pass:
-        password = click.prompt("BECOME password", hide_input=True, default="", show_default=False, err=True)
-    ad_hoc = [t for t in targets if not t.from_inventory]
-    try:
-        result = runner.run_playbook(
-            playbook, inventory=[inventory] if inventory else [],
-            generated_inventory=build_inventory(ad_hoc, user=user) if ad_hoc else None,
-            hosts=expected, forks=forks,
-            limit=",".join(t.name for t in targets if t.from_inventory) or None,
-            extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=check, diff=diff,
-            verbosity=verbose, remote_user=user if inventory else None, become_password=password,
-            roles_path=roles, echo=click.echo,
-        )
-    except runner.RunnerError as exc:
-        error(str(exc))
-        sys.exit(EXIT_NOT_READY)
-
-    click.echo("")
-    for line in runner.render_summary(result.stats, result.hosts):
-        click.echo(line)
-    unreachable = [h for h in result.hosts if (result.stats.get(h) or {}).get("unreachable")]
-    for host in unreachable:
-        error(f"{host}: unreachable: {result.unreachable.get(host, 'no answer')}")
-    for host in result.hosts:  # a failure says so on stderr too, not only in the progress lines
-        row = result.stats.get(host)
-        if host not in unreachable and (row is None or row["failed"]):
-            error(f"{host}: failed (see its FAILED line above)" if row else f"{host}: never ran")
-    if any("sudo" in m and "password" in m for m in result.messages):
-        click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
-    click.echo(f"Run log: {result.artifact_dir}")
-    if check:
-        click.echo("Check mode: nothing was changed.")
-    doctor_hosts = [h for h in (t.doctor_host() for t in targets) if h]
-    hint = f" -i {shlex.quote(inventory)}" if inventory else ""
-    hint += "".join(f" --host {shlex.quote(h)}" for h in doctor_hosts)
-    if result.ok:  # after a failure the failed task's message is what to read, not doctor
-        click.echo(f"Next: alumet-setup doctor{hint}")
-    if unreachable:
-        sys.exit(EXIT_USAGE)  # as doctor: 2 when a host could not be reached, 1 when one failed
-    sys.exit(EXIT_OK if result.ok else EXIT_NOT_READY)
 
 
 @cli.command("settings")
@@ -368,15 +282,13 @@ def settings_command(steps: tuple[str, ...]) -> None:
     import textwrap
 
     from . import resources
-    from .settings import STEPS, by_step, describe, load_specs
+    from .settings import SettingError, by_step, check_steps, describe, load_specs, split_steps
 
-    wanted = split_steps(steps, "--step") if steps else []
-    unknown = [s for s in wanted if s not in STEPS]
-    if unknown:
-        fail(f"unknown step {', '.join(unknown)} (known: {', '.join(STEPS)})")
     try:
+        wanted = split_steps(steps, "--step") if steps else []
+        check_steps(wanted)
         groups = by_step(load_specs(resources.bundled("roles")), resources.bundled("playbooks") / "install.yml")
-    except resources.ResourceMissing as exc:
+    except (SettingError, resources.ResourceMissing) as exc:
         fail(str(exc))
     shown = [(step, options) for step, options in groups.items() if not wanted or step in wanted]
     for index, (step, options) in enumerate(shown):
@@ -393,10 +305,28 @@ def config() -> None:
     """Render and validate Alumet configuration files (profiles: templates/alumet-config/)."""
 
 
+class _ProfileOption(click.Option):
+    """--profile: its default and the names its help lists come from profiles.py, imported only when
+    `config render` runs or shows its help (doctor's start-up does not pay for it)."""
+
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
+        from .profiles import DEFAULT_PROFILE
+
+        return DEFAULT_PROFILE
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from .profiles import DEFAULT_PROFILE, PROFILES
+
+        names = [f"{p.name} (the service's)" if p.name == DEFAULT_PROFILE
+                 else f"{p.name} (exec)" if p.runs == ("exec",) and "exec" not in p.name else p.name
+                 for p in PROFILES.values()]
+        self.help = f"{', '.join(names[:-1])} or {names[-1]}."
+        return super().get_help_record(ctx)
+
+
 @config.command("render")
-@click.option("--profile", "profile_name", default="energy-attribution", show_default=True, metavar="NAME",
-              shell_complete=_complete_profiles,
-              help="energy-attribution (the service's), energy-attribution-exec, rapl, rapl-perf (exec) or nvml.")
+@click.option("--profile", "profile_name", cls=_ProfileOption, show_default=True, metavar="NAME",
+              shell_complete=_complete_profiles)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a profile parameter (repeatable); --list-parameters shows them.")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None, metavar="FILE",

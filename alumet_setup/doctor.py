@@ -1,7 +1,7 @@
 """Run the registered checks against a host, derive a verdict per Alumet plugin, render the report.
 
-Checks run concurrently (they mostly wait on subprocesses or on the network), each isolated: a
-check that raises is reported with status `error` and never stops the others.
+Checks run concurrently (they mostly wait on subprocesses or on the network), needs first, each
+isolated: a check that raises is reported with status `error` and never stops the others.
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from typing import Any
 
 from . import __version__
 from .checks import load_all
-from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status
+from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status, dependency_order
 from .hosts import Host, HostError
 from .threads import parallel_map
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: "fix" is a list of commands (docs/doctor-schema.json)
 WORKERS = 12
 # Hosts diagnosed at once (each runs WORKERS checks, over one ssh connection).
 HOST_WORKERS = 10
 
 
-class Verdict:
+class Readiness:
+    """A plugin's verdict (PluginVerdict.verdict, "verdict" in --json)."""
+
     READY = "ready"
     DEGRADED = "degraded"
     BLOCKED = "blocked"
@@ -68,7 +70,7 @@ class CheckResult:
         f = self.finding
         document = {
             "id": self.id, "title": self.title, "group": self.group, "status": str(f.status),
-            "detail": f.detail, "fix": f.fix, "install": f.install_command, "data": _jsonable(f.data),
+            "detail": f.detail, "fix": list(f.fix), "install": f.install_command, "data": _jsonable(f.data),
         }
         if self.blocks:
             document["blocks"] = self.blocks
@@ -96,17 +98,17 @@ class Report:
 
     @property
     def ready(self) -> bool:
-        return self.error is None and not any(p.verdict == Verdict.BLOCKED for p in self.plugins)
+        return self.error is None and not any(p.verdict == Readiness.BLOCKED for p in self.plugins)
 
     def summary(self) -> str:
         """One line: "ready for rapl, procfs; blocked for perf, csv (<first reason>); ..."."""
         if self.error is not None:
             return f"unreachable: {self.error}"
         parts = []
-        for verdict, label in ((Verdict.READY, "ready for"), (Verdict.DEGRADED, "degraded for"),
-                               (Verdict.BLOCKED, "blocked for"), (Verdict.NOT_AVAILABLE, "not available here:")):
+        for verdict, label in ((Readiness.READY, "ready for"), (Readiness.DEGRADED, "degraded for"),
+                               (Readiness.BLOCKED, "blocked for"), (Readiness.NOT_AVAILABLE, "not available here:")):
             # Plugins stopped by the same first reason are named together, the reason once.
-            explained = verdict in (Verdict.DEGRADED, Verdict.BLOCKED)
+            explained = verdict in (Readiness.DEGRADED, Readiness.BLOCKED)
             by_reason: dict[str, list[str]] = {}
             for p in self.plugins:
                 if p.verdict == verdict:
@@ -124,7 +126,7 @@ class Report:
             "checks": [r.to_json() for r in self.results],
             "plugins": {p.plugin: {"verdict": p.verdict, "reasons": p.reasons} for p in self.plugins},
         }
-        if self.error is not None:  # only then: schema_version 1 readers see nothing new otherwise
+        if self.error is not None:  # only then: other readers see nothing new
             document["error"] = self.error
         return document
 
@@ -145,10 +147,15 @@ def check_ids() -> list[str]:
 
 
 def run_checks(host: Host, options: Options | None = None, only: Iterable[str] | None = None) -> list[CheckResult]:
-    """Run every registered check (or those in `only`) and return their results in registry order."""
+    """Run every registered check (or those in `only`) and return their results in registry order.
+
+    Checks are handed to the workers needs first (findings.dependency_order); a check that reads a
+    need still running waits for it, and one nobody has started (left out by `only`) runs on demand."""
     load_all()
     ctx = Context(host, options)
     wanted = list(REGISTRY) if only is None else [c for c in REGISTRY if c in set(only)]
+    chosen = set(wanted)
+    order = [c for c in dependency_order(wanted) if c in chosen]
     timings: dict[str, float] = {}
 
     def timed(check_id: str) -> Finding:
@@ -157,7 +164,7 @@ def run_checks(host: Host, options: Options | None = None, only: Iterable[str] |
         timings.setdefault(check_id, time.perf_counter() - start)
         return finding
 
-    findings = dict(zip(wanted, parallel_map(timed, wanted, WORKERS), strict=True))
+    findings = dict(zip(order, parallel_map(timed, order, WORKERS), strict=True))
     return [
         CheckResult(c, REGISTRY[c].title, REGISTRY[c].group, findings[c], timings.get(c, 0.0)) for c in wanted
     ]
@@ -186,13 +193,13 @@ def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None 
             if result and result.finding.status in (Status.WARN, Status.FAIL, Status.ERROR):
                 degraded.append(f"{check_id}: {result.finding.detail}")
         if missing_hw:
-            verdicts.append(PluginVerdict(plugin, Verdict.NOT_AVAILABLE, missing_hw))
+            verdicts.append(PluginVerdict(plugin, Readiness.NOT_AVAILABLE, missing_hw))
         elif blocked:
-            verdicts.append(PluginVerdict(plugin, Verdict.BLOCKED, blocked + degraded))
+            verdicts.append(PluginVerdict(plugin, Readiness.BLOCKED, blocked + degraded))
         elif degraded:
-            verdicts.append(PluginVerdict(plugin, Verdict.DEGRADED, degraded))
+            verdicts.append(PluginVerdict(plugin, Readiness.DEGRADED, degraded))
         else:
-            verdicts.append(PluginVerdict(plugin, Verdict.READY))
+            verdicts.append(PluginVerdict(plugin, Readiness.READY))
     return verdicts
 
 
@@ -201,7 +208,7 @@ def settle(results: Sequence[CheckResult], verdicts: Sequence[PluginVerdict]) ->
     names the plugins it blocks, and a failure that blocks none (only recommended, or its plugin is not
     available here, or not selected) is a warning. The verdicts are unchanged by this (a warning on a
     recommended check degrades as a failure does; not-available wins over both)."""
-    blocked = [p.plugin for p in verdicts if p.verdict == Verdict.BLOCKED]
+    blocked = [p.plugin for p in verdicts if p.verdict == Readiness.BLOCKED]
     settled = []
     for r in results:
         status = r.finding.status
@@ -275,11 +282,26 @@ SYMBOLS = {
     Status.ERROR: ("?", "magenta"),
 }
 VERDICT_SYMBOLS = {
-    Verdict.READY: ("✓", "green"),
-    Verdict.DEGRADED: ("!", "yellow"),
-    Verdict.BLOCKED: ("✗", "red"),
-    Verdict.NOT_AVAILABLE: ("–", None),
+    Readiness.READY: ("✓", "green"),
+    Readiness.DEGRADED: ("!", "yellow"),
+    Readiness.BLOCKED: ("✗", "red"),
+    Readiness.NOT_AVAILABLE: ("–", None),
 }
+
+
+def remedy_lines(finding: Finding) -> list[str]:
+    """What fixes it: one command on the `fix:` line, several as numbered steps; then the install step
+    as an alternative, unless a command already runs alumet-setup install. With no command, the
+    install step is the fix itself (never an `or:` with nothing before it)."""
+    commands = list(finding.fix)
+    install = finding.install_command if finding.status is not Status.OK else None
+    if not commands:
+        return [f"      fix: {install}"] if install else []
+    lines = ([f"      fix: {commands[0]}"] if len(commands) == 1
+             else ["      fix:", *(f"        {n}. {c}" for n, c in enumerate(commands, 1))])
+    if install and not any("alumet-setup install" in c for c in commands):
+        lines.append(f"       or: {install}")
+    return lines
 
 
 def render_text(report: Report, color: bool = False, verbose: bool = False) -> str:
@@ -306,10 +328,7 @@ def render_text(report: Report, color: bool = False, verbose: bool = False) -> s
         if r.blocks:
             lines.append(f"      blocks: {', '.join(r.blocks)}")
         if r.finding.status is not Status.OK or verbose:
-            if r.finding.fix:
-                lines.append(f"      fix: {r.finding.fix}")
-            if r.finding.install_command and r.finding.status is not Status.OK:
-                lines.append(f"       or: {r.finding.install_command}")
+            lines += remedy_lines(r.finding)
     lines += ["", paint("Plugins", None, bold=True)]
     pwidth = max((len(p.plugin) for p in report.plugins), default=4)
     for p in report.plugins:

@@ -1,15 +1,18 @@
 """What a doctor check returns, and how checks are registered.
 
-A check is a plain function `f(ctx) -> Finding`, registered with `@check(...)` under a stable id.
-It reads the host only through `ctx.host` (see hosts.py) and may read the findings of checks
-registered before it with `ctx.finding(id)`; their `data` carries the facts they established.
+A check is a plain function `f(ctx) -> Finding`, registered with `@check(id, title, needs=(...))`
+under a stable id. It reads the host only through `ctx.host` (see hosts.py) and the findings of the
+checks it names in `needs` with `ctx.finding(id)`; their `data` carries the facts they established.
+Reading a check it did not declare is an error (UndeclaredNeed), and `validate` refuses unknown needs
+and cycles when the registry is built: two checks can never wait on each other.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +35,16 @@ class Status(enum.StrEnum):
 class Finding:
     status: Status
     detail: str
-    # The exact shell command that fixes it, and the alumet-setup step that would do it for you.
-    fix: str | None = None
+    # The exact shell commands that fix it, in order (one string is one command; none: ()), and the
+    # alumet-setup step that would do it for you.
+    fix: tuple[str, ...] = ()
     install_step: str | None = None
     # Facts established by the check, for later checks, verdicts and --json.
     data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        fix: Any = self.fix
+        self.fix = () if fix is None else (fix,) if isinstance(fix, str) else tuple(fix)
 
     @property
     def install_command(self) -> str | None:
@@ -57,10 +65,19 @@ class CheckSpec:
     title: str
     group: str
     func: Callable[[Context], Finding]
+    needs: tuple[str, ...] = ()  # the checks whose findings this one reads
 
 
-# Registration order is run and display order; ids are stable (they are part of --json).
+# Registration order is display order (run order puts needs first); ids are stable (part of --json).
 REGISTRY: dict[str, CheckSpec] = {}
+
+
+class RegistryError(ValueError):
+    """Checks registered wrongly (an unknown need, a cycle): a programming error, raised at start."""
+
+
+class UndeclaredNeed(RuntimeError):
+    """A check read the finding of a check missing from its `needs`."""
 
 GROUPS = {
     "system": "System",
@@ -74,18 +91,58 @@ GROUPS = {
 }
 
 
-def check(check_id: str, title: str) -> Callable[[Callable[[Context], Finding]], Callable[[Context], Finding]]:
+def check(check_id: str, title: str, needs: Sequence[str] = ()
+          ) -> Callable[[Callable[[Context], Finding]], Callable[[Context], Finding]]:
+    """Register a check. `needs` may name checks of modules loaded later: validate() judges them."""
     group = check_id.split(".", 1)[0]
     if group not in GROUPS:
-        raise ValueError(f"check {check_id}: unknown group {group}")
+        raise RegistryError(f"check {check_id}: unknown group {group}")
+    if check_id in needs:
+        raise RegistryError(f"check {check_id} needs itself")
 
     def register(func: Callable[[Context], Finding]) -> Callable[[Context], Finding]:
         if check_id in REGISTRY:
-            raise ValueError(f"check {check_id} registered twice")
-        REGISTRY[check_id] = CheckSpec(check_id, title, group, func)
+            raise RegistryError(f"check {check_id} registered twice")
+        REGISTRY[check_id] = CheckSpec(check_id, title, group, func, tuple(needs))
         return func
 
     return register
+
+
+def dependency_order(check_ids: Iterable[str], registry: Mapping[str, CheckSpec] | None = None) -> list[str]:
+    """`check_ids` and everything they need, each after its needs, otherwise in the order given.
+    RegistryError names an unknown need or the checks of a cycle."""
+    registry = REGISTRY if registry is None else registry
+    order: list[str] = []
+    done: set[str] = set()
+    path: list[str] = []  # the checks being visited: meeting one again is a cycle
+
+    def visit(check_id: str, needed_by: str | None) -> None:
+        if check_id in done:
+            return
+        if check_id in path:
+            cycle = [*path[path.index(check_id):], check_id]
+            raise RegistryError(f"checks need each other in a cycle: {' -> '.join(cycle)}")
+        spec = registry.get(check_id)
+        if spec is None:
+            raise RegistryError(f"check {needed_by} needs {check_id}, which is not registered"
+                                if needed_by else f"unknown check {check_id}")
+        path.append(check_id)
+        for need in spec.needs:
+            visit(need, check_id)
+        path.pop()
+        done.add(check_id)
+        order.append(check_id)
+
+    for check_id in check_ids:
+        visit(check_id, None)
+    return order
+
+
+def validate(registry: Mapping[str, CheckSpec] | None = None) -> None:
+    """Every need is a registered check and no check needs itself through others (RegistryError)."""
+    registry = REGISTRY if registry is None else registry
+    dependency_order(registry, registry)
 
 
 @dataclass
@@ -118,7 +175,10 @@ class Options:
 
 
 class Context:
-    """Handed to every check: the host, the options, and the findings of earlier checks."""
+    """Handed to every check: the host, the options, and the findings of the checks it needs.
+
+    A check gets a view of the context bound to its spec (`_reader`): the same host, options and
+    findings, but `finding()` answers only the ids in its `needs`."""
 
     def __init__(self, host: Host, options: Options | None = None):
         self.host = host
@@ -126,15 +186,23 @@ class Context:
         self._futures: dict[str, Pending[Finding]] = {}
         self._lock = threading.Lock()
         self._options_lock = threading.Lock()
+        self._root = self  # views share the root's options
+        self._reader: CheckSpec | None = None  # the check this view is handed to; None: the caller's
+
+    def _view(self, spec: CheckSpec) -> Context:
+        view = copy.copy(self._root)  # shallow: the findings and locks are shared
+        view._reader = spec
+        return view
 
     @property
     def options(self) -> Options:
         """The options with the host's install record applied, read once, by the first check that asks."""
-        if self._options.record is None:
-            with self._options_lock:
-                if self._options.record is None:
-                    self._options = choices.apply(choices.read(self.host), self._options)
-        return self._options
+        root = self._root
+        if root._options.record is None:
+            with root._options_lock:
+                if root._options.record is None:
+                    root._options = choices.apply(choices.read(root.host), root._options)
+        return root._options
 
     def _claim(self, check_id: str) -> tuple[Pending[Finding], bool]:
         with self._lock:
@@ -153,16 +221,20 @@ class Context:
         if mine:
             spec = REGISTRY[check_id]
             try:
-                finding = spec.func(self)
+                finding = spec.func(self._view(spec))
             except Exception as exc:
                 finding = Finding(Status.ERROR, f"{type(exc).__name__}: {exc}")
             future.set_result(finding)
         return future.result()
 
     def finding(self, check_id: str) -> Finding:
-        """The finding of another check, run on demand if nobody has run it yet."""
+        """The finding of another check, run on demand if nobody has run it yet. Inside a check, only
+        one it declared in `needs` (UndeclaredNeed otherwise: it would be a hidden dependency)."""
         if check_id not in REGISTRY:
             raise KeyError(f"unknown check {check_id}")
+        reader = self._reader
+        if reader is not None and check_id not in reader.needs:
+            raise UndeclaredNeed(f"check {reader.id} reads {check_id} without declaring it in needs")
         return self.evaluate(check_id)
 
     def data(self, check_id: str, key: str, default: Any = None) -> Any:

@@ -514,9 +514,3 @@ def ssh_target(spec: str) -> str | SshTarget:
         return "local"
     parsed = parse_host(spec)
     return SshTarget(name=spec, destination=parsed.address or spec, user=parsed.user, port=parsed.port)
-
-
-def host_from_spec(spec: str | None) -> Host:
-    """`None`/`local` -> this machine; anything with `://` -> a testinfra backend; `user@host:port`
-    or a bare name -> ssh (names are resolved by ssh itself, so ~/.ssh/config applies)."""
-    return connect(None if spec is None else ssh_target(spec))

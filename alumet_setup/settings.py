@@ -13,7 +13,7 @@ import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,31 @@ class SettingError(ValueError):
     """A --set that names no role option, or whose value does not fit it. The text is one line."""
 
 
+def split_steps(values: Sequence[str], option: str) -> list[str]:
+    """`--only a,b --only c` -> [a, b, c]; an empty name is an error: `--only ',,,'` must not mean every step."""
+    steps = [item.strip() for value in values for item in value.split(",")]
+    if any(not step for step in steps):
+        raise SettingError(f"{option} {','.join(values)!r}: empty step name (steps are separated by single commas)")
+    return steps
+
+
+def check_steps(steps: Sequence[str]) -> None:
+    """Every name is a step (SettingError naming the unknown ones, in the order given, and the known ones)."""
+    unknown = [s for s in dict.fromkeys(steps) if s not in STEPS]
+    if unknown:
+        raise SettingError(f"unknown step {', '.join(unknown)} (known: {', '.join(STEPS)})")
+
+
+def select_steps(only: Sequence[str], skip: Sequence[str]) -> tuple[list[str], list[str]]:
+    """--only and --skip of install/uninstall: known steps, none in both."""
+    only_steps, skip_steps = split_steps(only, "--only"), split_steps(skip, "--skip")
+    check_steps(only_steps + skip_steps)
+    both = [s for s in only_steps if s in skip_steps]
+    if both:
+        raise SettingError(f"step {', '.join(both)} is both in --only and --skip")
+    return only_steps, skip_steps
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -76,7 +101,6 @@ class Option:
     choices: tuple[Any, ...] = ()
     default: Any = None
     description: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_specs(roles_dir: Path) -> dict[str, Option]:

@@ -91,13 +91,13 @@ def unsafe_paths(host: Host, found: str, real: str) -> tuple[list[str], list[str
     return problems, chown, chmod
 
 
-def _permission_fix(chown: list[str], chmod: list[str]) -> str:
+def _permission_fix(chown: list[str], chmod: list[str]) -> list[str]:
     parts = []
     if chown:
         parts.append("sudo chown root:root " + " ".join(shlex.quote(p) for p in chown))
     if chmod:
         parts.append("sudo chmod go-w " + " ".join(shlex.quote(p) for p in chmod))
-    return " && ".join(parts)
+    return parts
 
 
 @check("agent.binary", AGENT)
@@ -183,7 +183,7 @@ def ptrace_reasons(ctx: Context, mounts: list[Mount]) -> list[str] | None:
         except tomllib.TOMLDecodeError:
             return None
     proc = mount_at(mounts, "/proc")
-    from .procfs import group_gid  # at run time: importing procfs here would reorder the report
+    from .hidepid import group_gid  # at run time: importing hidepid here would reorder the report
 
     return all_reasons(doc, proc.super_options if proc else {}, group_gid(host, ctx.options.proc_group))
 
@@ -192,7 +192,7 @@ def _ptrace_choice(value: object) -> str:
     return "auto" if value == "auto" else "true" if value is True else "false"
 
 
-@check("agent.capabilities", "File capabilities")
+@check("agent.capabilities", "File capabilities", needs=("agent.binary", "system.kernel"))
 def file_capabilities(ctx: Context) -> Finding:
     host = ctx.host
     data: dict[str, object] = {"effective": [], "has_perfmon": False, "has_sys_nice": False,

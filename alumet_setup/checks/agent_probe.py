@@ -198,7 +198,7 @@ def _status(outcomes: list[PluginOutcome]) -> Status:
     return Status.OK
 
 
-@check("agent.probe", "alumet-agent probe run")
+@check("agent.probe", "alumet-agent probe run", needs=("agent.binary",))
 def agent_probe(ctx: Context) -> Finding:
     if not ctx.options.probe:
         return not_available("not run (use --probe)", requested=False)

@@ -50,7 +50,7 @@ def device(ctx: Context) -> Finding:
     return ok(f"{len(found)} NVIDIA GPU(s): {', '.join(found)}", gpus=found)
 
 
-@check("nvml.library", "NVML library")
+@check("nvml.library", "NVML library", needs=("nvml.device",))
 def library(ctx: Context) -> Finding:
     if ctx.finding("nvml.device").status is Status.NOT_AVAILABLE:
         return not_available("no NVIDIA GPU")

@@ -86,7 +86,7 @@ def grant_command(group: str) -> str:
     return f"sudo sh -c {shlex.quote(f'chgrp {group} {files} && chmod 0440 {files}')}"
 
 
-@check("rapl.pmu", "RAPL perf PMU")
+@check("rapl.pmu", "RAPL perf PMU", needs=("system.kernel",))
 def pmu(ctx: Context) -> Finding:
     directory = pmu_dir(ctx.host)
     vendor = cpu_vendor(ctx.host)
@@ -135,7 +135,7 @@ def powercap(ctx: Context) -> Finding:
         return ok(f"{len(listed)} zones ({names}), energy_uj readable by {who}", **data)
     if gid is None:
         return Finding(Status.WARN, f"group {group} does not exist: energy_uj stays readable by root only",
-                       fix=f"sudo groupadd --system {group} && {fix}", install_step="group", data=data)
+                       fix=(f"sudo groupadd --system {group}", fix), install_step="group", data=data)
     modes = sorted({f"{z['mode']} {z['group']}" for z in listed})
     return Finding(Status.WARN, f"energy_uj not readable by group {group} ({'; '.join(modes)}): "
                    "the powercap fallback is closed to the agent", fix=fix, install_step="powercap", data=data)
@@ -161,15 +161,15 @@ def _rule_grants(rule: str, group: str, world: bool) -> bool:
     return chgrp and chmod
 
 
-@check("rapl.persistence", "RAPL access after reboot")
+@check("rapl.persistence", "RAPL access after reboot", needs=("rapl.powercap",))
 def persistence(ctx: Context) -> Finding:
     if ctx.finding("rapl.powercap").status is Status.NOT_AVAILABLE:
         return not_available("no powercap zones: nothing to persist")
     group = ctx.options.rapl_group
     rule = ctx.host.read_text(paths.UDEV_RULE)
     data = {"rule": paths.UDEV_RULE, "present": rule is not None}
-    fix = (f"printf '%s\\n' {shlex.quote(udev_rule(group))} | sudo tee {paths.UDEV_RULE} >/dev/null"
-           " && sudo udevadm trigger --subsystem-match=powercap --action=add")
+    fix = (f"printf '%s\\n' {shlex.quote(udev_rule(group))} | sudo tee {paths.UDEV_RULE} >/dev/null",
+           "sudo udevadm trigger --subsystem-match=powercap --action=add")
     if rule is None:
         return Finding(Status.WARN, f"{paths.UDEV_RULE} is missing: energy_uj returns to 0400 root at the next boot",
                        fix=fix, install_step="powercap", data=data)
@@ -196,7 +196,8 @@ def _perf_path(ctx: Context) -> tuple[bool, str]:
     return False, f"perf_events refused: {why}"
 
 
-@check("rapl.access", "RAPL counters readable")
+@check("rapl.access", "RAPL counters readable", needs=(
+    "rapl.pmu", "rapl.powercap", "kernel.perf_probe", "kernel.perf_event_paranoid", "agent.capabilities"))
 def access(ctx: Context) -> Finding:
     pmu_f, cap_f = ctx.finding("rapl.pmu"), ctx.finding("rapl.powercap")
     has_pmu = pmu_f.status is not Status.NOT_AVAILABLE

@@ -37,6 +37,10 @@ def locate(ctx: Context, command: str) -> str | None:
     return ctx.host.which(command, extra_dirs=USER_BINS)
 
 
+# missing() reads whether the agent is installed: every check that calls it needs agent.binary.
+MISSING_NEEDS = ("agent.binary",)
+
+
 def missing(ctx: Context, detail: str, fix: str, step: str, **data: object) -> Finding:
     """A missing build tool blocks only when there is no agent yet; afterwards only a rebuild needs it."""
     installed = ctx.finding("agent.binary").status is Status.OK
@@ -51,7 +55,7 @@ def rust_env(path: str) -> dict[str, str] | None:
     return RUSTUP_ENV if path.startswith(SYSTEM_BIN + "/") else None
 
 
-@check("toolchain.rustup", "rustup")
+@check("toolchain.rustup", "rustup", needs=MISSING_NEEDS)
 def rustup(ctx: Context) -> Finding:
     path = locate(ctx, "rustup")
     if path is None:
@@ -71,7 +75,7 @@ def rustc_version(output: str) -> Version | None:
         return None
 
 
-@check("toolchain.rust", "Rust (rustc, cargo)")
+@check("toolchain.rust", "Rust (rustc, cargo)", needs=MISSING_NEEDS)
 def rust(ctx: Context) -> Finding:
     rustc, cargo = locate(ctx, "rustc"), locate(ctx, "cargo")
     data: dict[str, object] = {"rustc": rustc, "cargo": cargo, "version": None}
@@ -94,7 +98,7 @@ def rust(ctx: Context) -> Finding:
     return ok(f"rustc {version}, cargo at {cargo}", **data)
 
 
-@check("toolchain.cc", "C compiler and linker")
+@check("toolchain.cc", "C compiler and linker", needs=MISSING_NEEDS)
 def cc(ctx: Context) -> Finding:
     # rustc links through `cc`; the -sys crates compile C with it too.
     path = ctx.host.which("cc") or ctx.host.which("gcc")
@@ -103,7 +107,7 @@ def cc(ctx: Context) -> Finding:
     return ok(path, path=path)
 
 
-@check("toolchain.pkg_config", "pkg-config")
+@check("toolchain.pkg_config", "pkg-config", needs=MISSING_NEEDS)
 def pkg_config(ctx: Context) -> Finding:
     path = ctx.host.which("pkg-config")
     if path is None:
@@ -112,7 +116,7 @@ def pkg_config(ctx: Context) -> Finding:
     return ok(path, path=path)
 
 
-@check("toolchain.openssl", "OpenSSL headers")
+@check("toolchain.openssl", "OpenSSL headers", needs=(*MISSING_NEEDS, "toolchain.pkg_config"))
 def openssl(ctx: Context) -> Finding:
     fix = apt("pkg-config", "libssl-dev")
     pkg = ctx.data("toolchain.pkg_config", "path")

@@ -57,7 +57,7 @@ def test_installed_link_resolved_and_version_read(installed: Path) -> None:
 def test_missing_agent_fails_with_install_fix(tmp_path: Path) -> None:
     finding = context(FixtureHost(tmp_path)).finding("agent.binary")
     assert finding.status is Status.FAIL
-    assert (finding.fix, finding.install_step) == ("alumet-setup install", "agent")
+    assert (finding.fix, finding.install_step) == (("alumet-setup install",), "agent")
     assert finding.data["path"] is None and finding.data["real_path"] is None
 
 
@@ -85,7 +85,7 @@ def test_group_writable_binary_fails_and_is_not_run(installed: Path) -> None:
     finding = context(host).finding("agent.binary")
     assert finding.status is Status.FAIL
     assert f"{REAL} is writable by group (mode 0775)" in finding.data["problems"]
-    assert finding.fix == f"sudo chmod go-w {REAL}"
+    assert finding.fix == (f"sudo chmod go-w {REAL}",)
     assert finding.install_step == "agent"
     assert host.ran == []  # whoever could write it could make doctor run their code
 
@@ -96,7 +96,7 @@ def test_world_writable_directory_fails(installed: Path) -> None:
     finding = context(FixtureHost(installed)).finding("agent.binary")
     assert finding.status is Status.FAIL
     assert finding.data["problems"] == ["/opt/alumet is writable by group and others (mode 0777)"]
-    assert finding.fix == "sudo chmod go-w /opt/alumet"
+    assert finding.fix == ("sudo chmod go-w /opt/alumet",)
 
 
 @needs_root
@@ -113,7 +113,7 @@ def test_binary_owned_by_a_user_fails(installed: Path) -> None:
     finding = context(FixtureHost(installed)).finding("agent.binary")
     assert finding.status is Status.FAIL
     assert finding.data["problems"] == [f"{REAL} is owned by uid 1000, not root"]
-    assert finding.fix == f"sudo chown root:root {REAL}"
+    assert finding.fix == (f"sudo chown root:root {REAL}",)
 
 
 @needs_root
@@ -146,7 +146,7 @@ def test_no_capabilities_fails_with_one_setcap(installed: Path) -> None:
     finding = context(FixtureHost(installed)).finding("agent.capabilities")
     assert finding.status is Status.FAIL
     assert finding.detail == f"no file capabilities on {REAL}"
-    assert finding.fix == f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep' {REAL}"  # nothing here needs ptrace
+    assert finding.fix == (f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep' {REAL}",)  # nothing here needs ptrace
     assert finding.install_step == "capabilities"
 
 
@@ -158,7 +158,7 @@ def test_real_capabilities_ok(installed: Path) -> None:
     assert finding.data["effective"] == ["cap_sys_ptrace", "cap_sys_nice", "cap_perfmon"]
     assert (finding.data["has_perfmon"], finding.data["has_sys_nice"], finding.data["has_ptrace"]) == (True,) * 3
     assert finding.data["source"] == "xattr"
-    assert finding.fix is None
+    assert finding.fix == ()
 
 
 @needs_setcap
@@ -212,7 +212,7 @@ def test_ptrace_needed_by_the_config(installed: Path, settings: dict[str, str], 
         return
     assert finding.status is Status.WARN and needed in finding.detail
     assert finding.detail.startswith("cap_sys_ptrace missing: procfs ")
-    assert finding.fix == f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep' {REAL}"
+    assert finding.fix == (f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep' {REAL}",)
     assert finding.install_step == "capabilities"
     setcap(installed, "cap_perfmon,cap_sys_nice,cap_sys_ptrace=ep")
     assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK
@@ -239,12 +239,12 @@ def test_ptrace_as_install_was_asked(installed: Path) -> None:
     # capabilities_ptrace=false: the need is reported, not blamed on install; the fix grants it by hand.
     declined = context(FixtureHost(installed), capabilities_ptrace=False).finding("agent.capabilities")
     assert declined.status is Status.WARN and "capabilities_ptrace=false, as install was asked" in declined.detail
-    assert declined.install_step is None and "cap_sys_ptrace=ep" in (declined.fix or "")
+    assert declined.install_step is None and "cap_sys_ptrace=ep" in declined.fix[0]
     # Granted against the choice: more privilege than asked for.
     setcap(installed, "cap_perfmon,cap_sys_nice,cap_sys_ptrace=ep")
     extra = context(FixtureHost(installed), capabilities_ptrace=False).finding("agent.capabilities")
     assert extra.status is Status.WARN and "although install was asked capabilities_ptrace=false" in extra.detail
-    assert extra.fix == f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep' {REAL}"
+    assert extra.fix == (f"sudo setcap 'cap_perfmon=ep cap_sys_nice=ep' {REAL}",)
     # capabilities_ptrace=true where nothing needs it: fine, and said.
     (installed / "etc/alumet/alumet-config.toml").unlink()
     asked = context(FixtureHost(installed), capabilities_ptrace=True).finding("agent.capabilities")
@@ -294,7 +294,7 @@ def test_old_kernel_needs_cap_sys_admin(tmp_path: Path) -> None:
     setcap(root, "cap_sys_nice=ep cap_sys_ptrace=ep", real)
     finding = context(FixtureHost(root)).finding("agent.capabilities")
     assert finding.status is Status.FAIL and finding.detail == f"missing cap_sys_admin on {real}"
-    assert finding.fix == f"sudo setcap 'cap_sys_admin=ep cap_sys_nice=ep' {real}"
+    assert finding.fix == (f"sudo setcap 'cap_sys_admin=ep cap_sys_nice=ep' {real}",)
     setcap(root, "cap_sys_admin=ep cap_sys_nice=ep cap_sys_ptrace=ep", real)
     ok = context(FixtureHost(root)).finding("agent.capabilities")
     assert ok.status is Status.OK and ok.data["has_perfmon"] is True
@@ -352,6 +352,6 @@ def test_capabilities_beyond_the_bounding_set_fail(installed: Path) -> None:
     finding = context(FixtureHost(installed)).finding("agent.capabilities")
     assert finding.status is Status.FAIL
     assert finding.data["beyond_bounding_set"] == ["cap_sys_ptrace", "cap_sys_nice", "cap_perfmon"]
-    assert "EPERM" in finding.detail and "--cap-add=SYS_PTRACE,SYS_NICE,PERFMON" in (finding.fix or "")
+    assert "EPERM" in finding.detail and "--cap-add=SYS_PTRACE,SYS_NICE,PERFMON" in finding.fix[0]
     status.write_text("Name:\tpython3\nCapBnd:\t000001ffffffffff\n")  # a host's full set
     assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK

@@ -86,7 +86,7 @@ def test_an_exec_profile_run_by_the_enabled_service_is_a_warning(tmp_path: Path)
                                '`alumet-agent run`: plugins.procfs.processes.strategy = "event" measures only')
     assert f.data["service"] == {"unit": "/etc/systemd/system/alumet.service", "enabled": True,
                                  "config": "/etc/alumet/alumet-config.toml"}
-    assert f.fix == "sudo alumet-setup install --only config --set alumet_config_profile=energy-attribution"
+    assert f.fix == ("sudo alumet-setup install --only config --set alumet_config_profile=energy-attribution",)
 
 
 def test_perf_run_by_an_installed_but_disabled_service_is_a_warning_too(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, copy_fixture, stub
 
-from alumet_setup.checks import agent, procfs, system  # noqa: F401  (registers the checks)
-from alumet_setup.checks.procfs import exemption, group_gid, hidepid_mode
+from alumet_setup.checks import agent, system  # noqa: F401  (registers the checks; hidepid's below)
+from alumet_setup.checks.hidepid import exemption, group_gid, hidepid_mode
 from alumet_setup.findings import Context, Finding, Status
 from alumet_setup.hosts import LocalHost
 from alumet_setup.mounts import mount_at, mount_of, parse_fstab, parse_mountinfo
@@ -108,7 +108,7 @@ def test_hidepid2_without_gid_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     assert finding.data["live"] == {"hidepid": "invisible", "gid": None, "subset": None}
     assert finding.data["exempt_by"] is None
     assert finding.install_step == "hidepid"
-    assert finding.fix is not None and finding.fix.startswith(REMOUNT + " && sudo sed -i.alumet-setup.bak ")
+    assert finding.fix[0] == REMOUNT and finding.fix[1].startswith("sudo sed -i.alumet-setup.bak ")
 
 
 def test_hidepid2_exempt_by_ptrace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,13 +127,13 @@ def test_invisible_with_the_alumet_gid_is_exempt(monkeypatch: pytest.MonkeyPatch
 def test_gid_of_another_group_does_not_exempt(monkeypatch: pytest.MonkeyPatch) -> None:
     finding = hidepid(fixture("invisible-gid"), monkeypatch, group="alice")
     assert finding.status is Status.FAIL
-    assert finding.fix is not None and "gid=1000" in finding.fix
+    assert "gid=1000" in finding.fix[0]
 
 
 def test_ptraceable_needs_ptrace(monkeypatch: pytest.MonkeyPatch) -> None:
     finding = hidepid(fixture("ptraceable"), monkeypatch)
     assert finding.status is Status.FAIL  # gid= matches alumet, but ptraceable ignores it
-    assert finding.fix is not None and finding.fix.startswith(REMOUNT)
+    assert finding.fix[0].startswith(REMOUNT)
     assert hidepid(fixture("ptraceable"), monkeypatch, has_ptrace=True).status is Status.OK
 
 
@@ -142,7 +142,7 @@ def test_fstab_would_hide_again_at_boot(monkeypatch: pytest.MonkeyPatch) -> None
     assert finding.status is Status.WARN
     assert finding.detail == "exempt now (gid), but /etc/fstab mounts /proc with hidepid=invisible at boot"
     assert finding.data["fstab"] == {"hidepid": "invisible", "gid": None, "subset": None, "present": True}
-    assert finding.fix is not None and finding.fix.startswith("sudo sed -i.alumet-setup.bak -E ")
+    assert len(finding.fix) == 1 and finding.fix[0].startswith("sudo sed -i.alumet-setup.bak -E ")
 
 
 def test_fstab_fix_edits_only_the_proc_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +150,7 @@ def test_fstab_fix_edits_only_the_proc_line(tmp_path: Path, monkeypatch: pytest.
     fstab = root / "etc/fstab"
     before = fstab.read_text()
     finding = hidepid(root, monkeypatch)
-    command = (finding.fix or "").replace("sudo ", "").replace("/etc/fstab", str(fstab))
+    command = " && ".join(finding.fix).replace("sudo ", "").replace("/etc/fstab", str(fstab))
     subprocess.run(["bash", "-c", command], check=True, capture_output=True)
     after = parse_fstab(fstab.read_text())
     assert after[-1].options == {"nosuid": None, "nodev": None, "hidepid": "invisible", "gid": "998"}
@@ -163,7 +163,7 @@ def test_fstab_fix_edits_only_the_proc_line(tmp_path: Path, monkeypatch: pytest.
 def test_live_wrong_fstab_right_needs_a_remount(monkeypatch: pytest.MonkeyPatch) -> None:
     finding = hidepid(fixture("remount-needed"), monkeypatch)
     assert finding.status is Status.FAIL
-    assert finding.fix == "sudo mount -o remount /proc"
+    assert finding.fix == ("sudo mount -o remount /proc",)
 
 
 def test_subset_pid_fails(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,8 +174,8 @@ def test_subset_pid_fails(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_group_is_created_first(monkeypatch: pytest.MonkeyPatch) -> None:
     finding = hidepid(fixture("no-group"), monkeypatch)
     assert finding.status is Status.FAIL
-    assert finding.fix == ("sudo groupadd --system alumet && sudo mount -o remount,hidepid=invisible,"
-                           "gid=$(getent group alumet | cut -d: -f3) /proc")
+    assert finding.fix == ("sudo groupadd --system alumet",
+                           "sudo mount -o remount,hidepid=invisible,gid=$(getent group alumet | cut -d: -f3) /proc")
 
 
 def test_no_proc_mount_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,7 +38,7 @@ def test_driver_library_in_the_cache() -> None:
     # A normal driver install: only the versioned soname, 64-bit and 32-bit; no -dev symlink needed.
     f = evaluate(gpu_host("ldconfig-p-driver.txt"), "nvml.library")
     assert f.status is Status.OK and f.data["library"] == ["/lib/x86_64-linux-gnu/libnvidia-ml.so.1"]
-    assert f.fix is None
+    assert f.fix == ()
 
 
 def test_only_a_32_bit_library_does_not_count() -> None:
@@ -50,12 +50,12 @@ def test_only_a_32_bit_library_does_not_count() -> None:
 def test_a_dev_symlink_alone_is_not_what_the_agent_loads() -> None:
     f = evaluate(gpu_host("ldconfig-p-dev-link-only.txt"), "nvml.library")
     assert f.status is Status.FAIL and f.data["dev_link"] == ["/usr/local/lib/libnvidia-ml.so"]
-    assert f.detail.startswith("only libnvidia-ml.so is in the ld.so cache") and f.fix is None
+    assert f.detail.startswith("only libnvidia-ml.so is in the ld.so cache") and f.fix == ()
 
 
 def test_no_library_suggests_no_symlink() -> None:
     f = evaluate(gpu_host("ldconfig-p-none.txt"), "nvml.library")
-    assert f.status is Status.FAIL and f.fix is None and "ln -s" not in f.detail
+    assert f.status is Status.FAIL and f.fix == () and "ln -s" not in f.detail
 
 
 def test_ldconfig_missing_is_an_error_not_a_verdict() -> None:

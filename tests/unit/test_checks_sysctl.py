@@ -9,21 +9,15 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, copy_fixture, stub
 
-from alumet_setup.checks import agent, kernel, system  # noqa: F401  (registers the checks)
-from alumet_setup.checks.kernel import (
-    Setter,
-    boot_setters,
-    judge,
-    normalize_key,
-    overriding,
-    parse_sysctl,
-    sysctl_files,
-)
+from alumet_setup.checks import agent, sysctl, system  # noqa: F401  (registers the checks)
+from alumet_setup.checks.sysctl import boot_setters, judge
 from alumet_setup.findings import Context, Finding, Status
 from alumet_setup.hosts import LocalHost
+from alumet_setup.sysctl_precedence import Setter, normalize_key, overriding, parse_sysctl, sysctl_files
 
 PERSIST = "echo 'kernel.perf_event_paranoid = 2' | sudo tee /etc/sysctl.d/local.conf"
 SYSCTL_W = "sudo sysctl -w kernel.perf_event_paranoid=2"
+UNPROBED = Finding(Status.NOT_AVAILABLE, "not probed in this test")
 
 
 def host(case: str) -> FixtureHost:
@@ -32,10 +26,8 @@ def host(case: str) -> FixtureHost:
 
 @pytest.fixture(autouse=True)
 def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whether probe.py is loaded or not, each test decides what the probe says."""
-    from alumet_setup.findings import REGISTRY
-
-    monkeypatch.delitem(REGISTRY, "kernel.perf_probe", raising=False)
+    """No real probe on a fixture tree: each test decides what the probe says (unprobed by default)."""
+    stub(monkeypatch, "kernel.perf_probe", UNPROBED)
 
 
 def paranoid(h: FixtureHost, monkeypatch: pytest.MonkeyPatch, has_perfmon: bool = True,
@@ -82,8 +74,8 @@ def test_normalize_key(key: str, normal: str) -> None:
 
 
 def test_glob_keys_match() -> None:
-    assert kernel.key_matches("kernel/perf_*")
-    assert not kernel.key_matches("net/ipv4/conf/*/rp_filter")
+    assert sysctl.key_matches("kernel/perf_*")
+    assert not sysctl.key_matches("net/ipv4/conf/*/rp_filter")
 
 
 # ---- which files, in which order
@@ -179,7 +171,7 @@ def test_debian13_unset_falls_back_to_the_debian_kernel_default(monkeypatch: pyt
     assert finding.status is WARN
     assert (finding.data["boot"], finding.data["boot_file"]) == (3, None)
     assert "a reboot will set 3 (the kernel default)" in finding.detail
-    assert finding.fix == PERSIST  # live is fine: no sysctl -w
+    assert finding.fix == (PERSIST,)  # live is fine: no sysctl -w
     assert finding.install_step == "sysctl"
 
 
@@ -190,17 +182,16 @@ def test_vendor_perf_conf_overrides_local_conf(monkeypatch: pytest.MonkeyPatch) 
     assert (finding.data["boot"], finding.data["boot_file"]) == (4, "/usr/lib/sysctl.d/perf.conf")
     assert "/usr/lib/sysctl.d/perf.conf (4) overrides /etc/sysctl.d/local.conf at boot" in finding.detail
     # The vendor file is masked by an edited copy in /etc, not edited; local.conf already says 2.
-    assert finding.fix is not None and finding.fix.endswith(
+    assert len(finding.fix) == 1 and finding.fix[0].endswith(
         "/usr/lib/sysctl.d/perf.conf | sudo tee /etc/sysctl.d/perf.conf >/dev/null")
-    assert "sysctl -w" not in finding.fix and "tee /etc/sysctl.d/local.conf" not in finding.fix
 
 
 def test_zz_hardening_overrides_local_conf(monkeypatch: pytest.MonkeyPatch) -> None:
     finding = paranoid(host("zz-hardening"), monkeypatch)
     assert finding.status is WARN
     assert finding.data["overriding_files"] == ["/etc/sysctl.d/zz-hardening.conf"]
-    assert finding.fix is not None and finding.fix.startswith("sudo sed -i -E ")
-    assert finding.fix.endswith(" /etc/sysctl.d/zz-hardening.conf")
+    assert len(finding.fix) == 1 and finding.fix[0].startswith("sudo sed -i -E ")
+    assert finding.fix[0].endswith(" /etc/sysctl.d/zz-hardening.conf")
 
 
 def test_sysctl_file_option_sorting_last_is_not_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,7 +201,7 @@ def test_sysctl_file_option_sorting_last_is_not_overridden(monkeypatch: pytest.M
     assert finding.data["overriding_files"] == []
     assert finding.status is WARN
     assert "a reboot will set 3 (/etc/sysctl.d/zz-hardening.conf)" in finding.detail
-    assert finding.fix == "echo 'kernel.perf_event_paranoid = 2' | sudo tee /etc/sysctl.d/zzz-alumet.conf"
+    assert finding.fix == ("echo 'kernel.perf_event_paranoid = 2' | sudo tee /etc/sysctl.d/zzz-alumet.conf",)
 
 
 def test_99_zz_does_not_override_and_masked_vendor_local_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,12 +223,12 @@ def test_split_usr_level_3_must_be_probed(monkeypatch: pytest.MonkeyPatch) -> No
     assert finding.status is WARN
     assert finding.detail.startswith("live Debian-patched level 3: must be probed")
     assert "a reboot will set 1 (/lib/sysctl.d/60-perf.conf)" in finding.detail
-    assert finding.fix == SYSCTL_W  # the boot value is fine: only the live one needs setting
+    assert finding.fix == (SYSCTL_W,)  # the boot value is fine: only the live one needs setting
 
 
 def test_split_usr_level_3_probed_ok(monkeypatch: pytest.MonkeyPatch) -> None:
     finding = paranoid(host("split-usr"), monkeypatch, probe=Finding(OK, "perf_event_open worked"))
-    assert finding.status is OK and finding.fix is None
+    assert finding.status is OK and finding.fix == ()
 
 
 def test_no_perfmon_points_at_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,7 +246,7 @@ def test_ubuntu_level_4_fails_with_the_sysctl_fix(tmp_path: Path, monkeypatch: p
     finding = paranoid(FixtureHost(root), monkeypatch)
     assert finding.status is FAIL
     assert finding.detail == "live 4 (Ubuntu patch): not supported even with capabilities"
-    assert finding.fix == f"{PERSIST} && {SYSCTL_W}"
+    assert finding.fix == (PERSIST, SYSCTL_W)
     assert finding.install_step == "sysctl"
 
 
@@ -265,9 +256,9 @@ def test_persist_fix_keeps_other_settings(tmp_path: Path, monkeypatch: pytest.Mo
     (root / "etc/sysctl.d/zz-hardening.conf").unlink()
     (root / "etc/sysctl.d/local.conf").write_text("kernel.sysrq = 0\nkernel.perf_event_paranoid = 4\n")
     finding = paranoid(FixtureHost(root), monkeypatch)
-    assert finding.fix is not None
-    persist = finding.fix.split(" && sudo sysctl -w")[0]
-    assert "tee -a /etc/sysctl.d/local.conf" in persist
+    *persist_steps, live = finding.fix
+    assert live == SYSCTL_W and "tee -a /etc/sysctl.d/local.conf" in persist_steps[-1]
+    persist = " && ".join(persist_steps)
     # Run it on the fixture's file (as the test user, without sudo) and read the result back.
     local = root / "etc/sysctl.d/local.conf"
     subprocess.run(["bash", "-c", persist.replace("sudo ", "").replace("/etc/sysctl.d/local.conf", str(local))],
@@ -279,7 +270,7 @@ def test_unoverride_fix_comments_the_key_out(tmp_path: Path, monkeypatch: pytest
     root = copy_fixture("sysctl/zz-hardening", tmp_path)
     finding = paranoid(FixtureHost(root), monkeypatch)
     target = root / "etc/sysctl.d/zz-hardening.conf"
-    command = (finding.fix or "").replace("sudo ", "").replace("/etc/sysctl.d/zz-hardening.conf", str(target))
+    command = " && ".join(finding.fix).replace("sudo ", "").replace("/etc/sysctl.d/zz-hardening.conf", str(target))
     subprocess.run(["bash", "-c", command], check=True, capture_output=True)
     assert parse_sysctl(target.read_text()) == [("kernel/kptr_restrict", "2")]
     assert paranoid(FixtureHost(root), monkeypatch).status is OK

@@ -57,7 +57,7 @@ def test_old_rust(tmp_path: Path, no_agent: None) -> None:
     f = evaluate(tree(tmp_path, FULL, rustc="rustc 1.85.0 (4d91de4e4 2025-02-17)"), "toolchain.rust")
     assert f.status is Status.FAIL and "1.85.0" in f.detail and f.install_step == "rustup"
     assert f.fix == ("sudo env RUSTUP_HOME=/opt/rust/rustup CARGO_HOME=/opt/rust/cargo "
-                     "/opt/rust/cargo/bin/rustup default 1.89")
+                     "/opt/rust/cargo/bin/rustup default 1.89",)
 
 
 def test_missing_tools_fail_without_agent(tmp_path: Path, no_agent: None) -> None:
@@ -66,9 +66,9 @@ def test_missing_tools_fail_without_agent(tmp_path: Path, no_agent: None) -> Non
         f = evaluate(host, check_id)
         assert f.status is Status.FAIL, check_id
         assert f.install_step in ("rustup", "prereqs") and f.fix
-    fix = evaluate(host, "toolchain.rustup").fix
+    (fix,) = evaluate(host, "toolchain.rustup").fix  # one command: its checksum test gates the install
     assert "sha256sum -c" in fix and "| sh " not in fix and not fix.endswith("| sh")  # verified, never curl | sh
-    assert "libssl-dev" in evaluate(host, "toolchain.openssl").fix
+    assert "libssl-dev" in evaluate(host, "toolchain.openssl").fix[0]
 
 
 def test_missing_tools_only_warn_with_an_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

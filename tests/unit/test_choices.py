@@ -13,9 +13,9 @@ import yaml
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, copy_fixture, record_choices, stub
 
 from alumet_setup import choices, paths
-from alumet_setup.checks import agent, kernel, procfs, rapl, system  # noqa: F401  (registers the checks)
+from alumet_setup.checks import agent, hidepid, rapl, sysctl, system  # noqa: F401  (registers the checks)
 from alumet_setup.doctor import diagnose, render_text, to_json
-from alumet_setup.findings import REGISTRY, Status
+from alumet_setup.findings import Finding, Status
 from alumet_setup.hosts import LocalHost
 
 ROOT = Path(__file__).parents[2]
@@ -125,7 +125,7 @@ def test_a_corrupt_record_warns_and_the_defaults_apply(tmp_path: Path, text: str
     by_id = {r.id: r.finding for r in report.results}
     assert by_id["system.choices"].status is Status.WARN
     assert f"{paths.CHOICES_FILE} ignored" in by_id["system.choices"].detail
-    assert by_id["system.choices"].fix == f"sudo rm -- {paths.CHOICES_FILE}"
+    assert by_id["system.choices"].fix == (f"sudo rm -- {paths.CHOICES_FILE}",)
     assert all(f.status is not Status.ERROR for f in by_id.values()), by_id
     assert "Install choices" in render_text(report)
     json.loads(to_json([report]))
@@ -178,7 +178,7 @@ def test_hidepid_group_as_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 @needs_root
 def test_sysctl_file_as_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(REGISTRY, "kernel.perf_probe", raising=False)
+    stub(monkeypatch, "kernel.perf_probe", Finding(Status.NOT_AVAILABLE, "not probed in this test"))
     stub(monkeypatch, "agent.capabilities", caps_finding())
     root = copy_fixture("sysctl/debian13", tmp_path)
     (root / "etc/sysctl.d/local.conf").write_text("kernel.perf_event_paranoid = 3\n")  # the admin's own
@@ -193,13 +193,13 @@ def test_sysctl_file_as_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 @needs_root
 def test_paranoid_value_as_asked_is_what_the_fix_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(REGISTRY, "kernel.perf_probe", raising=False)
+    stub(monkeypatch, "kernel.perf_probe", Finding(Status.NOT_AVAILABLE, "not probed in this test"))
     stub(monkeypatch, "agent.capabilities", caps_finding())
     root = copy_fixture("sysctl/debian13", tmp_path)  # Debian kernel: boots at 3 when nothing sets it
     record_choices(root, {"perf_paranoid_value": 1})
     finding = context(FixtureHost(root)).finding("kernel.perf_event_paranoid")
     assert finding.status is Status.WARN
-    assert "echo 'kernel.perf_event_paranoid = 1' | sudo tee /etc/sysctl.d/local.conf" in (finding.fix or "")
+    assert "echo 'kernel.perf_event_paranoid = 1' | sudo tee /etc/sysctl.d/local.conf" in finding.fix
 
 
 @needs_root

@@ -78,3 +78,16 @@ def test_invalid_toml_config_is_a_usage_error(tmp_path):
     assert result.returncode == 2
     assert "not valid TOML" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_text_report_has_no_orphan_or_duplicate_or_lines():
+    """`or:` only follows fix commands, and never repeats one (here: agent.binary, config.file, perf probe)."""
+    result = cli("doctor", "--agent", "/etc/passwd")
+    assert result.returncode in (0, 1), result.stderr
+    lines = result.stdout.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip().startswith("or: "):
+            before = lines[index - 1].strip()
+            assert before.startswith(("fix: ", "1. ", "2. ", "3. ", "4. ")), (before, line)
+            assert line.strip().removeprefix("or: ") not in before, (before, line)
+    assert any(line.strip() == "fix: alumet-setup install --only agent" for line in lines), result.stdout

@@ -57,10 +57,10 @@ def _result(check_id: str, status: Status, detail: str = "x") -> doctor.CheckRes
 @pytest.mark.parametrize(
     ("statuses", "expected"),
     [
-        ({"agent.binary": Status.OK, "procfs.hidepid": Status.OK}, doctor.Verdict.READY),
-        ({"agent.binary": Status.OK, "procfs.hidepid": Status.WARN}, doctor.Verdict.DEGRADED),
-        ({"agent.binary": Status.FAIL, "procfs.hidepid": Status.OK}, doctor.Verdict.BLOCKED),
-        ({"agent.binary": Status.OK, "procfs.hidepid": Status.ERROR}, doctor.Verdict.BLOCKED),
+        ({"agent.binary": Status.OK, "procfs.hidepid": Status.OK}, doctor.Readiness.READY),
+        ({"agent.binary": Status.OK, "procfs.hidepid": Status.WARN}, doctor.Readiness.DEGRADED),
+        ({"agent.binary": Status.FAIL, "procfs.hidepid": Status.OK}, doctor.Readiness.BLOCKED),
+        ({"agent.binary": Status.OK, "procfs.hidepid": Status.ERROR}, doctor.Readiness.BLOCKED),
     ],
 )
 def test_procfs_verdict_follows_its_required_checks(statuses, expected):
@@ -73,7 +73,7 @@ def test_missing_hardware_makes_a_plugin_not_available_rather_than_blocked():
     results = [_result("agent.binary", Status.FAIL), _result("nvml.device", Status.NOT_AVAILABLE, "no GPU"),
                _result("nvml.library", Status.FAIL)]
     (verdict,) = doctor.judge_plugins(results, ["nvml"])
-    assert verdict.verdict == doctor.Verdict.NOT_AVAILABLE
+    assert verdict.verdict == doctor.Readiness.NOT_AVAILABLE
     assert verdict.reasons == ["nvml.device: no GPU"]
 
 
@@ -81,7 +81,7 @@ def test_a_failing_recommended_check_only_degrades():
     results = [_result("agent.binary", Status.OK), _result("rapl.access", Status.OK),
                _result("rapl.persistence", Status.FAIL, "no udev rule")]
     (verdict,) = doctor.judge_plugins(results, ["rapl"])
-    assert verdict.verdict == doctor.Verdict.DEGRADED
+    assert verdict.verdict == doctor.Readiness.DEGRADED
     assert "no udev rule" in verdict.reasons[0]
 
 
@@ -164,8 +164,50 @@ def test_on_this_machine_every_cross_is_a_blocker_and_the_exit_code_follows():
     report = doctor.diagnose(LocalHost())
     text = doctor.render_text(report)
     crosses = [line for line in text.split("\nPlugins\n")[0].splitlines() if line.startswith("  ✗ ")]
-    blocked = [p.plugin for p in report.plugins if p.verdict == doctor.Verdict.BLOCKED]
+    blocked = [p.plugin for p in report.plugins if p.verdict == doctor.Readiness.BLOCKED]
     assert bool(crosses) == bool(blocked) == (not report.ready)
     for r in report.results:
         if r.finding.status is Status.FAIL:
             assert r.blocks
+
+
+def _check_result(finding: Finding, check_id: str = "config.file") -> doctor.CheckResult:
+    return doctor.CheckResult(check_id, "Title", check_id.split(".")[0], finding, 0.0)
+
+
+def test_fix_commands_are_numbered_steps_and_the_install_step_an_alternative():
+    finding = Finding(Status.FAIL, "x", fix=["sudo groupadd --system alumet", "sudo mount -o remount /proc"],
+                      install_step="hidepid")
+    assert doctor.remedy_lines(finding) == [
+        "      fix:",
+        "        1. sudo groupadd --system alumet",
+        "        2. sudo mount -o remount /proc",
+        "       or: alumet-setup install --only hidepid",
+    ]
+    one = Finding(Status.FAIL, "x", fix="sudo sysctl -w kernel.perf_event_paranoid=2", install_step="sysctl")
+    assert doctor.remedy_lines(one) == ["      fix: sudo sysctl -w kernel.perf_event_paranoid=2",
+                                        "       or: alumet-setup install --only sysctl"]
+
+
+def test_no_orphan_or_duplicate_or_line():
+    # An install step alone is the fix itself (checks config.file, kernel.perf_probe with no agent).
+    alone = Finding(Status.WARN, "x", install_step="config")
+    assert doctor.remedy_lines(alone) == ["      fix: alumet-setup install --only config"]
+    # A fix that already runs alumet-setup install gets no second install line (agent.binary).
+    same = Finding(Status.FAIL, "x", fix="alumet-setup install --only agent", install_step="agent")
+    assert doctor.remedy_lines(same) == ["      fix: alumet-setup install --only agent"]
+    assert doctor.remedy_lines(Finding(Status.OK, "x", install_step="agent")) == []
+
+
+def test_json_fix_is_a_list_of_commands():
+    finding = Finding(Status.FAIL, "x", fix=("a", "b"), install_step="config")
+    report = doctor.Report("h", [_check_result(finding), _check_result(Finding(Status.OK, "y"), "config.zz")], [], 0.1)
+    document = json.loads(doctor.to_json([report]))
+    assert document["schema_version"] == 2
+    checks = document["hosts"][0]["checks"]
+    assert checks[0]["fix"] == ["a", "b"] and checks[1]["fix"] == []
+    assert checks[0]["install"] == "alumet-setup install --only config"
+    jsonschema.validate(document, SCHEMA)
+    checks[0]["fix"] = "a && b"  # the schema_version 1 shape is refused
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, SCHEMA)

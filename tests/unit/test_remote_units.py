@@ -36,7 +36,7 @@ def test_ssh_failure_is_one_line(stderr: str, expected: str) -> None:
 
 
 def test_unreachable_host_fits_the_schema_and_the_table() -> None:
-    ok = doctor.Report("a", [], [doctor.PluginVerdict("csv", doctor.Verdict.READY)], 0.1)
+    ok = doctor.Report("a", [], [doctor.PluginVerdict("csv", doctor.Readiness.READY)], 0.1)
     gone = doctor.Report.unreachable("b", "connection refused")
     document = json.loads(doctor.to_json([ok, gone]))
     jsonschema.validate(document, SCHEMA)

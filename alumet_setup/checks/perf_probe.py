@@ -96,7 +96,7 @@ def _blocked_for_everyone(raw: dict[str, Any]) -> str | None:
     return None
 
 
-@check("kernel.perf_probe", "perf_event_open probe")
+@check("kernel.perf_probe", "perf_event_open probe", needs=("agent.binary", "agent.capabilities"))
 def perf_probe(ctx: Context) -> Finding:
     # /usr/bin/python3 first: nobody cannot run interpreters under root's home (pyenv shims, ...).
     python = "/usr/bin/python3" if ctx.host.exists("/usr/bin/python3") else "python3"
@@ -157,7 +157,7 @@ def _refused(ctx: Context, who: str, target: str, event: dict[str, Any], data: d
     detail = f"{who}: {target} refused ({event['error']})"
     if event["errno"] not in REFUSED:
         return Finding(Status.FAIL, detail, data=data)
-    # Read directly, not through kernel.perf_event_paranoid: that check asks this one (a cycle).
+    # Read directly: kernel.perf_event_paranoid needs this check, so this one cannot need it.
     text = (ctx.host.read_text("/proc/sys/kernel/perf_event_paranoid") or "").strip()
     paranoid = int(text) if text.lstrip("-").isdigit() else None
     if ctx.finding("agent.binary").status is not Status.OK:

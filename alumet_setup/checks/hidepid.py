@@ -51,7 +51,7 @@ def exemption(opts: dict[str, object], alumet_gid: int | None, has_ptrace: bool)
     return None
 
 
-@check("procfs.hidepid", "/proc hidepid")
+@check("procfs.hidepid", "/proc hidepid", needs=("agent.capabilities",))
 def hidepid(ctx: Context) -> Finding:
     host = ctx.host
     group = ctx.options.proc_group
@@ -78,8 +78,8 @@ def hidepid(ctx: Context) -> Finding:
 
     level = live["hidepid"] if live["hidepid"] in ("noaccess", "invisible") else "invisible"
     gid = str(alumet_gid) if alumet_gid is not None else f"$(getent group {shlex.quote(group)} | cut -d: -f3)"
-    create = "" if alumet_gid is not None else f"sudo groupadd --system {shlex.quote(group)} && "
-    remount = f"{create}sudo mount -o remount,hidepid={level},gid={gid} /proc"
+    create = [] if alumet_gid is not None else [f"sudo groupadd --system {shlex.quote(group)}"]
+    remount = [*create, f"sudo mount -o remount,hidepid={level},gid={gid} /proc"]
     if live_exempt is None:
         detail = (f"{_show(live)}: other users' processes are invisible to the agent ({group} group "
                   + (f"gid {alumet_gid}" if alumet_gid is not None else "missing") + ", no cap_sys_ptrace)")
@@ -87,11 +87,11 @@ def hidepid(ctx: Context) -> Finding:
             # /etc/fstab is right, the live mount is not: a remount reapplies fstab's options.
             return Finding(Status.FAIL, detail + "; /etc/fstab is fine", fix="sudo mount -o remount /proc",
                            install_step="hidepid", data=data)
-        fix = remount if fstab_entry is None else f"{remount} && {_fstab_fix(fstab_entry, level, gid)}"
+        fix = remount if fstab_entry is None else [*remount, _fstab_fix(fstab_entry, level, gid)]
         return Finding(Status.FAIL, detail, fix=fix, install_step="hidepid", data=data)
     if boot_exempt is None and fstab_entry is not None:
         return Finding(Status.WARN, f"exempt now ({live_exempt}), but /etc/fstab mounts /proc with {_show(boot)} "
-                       "at boot", fix=create + _fstab_fix(fstab_entry, level, gid), install_step="hidepid", data=data)
+                       "at boot", fix=[*create, _fstab_fix(fstab_entry, level, gid)], install_step="hidepid", data=data)
     return Finding(Status.OK, _show(live) + ("" if live_exempt == "hidepid off" else f", exempt by {live_exempt}"),
                    data=data)
 

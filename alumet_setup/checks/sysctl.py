@@ -2,7 +2,7 @@
 agent can measure with it.
 
 The boot value follows systemd-sysctl(8) and sysctl.d(5), not procps' `sysctl --system` (which reads
-/etc/sysctl.conf last): see docs/alumet-upstream.md. The probe (kernel.perf_probe) lives in probe.py.
+/etc/sysctl.conf last): see docs/alumet-upstream.md. The probe (kernel.perf_probe) lives in perf_probe.py.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import shlex
 from dataclasses import dataclass
 
 from .. import sysctl_precedence as precedence
-from ..findings import REGISTRY, Context, Finding, Status, check
+from ..findings import Context, Finding, Status, check
 from ..hosts import Host
-from ..sysctl_precedence import Setter, normalize_key, overriding, parse_sysctl, sysctl_files
-
-__all__ = ["Setter", "boot_setters", "key_matches", "normalize_key", "overriding", "parse_sysctl", "sysctl_files"]
+from ..sysctl_precedence import Setter, overriding, parse_sysctl
 
 KEY = "kernel.perf_event_paranoid"
 LIVE_PATH = "/proc/sys/kernel/perf_event_paranoid"
@@ -49,45 +47,48 @@ _RANK = {Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ParanoidJudgement:
+    """What one perf_event_paranoid level means for the agent (judge)."""
+
     status: Status
     reason: str
     step: str | None = None  # "sysctl" (change the value) or "capabilities" (grant cap_perfmon)
 
 
-def judge(value: int, has_perfmon: bool, probe: Finding | None) -> Verdict:
+def judge(value: int, has_perfmon: bool, probe: Finding | None) -> ParanoidJudgement:
     """Can the agent open CPU-wide perf events (RAPL PMU, perf plugin) at this level?"""
     if value <= 0:
         # perf_paranoid_cpu() is `paranoid > 0`: CPU-wide events need no capability here.
-        return Verdict(Status.OK, f"{value}: CPU-wide events allowed without capabilities")
+        return ParanoidJudgement(Status.OK, f"{value}: CPU-wide events allowed without capabilities")
     if value <= 2:
         if has_perfmon:
-            return Verdict(Status.OK, f"{value} with cap_perfmon")
+            return ParanoidJudgement(Status.OK, f"{value} with cap_perfmon")
         limit = "own processes only" if value == 2 else "no CPU-wide events"
-        return Verdict(Status.FAIL, f"{value} without cap_perfmon: {limit} (RAPL needs CPU-wide events)",
+        return ParanoidJudgement(Status.FAIL, f"{value} without cap_perfmon: {limit} (RAPL needs CPU-wide events)",
                        "capabilities")
     if value == 3:
         if not has_perfmon:
-            return Verdict(Status.FAIL, "3 (Debian patch) without cap_perfmon: perf_event_open refused", "sysctl")
+            return ParanoidJudgement(Status.FAIL, "3 (Debian patch) without cap_perfmon: perf_event_open refused",
+                                     "sysctl")
         if probe is not None and probe.status is Status.OK:
-            return Verdict(Status.OK, "3 (Debian patch): perf_event_open works here (probed)")
+            return ParanoidJudgement(Status.OK, "3 (Debian patch): perf_event_open works here (probed)")
         if probe is not None and probe.status is Status.FAIL:
-            return Verdict(Status.FAIL, f"3 (Debian patch): the probe failed: {probe.detail}", "sysctl")
-        return Verdict(Status.WARN, "Debian-patched level 3: must be probed", "sysctl")
-    return Verdict(Status.FAIL, f"{value} (Ubuntu patch): not supported even with capabilities", "sysctl")
+            return ParanoidJudgement(Status.FAIL, f"3 (Debian patch): the probe failed: {probe.detail}", "sysctl")
+        return ParanoidJudgement(Status.WARN, "Debian-patched level 3: must be probed", "sysctl")
+    return ParanoidJudgement(Status.FAIL, f"{value} (Ubuntu patch): not supported even with capabilities", "sysctl")
 
 
 _SED_KEY = r"^[[:space:]]*-?[[:space:]]*kernel[./]perf_event_paranoid[[:space:]]*="
 
 
-def _persist_fix(host: Host, sysctl_file: str, value: int = RECOMMENDED) -> str:
+def _persist_fix(host: Host, sysctl_file: str, value: int = RECOMMENDED) -> list[str]:
     """Write `value` into alumet-setup's file without losing the file's other settings."""
     line = shlex.quote(f"{KEY} = {value}")
     target = shlex.quote(sysctl_file)
     others = [k for k, _ in parse_sysctl(host.read_text(sysctl_file) or "") if not key_matches(k)]
     if not others:
-        return f"echo {line} | sudo tee {target}"
-    return f"sudo sed -i -E '/{_SED_KEY}/d' {target} && echo {line} | sudo tee -a {target}"
+        return [f"echo {line} | sudo tee {target}"]
+    return [f"sudo sed -i -E '/{_SED_KEY}/d' {target}", f"echo {line} | sudo tee -a {target}"]
 
 
 def _unoverride_fix(host: Host, setter: Setter) -> str:
@@ -100,13 +101,7 @@ def _unoverride_fix(host: Host, setter: Setter) -> str:
     return f"sed -E {comment} {shlex.quote(setter.file)} | sudo tee {copy} >/dev/null"
 
 
-def _probe(ctx: Context) -> Finding | None:
-    # The probe is another module's check and may not be registered. It must not ask for this check's
-    # finding, or the two would wait on each other.
-    return ctx.finding("kernel.perf_probe") if "kernel.perf_probe" in REGISTRY else None
-
-
-@check("kernel.perf_event_paranoid", "perf_event_paranoid")
+@check("kernel.perf_event_paranoid", "perf_event_paranoid", needs=("agent.capabilities", "kernel.perf_probe"))
 def perf_event_paranoid(ctx: Context) -> Finding:
     host = ctx.host
     text = host.read_text(LIVE_PATH)
@@ -131,7 +126,7 @@ def perf_event_paranoid(ctx: Context) -> Finding:
 
     caps = ctx.finding("agent.capabilities")
     has_perfmon = bool(caps.data.get("has_perfmon"))
-    probe = _probe(ctx) if 3 in (live, boot) else None
+    probe = ctx.finding("kernel.perf_probe") if 3 in (live, boot) else None  # only level 3 needs probing
     now = judge(live, has_perfmon, probe)
     later = judge(boot, has_perfmon, probe) if boot != live else now
 
@@ -162,12 +157,12 @@ def perf_event_paranoid(ctx: Context) -> Finding:
     target = chosen if judge(chosen, has_perfmon, probe).status is Status.OK else RECOMMENDED
     fixes = [_unoverride_fix(host, s) for s in over]
     if "capabilities" in steps and caps.fix:
-        fixes.append(caps.fix)
+        fixes += caps.fix
     own = [s.int_value for s in setters if s.file == sysctl_file and s.int_value is not None]
     own_ok = bool(own) and judge(own[-1], has_perfmon, probe).status is Status.OK
     if later.status is not Status.OK and later.step == "sysctl" and not own_ok:
-        fixes.append(_persist_fix(host, sysctl_file, target))
+        fixes += _persist_fix(host, sysctl_file, target)
     if now.status is not Status.OK and now.step == "sysctl":
         fixes.append(f"sudo sysctl -w {KEY}={target}")
-    return Finding(status, "; ".join([p[1] for p in problems] + notes), fix=" && ".join(fixes) or None,
+    return Finding(status, "; ".join([p[1] for p in problems] + notes), fix=fixes,
                    install_step=step, data=data)

@@ -15,7 +15,7 @@ import pytest
 from _fakes import FIXTURES, ScriptedHost, done, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
 
 from alumet_setup import perf_event
-from alumet_setup.checks import probe
+from alumet_setup.checks import perf_probe
 from alumet_setup.findings import Status
 from alumet_setup.hosts import CommandResult, LocalHost
 
@@ -66,17 +66,17 @@ def test_script_is_python38_compatible() -> None:
     python38 = _python38()
     if python38 is None:
         pytest.skip("no Python 3.8 here")
-    out = subprocess.run([python38, "-c", probe.probe_source()], capture_output=True, text=True, check=True)
+    out = subprocess.run([python38, "-c", perf_probe.probe_source()], capture_output=True, text=True, check=True)
     assert set(json.loads(out.stdout)) == {"own", "cpu_wide", "rapl", "uid"}
 
 
 def test_cap_numbers_and_setpriv_argv() -> None:
-    assert probe.cap_numbers(["cap_perfmon", "cap_sys_nice", "cap_38", "cap_chown"]) == [38, 23]
-    argv = probe.setpriv_argv("/usr/bin/python3", [38, 23])
+    assert perf_probe.cap_numbers(["cap_perfmon", "cap_sys_nice", "cap_38", "cap_chown"]) == [38, 23]
+    argv = perf_probe.setpriv_argv("/usr/bin/python3", [38, 23])
     assert argv[:4] == ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     assert "--inh-caps=+cap_38,+cap_23" in argv and "--ambient-caps=+cap_38,+cap_23" in argv
     assert argv[-5:-1] == ["/usr/bin/python3", "-I", "-S", "-c"]
-    assert not any(a.startswith("--ambient") for a in probe.setpriv_argv("python3", []))
+    assert not any(a.startswith("--ambient") for a in perf_probe.setpriv_argv("python3", []))
 
 
 def host(as_root: str, as_agent: str | None = None, setpriv: bool = True) -> ScriptedHost:
@@ -113,7 +113,7 @@ def test_ok_with_the_agents_capabilities(agent: None) -> None:
 def test_refused_for_the_agent_points_at_capabilities(agent: None) -> None:
     f = evaluate(host(raw(0), raw(65534, cpu_wide=errno.EACCES)), "kernel.perf_probe")
     assert f.status is Status.FAIL and "EACCES" in f.detail
-    assert f.install_step == "capabilities" and f.fix.startswith("sudo setcap")
+    assert f.install_step == "capabilities" and f.fix[0].startswith("sudo setcap")
 
 
 @pytest.mark.parametrize("paranoid", ["3\n", "4\n"])
@@ -124,7 +124,7 @@ def test_refused_above_2_points_at_sysctl_not_capabilities(agent: None, paranoid
     h.read_text = lambda path, *a, **k: paranoid if path.endswith("perf_event_paranoid") else real_read(path, *a, **k)  # type: ignore[method-assign]
     f = evaluate(h, "kernel.perf_probe")
     assert f.status is Status.FAIL and f.install_step == "sysctl"
-    assert f.fix == "sudo sysctl -w kernel.perf_event_paranoid=2" and "too strict even with cap_perfmon" in f.detail
+    assert f.fix == ("sudo sysctl -w kernel.perf_event_paranoid=2",) and "too strict even with cap_perfmon" in f.detail
 
 
 def test_without_agent_probes_with_no_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,7 +161,7 @@ def test_this_machine() -> None:
     judged = f.data["probes"][f.data["judged"]]
     assert f.status is not Status.OK or judged["cpu_wide"]["ok"]
     if os.geteuid() == 0 and shutil.which("setpriv") and f.status is not Status.NOT_AVAILABLE:
-        assert f.data["judged"] == "agent" and judged["uid"] == probe.NOBODY
+        assert f.data["judged"] == "agent" and judged["uid"] == perf_probe.NOBODY
 
 
 def test_probe_json_without_the_json_module_round_trips() -> None:

@@ -1,0 +1,103 @@
+"""install and uninstall: every input checked before anything runs, the playbook run, the summary.
+
+cli.py parses the options and hands them here; the exit code follows exits.exit_code, as doctor's does.
+ansible-runner and the inventory code are imported inside play(): doctor never pays for them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .exits import EXIT_NOT_READY, exit_code
+
+
+class BadInput(ValueError):
+    """A usage error found before anything ran: one line (exit 2)."""
+
+
+def build_settings(build_host: str | None, build_on_each: bool, hosts: Sequence[str]) -> dict[str, Any]:
+    """--build-host / --build-on-each as the alumet_agent role's settings (BadInput when they do not fit)."""
+    if build_host is not None and build_host not in hosts:
+        raise BadInput(f"--build-host {build_host!r} is not one of the hosts of this run ({', '.join(hosts)})")
+    if build_on_each and build_host is not None:
+        raise BadInput("--build-host and --build-on-each exclude each other")
+    extravars: dict[str, Any] = {}
+    if build_on_each:
+        extravars["alumet_agent_build_once"] = False
+    if build_host is not None:
+        extravars["alumet_agent_build_host"] = build_host
+    return extravars
+
+
+def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user: str | None,
+         only: tuple[str, ...], skip: tuple[str, ...], check: bool, diff: bool, settings: tuple[str, ...],
+         ask_become_pass: bool, forks: int, verbose: int, build_host: str | None = None,
+         build_on_each: bool = False) -> int:
+    """Validate every input (nothing runs before that: BadInput), run the playbook, render the summary;
+    the exit code."""
+    from . import resources, runner
+    from .cli import error
+    from .inventory import InventoryError, build_inventory, expand_hosts, resolve_targets
+    from .settings import SettingError, check_used, load_specs, parse_settings, select_steps
+
+    try:
+        only_steps, skip_steps = select_steps(only, skip)
+        roles = resources.bundled("roles")
+        specs = load_specs(roles)
+        extravars = parse_settings(settings, specs)
+        playbook = resources.playbook(playbook_name)
+        # The shipped playbook's step->role mapping decides which settings this run reads.
+        check_used(extravars, specs, resources.bundled("playbooks") / f"{playbook_name}.yml", playbook_name,
+                   only_steps, skip_steps)
+        targets = resolve_targets(hosts, inventory, user)
+        # Every host the play will touch, groups expanded: each gets a summary row even if it never answers.
+        ad_hoc_names = [t.name for t in targets if not t.from_inventory]
+        expected = ad_hoc_names + (expand_hosts(inventory, [t.name for t in targets if t.from_inventory])
+                                   if inventory else [])
+    except (SettingError, InventoryError, resources.ResourceMissing) as exc:
+        raise BadInput(str(exc)) from None
+    extravars.update(build_settings(build_host, build_on_each, expected))
+
+    password = None
+    if ask_become_pass:
+        password = click.prompt("BECOME password", hide_input=True, default="", show_default=False, err=True)
+    ad_hoc = [t for t in targets if not t.from_inventory]
+    try:
+        result = runner.run_playbook(
+            playbook, inventory=[inventory] if inventory else [],
+            generated_inventory=build_inventory(ad_hoc, user=user) if ad_hoc else None,
+            hosts=expected, forks=forks,
+            limit=",".join(t.name for t in targets if t.from_inventory) or None,
+            extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=check, diff=diff,
+            verbosity=verbose, remote_user=user if inventory else None, become_password=password,
+            roles_path=roles, echo=click.echo,
+        )
+    except runner.RunnerError as exc:
+        error(str(exc))
+        return EXIT_NOT_READY
+
+    click.echo("")
+    for line in runner.render_summary(result.stats, result.hosts):
+        click.echo(line)
+    unreachable = [h for h in result.hosts if (result.stats.get(h) or {}).get("unreachable")]
+    for host in unreachable:
+        error(f"{host}: unreachable: {result.unreachable.get(host, 'no answer')}")
+    for host in result.hosts:  # a failure says so on stderr too, not only in the progress lines
+        row = result.stats.get(host)
+        if host not in unreachable and (row is None or row["failed"]):
+            error(f"{host}: failed (see its FAILED line above)" if row else f"{host}: never ran")
+    if any("sudo" in m and "password" in m for m in result.messages):
+        click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
+    click.echo(f"Run log: {result.artifact_dir}")
+    if check:
+        click.echo("Check mode: nothing was changed.")
+    doctor_hosts = [h for h in (t.doctor_host() for t in targets) if h]
+    hint = f" -i {shlex.quote(inventory)}" if inventory else ""
+    hint += "".join(f" --host {shlex.quote(h)}" for h in doctor_hosts)
+    if result.ok:  # after a failure the failed task's message is what to read, not doctor
+        click.echo(f"Next: alumet-setup doctor{hint}")
+    return exit_code(bool(unreachable), result.ok)
