@@ -43,12 +43,26 @@ SERVICE_PORTS: dict[int, int] = {}
 _LIVE: set[int] = set()  # PIDs this process started and has not reaped yet
 
 
+# One file per process started here, "<owner pid> <child pid> <child start time>": a test session killed
+# with SIGKILL runs no cleanup, so the next one stops what a dead owner left (by PID, its start time
+# checked so a reused PID is never hit).
+PID_DIR = Path(os.environ.get("ALUMET_VM_PID_DIR", "/run/alumet-setup-tests/vm"))
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
     _LIVE.discard(proc.pid)
+    (PID_DIR / str(proc.pid)).unlink(missing_ok=True)
 
 
 @atexit.register
@@ -56,12 +70,29 @@ def _kill_leftovers() -> None:
     for pid in list(_LIVE):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        (PID_DIR / str(pid)).unlink(missing_ok=True)
+
+
+def kill_orphans() -> list[int]:
+    """Stop the QEMU and ssh processes of earlier sessions that died without cleaning up; returns their PIDs."""
+    killed = []
+    for entry in PID_DIR.glob("*") if PID_DIR.is_dir() else ():
+        with contextlib.suppress(OSError, ValueError):
+            owner, pid, started = entry.read_text().split()
+            if _start_time(int(owner)) is None:  # the session that started it is gone
+                if _start_time(int(pid)) == started:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                entry.unlink()
+    return killed
 
 
 def _popen(argv: Sequence[str], log: Path) -> subprocess.Popen:
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     _LIVE.add(proc.pid)
+    PID_DIR.mkdir(parents=True, exist_ok=True)
+    (PID_DIR / str(proc.pid)).write_text(f"{os.getpid()} {proc.pid} {_start_time(proc.pid)}\n")
     return proc
 
 
@@ -262,8 +293,17 @@ def _listening(port: int) -> bool:
 
 @contextlib.contextmanager
 def running(names: Sequence[str], work: Path, key: Path, cpus: int = 1) -> Iterator[dict[str, Vm]]:
-    """Boot every VM (concurrently: QEMU processes start together) and stop them all at the end."""
+    """Boot every VM (concurrently: QEMU processes start together) and stop them all at the end, also on
+    SIGTERM (turned into KeyboardInterrupt, which pytest unwinds through its teardowns)."""
     vms: dict[str, Vm] = {}
+    orphans = kill_orphans()
+    if orphans:
+        print(f"vm: stopped {len(orphans)} process(es) left by a session that died: {orphans}")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         import concurrent.futures
 
@@ -279,5 +319,6 @@ def running(names: Sequence[str], work: Path, key: Path, cpus: int = 1) -> Itera
                 raise RuntimeError("\n".join(errors))
         yield vms
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for vm in vms.values():
             vm.stop()

@@ -4,7 +4,8 @@ What containers cannot show: a kernel of its own (perf_event_paranoid set at boo
 the fstab, perf_event_open under the kernel's rules), systemd and udev, and a reboot. One scenario runs
 once for both VMs (they boot and install concurrently); the tests below assert on what it saw:
 
-  fstab with hidepid=2 -> install (default steps + service) -> doctor -> reboot -> checks ->
+  fstab with hidepid=2 -> install (default steps + service; the agent compiled once, in a bed container of
+  the same release, and copied by install's build-once) -> doctor -> reboot -> checks ->
   uninstall -> an fstab that would not boot is refused -> reboot -> back to the state before install.
 
 The container tier already proves idempotence and check mode: no rerun here (TCG is slow).
@@ -13,6 +14,7 @@ The container tier already proves idempotence and check mode: no rerun here (TCG
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import subprocess
@@ -28,10 +30,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import services  # noqa: E402
 import sshd  # noqa: E402
 import vm as vmbed  # noqa: E402
+from bedhost import container  # noqa: E402
 
 pytestmark = pytest.mark.vm
 
@@ -166,20 +170,34 @@ def broken_fstab(vm: vmbed.Vm, work: Path, inventory: Path) -> tuple[subprocess.
 
 
 @pytest.fixture(scope="module")
-def seen(vms: dict[str, vmbed.Vm], vm_work: Path) -> Iterator[Seen]:
+def builders(bed: dict[str, str]) -> Iterator[dict[str, dict]]:
+    """One bed container per VM platform, first in the inventory: install's build-once compiles the agent
+    there at native speed and copies it to the VM of the same release (a cargo build took 10 minutes under
+    TCG; building is the container tier's job, the kernel and the boot are this tier's)."""
+    with contextlib.ExitStack() as stack:
+        yield {f"build-{name}": {"ansible_connection": "containers.podman.podman", "ansible_become": False,
+                                 "ansible_python_interpreter": "/usr/bin/python3",
+                                 "ansible_host": stack.enter_context(container(name)).name}
+               for name in PLATFORMS}
+
+
+@pytest.fixture(scope="module")
+def seen(vms: dict[str, vmbed.Vm], vm_work: Path, builders: dict[str, dict]) -> Iterator[Seen]:
     s = Seen()
     names = list(vms)
-    hosts = {n: v.connection() for n, v in vms.items()}
+    # The service is chosen per host (an inventory variable, as a fleet would): the VMs have systemd.
+    hosts = {**builders, **{n: {**v.connection(), "alumet_service_enabled": True} for n, v in vms.items()}}
     inventory = sshd.write_inventory(vm_work / "inventory.yml", {"all": {"hosts": hosts}})
-    # The bed's URLs: the guest reaches them on its own 127.0.0.1 (vm.py's reverse forwards).
+    # The bed's URLs: the guest reaches them on its own 127.0.0.1 (vm.py's reverse forwards), the builders
+    # on the host's (host network, the `bed` fixture's services).
     settings = [f"rustup_dist_server={services.MIRROR_URL}", f"rustup_update_root={services.RUSTUP_UPDATE_ROOT}",
-                f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}", f"alumet_agent_git_url={services.GIT_URL}",
-                "alumet_service_enabled=true"]
+                f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}", f"alumet_agent_git_url={services.GIT_URL}"]
     host_args = [a for n in names for a in ("--host", n)]
     set_args = [a for x in settings for a in ("--set", x)]
     s.before = each(vms, facts)
     t = time.monotonic()
-    s.install = cli(vm_work, "install", "-i", str(inventory), *host_args, *set_args, timeout=2400)
+    s.install = cli(vm_work, "install", "-i", str(inventory), *[a for n in builders for a in ("--host", n)],
+                    *host_args, *set_args, timeout=2400)
     s.timings["install_s"] = round(time.monotonic() - t, 1)
     assert s.install.returncode == 0, f"install failed:\n{s.install.stdout[-6000:]}\n{s.install.stderr[-2000:]}"
     s.doctor_before_reboot = doctor(vm_work, inventory, names)
