@@ -32,6 +32,14 @@ def test_built_collection_runs_its_roles_and_modules(tmp_path: Path) -> None:
     assert module.returncode == 0, module.stdout + module.stderr
     answer = json.loads(module.stdout.split("=>", 1)[1])
     assert "overriding_files" in answer
+    fstab = tmp_path / "fstab"
+    fstab.write_text("proc /proc proc defaults 0 0\n")
+    module = subprocess.run(
+        [BIN / "ansible", "localhost", "-m", "alumet.setup.alumet_proc_fstab", "-a", f"policy=keep fstab={fstab}",
+         "-o"],
+        capture_output=True, text=True, env=env, check=False)
+    assert module.returncode == 0, module.stdout + module.stderr
+    assert json.loads(module.stdout.split("=>", 1)[1])["fstab_line"] == "proc /proc proc defaults 0 0"
 
     play = tmp_path / "play.yml"
     play.write_text(
