@@ -44,7 +44,7 @@ def test_built_collection_runs_its_roles_and_modules(tmp_path: Path) -> None:
     play = tmp_path / "play.yml"
     play.write_text(
         "- hosts: localhost\n  connection: local\n  gather_facts: true\n  tasks:\n"
-        "    - ansible.builtin.import_role:\n        name: alumet.setup.perf_paranoid\n"
+        "    - ansible.builtin.import_role:\n        name: alumet.setup.alumet_sysctl\n"
         "        tasks_from: preflight\n")
     run = subprocess.run([BIN / "ansible-playbook", "--check", play], capture_output=True, text=True, env=env,
                          check=False)
