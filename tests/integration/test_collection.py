@@ -50,6 +50,8 @@ def test_built_collection_runs_its_roles_and_modules(tmp_path: Path) -> None:
                          check=False)
     assert run.returncode == 0, run.stdout[-3000:]
     assert "failed=0" in run.stdout and "Find which sysctl.d files set the key at boot" in run.stdout
+    # The shared tasks come from the collection's own alumet_common, found by its short name.
+    assert "alumet_common : Preflight | Assert a supported distribution" in run.stdout, run.stdout[-3000:]
 
 
 def test_collection_role_finds_its_filter(tmp_path: Path) -> None:
