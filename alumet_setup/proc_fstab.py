@@ -211,8 +211,10 @@ def main() -> None:
                 result["remount_options"] = ",".join(want)
 
     after = before
-    if new_opts is not None and idx and fstab_fields[2] != "proc":
-        module.fail_json(msg=f"{fstab} mounts {fstab_fields[2]} on /proc, not proc: refusing to give it /proc options")
+    # Every /proc line is rewritten: each must be a proc mount (hidepid= means nothing to another type).
+    other = [lines[i].split()[2] for i in idx if lines[i].split()[2] != "proc"]
+    if new_opts is not None and other:
+        module.fail_json(msg=f"{fstab} mounts {other[0]} on /proc, not proc: refusing to give it /proc options")
     if new_opts is not None:
         if idx:
             for i in idx:

@@ -28,6 +28,7 @@ FSTABS = {
     "exempt /proc line first": f"proc /proc proc {EXEMPT}proc /proc proc {PLAIN}",
     "exempt /proc line second": f"proc /proc proc {PLAIN}proc /proc proc {EXEMPT}",
     "/proc line of another type": f"none /proc tmpfs defaults 0 0\nproc /tmp proc {EXEMPT}",
+    "a later /proc line of another type": f"proc /proc proc {PLAIN}none /proc tmpfs defaults 0 0\n",
 }
 
 
@@ -78,10 +79,12 @@ def test_role_and_doctor_agree_on_one_fstab(case: str, tmp_path: Path, monkeypat
     assert kept.get("fstab_line") == first, kept
     assert fstab.read_text() == text
     planned = run_module(tmp_path, fstab, check=True)
-    if first.split()[2] != "proc":
-        # Not a proc mount: the role refuses to write proc options into it, and doctor sees no hidepid.
+    if "tmpfs" in text:
+        # A /proc line that is no proc mount: the role refuses to write proc options into it.
         assert planned.get("failed") and "not proc" in planned["msg"], planned
-        assert data["fstab"]["hidepid"] == "off"
+        assert fstab.read_text() == text
+        if first.split()[2] != "proc":  # doctor reads that line too, not the proc mount on /tmp
+            assert data["fstab"]["hidepid"] == "off"
         return
     assert not planned.get("failed"), planned
     # The role edits the fstab exactly when doctor says boot does not exempt the group.
