@@ -6,28 +6,10 @@ early and change the report's order.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def unescape(field: str) -> str:
-    r"""The kernel and fstab(5) write space, tab, newline and backslash as \040 \011 \012 \134."""
-    return _OCTAL.sub(lambda m: chr(int(m[1], 8)), field)
-
-
-def parse_options(text: str) -> dict[str, str | None]:
-    """'rw,nosuid,hidepid=invisible,gid=998' -> {'rw': None, 'nosuid': None, 'hidepid': 'invisible', ...}.
-
-    A later duplicate wins, as it does for the kernel's option parser.
-    """
-    options: dict[str, str | None] = {}
-    for item in text.split(","):
-        if item:
-            key, sep, value = item.partition("=")
-            options[key] = value if sep else None
-    return options
+# The option parser and the fstab's /proc rule are shared with the hidepid role's module.
+from .proc_fstab import parse_options, unescape
 
 
 @dataclass(frozen=True)

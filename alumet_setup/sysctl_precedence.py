@@ -2,7 +2,7 @@
 """Which sysctl.d file sets a key at boot: systemd-sysctl's precedence, in one place.
 
 Used by doctor (kernel.perf_event_paranoid, reading any Host) and, unchanged, as the Ansible module
-`alumet_sysctl_precedence` of the perf_paranoid role (roles/perf_paranoid/library links here), so the
+`alumet_sysctl_precedence` of the alumet_sysctl role (roles/alumet_sysctl/library links here), so the
 role refuses exactly the overrides doctor warns about. Hence: standard library only, Python 3.8
 compatible (Ubuntu 22.04 targets), and an old-style module entry point (WANT_JSON) below.
 

@@ -36,12 +36,14 @@ import services  # noqa: E402
 import sshd  # noqa: E402
 from _install import timed_install  # noqa: E402
 
+from alumet_setup import settings  # noqa: E402
+
 HOSTS = {1: [("deb13a", "debian13")], 3: [("deb13a", "debian13"), ("deb13b", "debian13"), ("u2404a", "ubuntu2404")]}
 CAPS = "CAP_PERFMON,CAP_SYS_NICE,CAP_SYS_PTRACE"
-# Role -> install step (playbooks/install.yml tags); the pre_task plan.yml and fact gathering apart.
-STEPS = {"prereqs": "prereqs", "rustup": "rustup", "alumet_agent": "agent", "alumet_group": "group",
-         "perf_paranoid": "sysctl", "capabilities": "capabilities", "hidepid": "hidepid", "powercap": "powercap",
-         "alumet_config": "config"}
+# Role -> install step, in step order, from playbooks/install.yml's tags (the pre_task plan.yml and fact
+# gathering apart).
+STEPS = {role: step for step in settings.STEPS for role, tags in
+         sorted(settings.steps_by_role(ROOT / "playbooks" / "install.yml").items()) if step in tags}
 RESULTS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
 
 

@@ -8,10 +8,11 @@ from .. import paths
 from ..findings import Context, Finding, Status, check
 from ..hosts import Host
 from ..mounts import FstabEntry, mount_at, parse_fstab, parse_mountinfo
+from ..proc_fstab import LEVELS, proc_lines
 from ..ptrace_need import hidepid_reason
 
 # proc(5): numbers on kernels before 5.8, names since (mountinfo then shows the names).
-HIDEPID_NAMES = {"0": "off", "1": "noaccess", "2": "invisible", "4": "ptraceable"}
+HIDEPID_NAMES = {str(number): name for name, number in LEVELS.items()}
 
 
 def hidepid_mode(options: dict[str, str | None]) -> str:
@@ -51,6 +52,13 @@ def exemption(opts: dict[str, object], alumet_gid: int | None, has_ptrace: bool)
     return None
 
 
+def boot_entry(fstab: str) -> FstabEntry | None:
+    """The fstab line that mounts /proc at boot, chosen as the hidepid role chooses the line it edits."""
+    lines = fstab.splitlines()
+    found = proc_lines(lines)
+    return parse_fstab(lines[found[0]])[0] if found else None
+
+
 @check("procfs.hidepid", "/proc hidepid", needs=("agent.capabilities",))
 def hidepid(ctx: Context) -> Finding:
     host = ctx.host
@@ -59,8 +67,7 @@ def hidepid(ctx: Context) -> Finding:
     if proc is None:
         return Finding(Status.ERROR, "no /proc mount in /proc/self/mountinfo")
     live = proc_options(proc.super_options)
-    fstab_entry = next((e for e in parse_fstab(host.read_text("/etc/fstab") or "")
-                        if e.file == "/proc" or e.vfstype == "proc"), None)
+    fstab_entry = boot_entry(host.read_text("/etc/fstab") or "")
     # No proc line: systemd mounts /proc with the defaults at boot.
     boot = proc_options(fstab_entry.options if fstab_entry else {})
     alumet_gid = group_gid(host, group)

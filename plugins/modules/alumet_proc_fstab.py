@@ -1,1 +1,1 @@
-../../roles/hidepid/library/alumet_proc_fstab.py
+../../alumet_setup/proc_fstab.py

@@ -32,16 +32,26 @@ def test_built_collection_runs_its_roles_and_modules(tmp_path: Path) -> None:
     assert module.returncode == 0, module.stdout + module.stderr
     answer = json.loads(module.stdout.split("=>", 1)[1])
     assert "overriding_files" in answer
+    fstab = tmp_path / "fstab"
+    fstab.write_text("proc /proc proc defaults 0 0\n")
+    module = subprocess.run(
+        [BIN / "ansible", "localhost", "-m", "alumet.setup.alumet_proc_fstab", "-a", f"policy=keep fstab={fstab}",
+         "-o"],
+        capture_output=True, text=True, env=env, check=False)
+    assert module.returncode == 0, module.stdout + module.stderr
+    assert json.loads(module.stdout.split("=>", 1)[1])["fstab_line"] == "proc /proc proc defaults 0 0"
 
     play = tmp_path / "play.yml"
     play.write_text(
         "- hosts: localhost\n  connection: local\n  gather_facts: true\n  tasks:\n"
-        "    - ansible.builtin.import_role:\n        name: alumet.setup.perf_paranoid\n"
+        "    - ansible.builtin.import_role:\n        name: alumet.setup.alumet_sysctl\n"
         "        tasks_from: preflight\n")
     run = subprocess.run([BIN / "ansible-playbook", "--check", play], capture_output=True, text=True, env=env,
                          check=False)
     assert run.returncode == 0, run.stdout[-3000:]
     assert "failed=0" in run.stdout and "Find which sysctl.d files set the key at boot" in run.stdout
+    # The shared tasks come from the collection's own alumet_common, found by its short name.
+    assert "alumet_common : Preflight | Assert a supported distribution" in run.stdout, run.stdout[-3000:]
 
 
 def test_collection_role_finds_its_filter(tmp_path: Path) -> None:

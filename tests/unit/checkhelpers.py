@@ -1,20 +1,24 @@
-"""Shared by the doctor check tests: fixture trees as hosts, and stand-ins for other checks' findings."""
+"""Shared by the doctor check tests: fixture trees as hosts (FixtureHost: canned results by program name;
+ScriptedHost: results from a function of argv), and stand-ins for other checks' findings."""
 
 from __future__ import annotations
 
 import os
 import posixpath
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from alumet_setup.checks import load_all
 from alumet_setup.findings import REGISTRY, CheckSpec, Context, Finding, Options, Status
 from alumet_setup.hosts import COMMAND_NOT_FOUND, CommandResult, LocalHost
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+load_all()  # register the real checks first, so a stand-in replaces (not precedes) one
 
 
 class FixtureHost(LocalHost):
@@ -84,3 +88,46 @@ def record_choices(root: Path, choices: dict[str, object] | None = None, text: s
     target.write_text(text if text is not None else json.dumps({"version": 1, "choices": choices or {}}))
     target.chmod(0o644)
     return target
+
+
+class ScriptedHost(LocalHost):
+    """A fixture tree whose commands are answered by `script(argv)`; None means command not found."""
+
+    def __init__(self, root: str, script: Callable[[Sequence[str]], CommandResult | None] = lambda argv: None,
+                 path_env: str = "/usr/bin:/bin"):
+        super().__init__(root=root, name="fixture", path_env=path_env)
+        self.script = script
+        self.calls: list[tuple[tuple[str, ...], dict[str, str] | None]] = []
+
+    def run(self, argv: Sequence[str], timeout: float = 10.0, env: dict[str, str] | None = None) -> CommandResult:
+        self.calls.append((tuple(argv), env))
+        result = self.script(argv)
+        return result or CommandResult(tuple(argv), COMMAND_NOT_FOUND, "", f"{argv[0]}: command not found")
+
+
+def done(argv: Sequence[str], stdout: str = "", rc: int = 0, stderr: str = "") -> CommandResult:
+    return CommandResult(tuple(argv), rc, stdout, stderr)
+
+
+def stand_in(monkeypatch: pytest.MonkeyPatch, check_id: str, status: Status, detail: str = "stand-in",
+             fix: str | None = None, **data: object) -> None:
+    """Replace another engineer's check by a fixed finding, through the registry (undone after the test)."""
+    finding = Finding(status, detail, fix=fix, data=data)
+    spec = REGISTRY.get(check_id)
+    monkeypatch.setitem(REGISTRY, check_id, CheckSpec(check_id, spec.title if spec else check_id,
+                                                      check_id.split(".")[0], lambda ctx: finding))
+
+
+def evaluate(host: LocalHost, check_id: str, options: Options | None = None) -> Finding:
+    return Context(host, options).finding(check_id)
+
+
+PEERS = ("agent.binary", "agent.capabilities", "kernel.perf_event_paranoid")
+
+
+@pytest.fixture
+def peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a checkout where another engineer's check is still a stub, answer for it as the runner would."""
+    for check_id in PEERS:
+        if check_id not in REGISTRY:
+            stand_in(monkeypatch, check_id, Status.ERROR, f"unknown check {check_id}")

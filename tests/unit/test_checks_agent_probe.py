@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from _fakes import FIXTURES, ScriptedHost, done, evaluate, stand_in
+from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, stand_in
 
 from alumet_setup import doctor
 from alumet_setup.checks import agent_probe

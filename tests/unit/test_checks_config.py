@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _fakes import FIXTURES, evaluate
+from checkhelpers import FIXTURES, evaluate
 
 from alumet_setup import alumet_schema, profiles
 from alumet_setup.findings import Options, Status

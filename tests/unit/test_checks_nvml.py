@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from _fakes import FIXTURES, ScriptedHost, done, evaluate
+from checkhelpers import FIXTURES, ScriptedHost, done, evaluate
 
 from alumet_setup.findings import Status
 from alumet_setup.hosts import CommandResult, LocalHost

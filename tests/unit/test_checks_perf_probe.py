@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import pytest
-from _fakes import FIXTURES, ScriptedHost, done, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
+from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
 
 from alumet_setup import perf_event
 from alumet_setup.checks import perf_probe

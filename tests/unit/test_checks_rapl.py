@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _fakes import FIXTURES, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
+from checkhelpers import FIXTURES, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
 
 from alumet_setup import paths
 from alumet_setup.checks import rapl

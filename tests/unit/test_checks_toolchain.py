@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from _fakes import ScriptedHost, done, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
+from checkhelpers import ScriptedHost, done, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
 
 from alumet_setup.checks import toolchain
 from alumet_setup.findings import Status

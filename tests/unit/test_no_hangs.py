@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from _fakes import FIXTURES, ScriptedHost, done, stand_in
+from checkhelpers import FIXTURES, ScriptedHost, done, stand_in
 
 from alumet_setup import hosts
 from alumet_setup.findings import Context, Status

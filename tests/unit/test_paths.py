@@ -26,7 +26,7 @@ def default(role: str, name: str) -> object:
         (paths.AGENT_PREFIX, "alumet_agent", "alumet_agent_prefix"),
         (paths.AGENT_LINK, "alumet_agent", "alumet_agent_link"),
         (paths.AGENT_BIN, "capabilities", "capabilities_binary"),
-        (paths.SYSCTL_FILE, "perf_paranoid", "perf_paranoid_sysctl_file"),
+        (paths.SYSCTL_FILE, "alumet_sysctl", "perf_paranoid_sysctl_file"),
         (paths.UDEV_RULE, "powercap", "powercap_rule_file"),
         (paths.CONFIG_FILE, "alumet_config", "alumet_config_file"),
         (paths.CONFIG_FILE, "capabilities", "capabilities_config_file"),

@@ -54,7 +54,7 @@ def test_a_run_keeps_its_tmp_and_async_files_in_the_tools_own_directory(tmp_path
     before, ours_before = _job_ids(Path.home() / ".ansible_async"), _job_ids(OURS / "async")
     result, lines = _run(tmp_path, ASYNC_JOB)
     assert result.ok, lines  # async_status found the job
-    (job,) = _job_ids(OURS / "async") - ours_before  # earlier runs (test_runner.py) may have left theirs
+    (job,) = _job_ids(OURS / "async") - ours_before  # earlier runs (integration/test_runner.py) may leave theirs
     assert job not in before and _job_ids(Path.home() / ".ansible_async") == before
     assert (OURS / "tmp").is_dir()
     env = json.loads((result.artifact_dir / "command").read_text())["env"]

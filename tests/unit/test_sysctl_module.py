@@ -1,4 +1,4 @@
-"""sysctl_precedence.py doubles as the perf_paranoid role's Ansible module: the role and doctor
+"""sysctl_precedence.py doubles as the alumet_sysctl role's Ansible module: the role and doctor
 must judge overrides with the very same code."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from alumet_setup.sysctl_precedence import Setter, overriding
 
 ROOT = Path(__file__).parents[2]
-MODULE = ROOT / "roles" / "perf_paranoid" / "library" / "alumet_sysctl_precedence.py"
+MODULE = ROOT / "roles" / "alumet_sysctl" / "library" / "alumet_sysctl_precedence.py"
 
 
 def test_the_role_module_is_the_doctor_code():
