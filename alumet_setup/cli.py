@@ -344,7 +344,8 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
     for host in result.hosts:  # a failure says so on stderr too, not only in the progress lines
         row = result.stats.get(host)
         if host not in unreachable and (row is None or row["failed"]):
-            error(f"{host}: failed (see its FAILED line above)" if row else f"{host}: never ran")
+            error(result.escalation.get(host) or (f"{host}: failed (see its FAILED line above)" if row
+                                                  else f"{host}: never ran"))
     if any("sudo" in m and "password" in m for m in result.messages):
         click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
     click.echo(f"Run log: {result.artifact_dir}")

@@ -66,6 +66,7 @@ class RunResult:
     hosts: list[str] = field(default_factory=list)  # hosts expected to run (missing ones failed)
     messages: list[str] = field(default_factory=list)  # failure messages, for hints
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> why it could not be reached
+    escalation: dict[str, str] = field(default_factory=dict)  # host -> why it could not become root
 
     def host_ok(self, host: str) -> bool:
         row = self.stats.get(host)
@@ -150,6 +151,37 @@ def failure_text(res: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+# sudo missing or refusing the login user: wherever Ansible puts it (msg, module_stderr, failed_modules of
+# gather_facts), no task can run, and Ansible's own words ("The following modules failed to execute") hide why.
+_SUDO_MISSING = re.compile(r"\bsudo: (?:command )?not found|\bsudo: No such file or directory")
+_SUDO_REFUSED = re.compile(r"is not in the sudoers file|is not allowed to (?:run sudo|execute)|may not run sudo")
+
+
+def _texts(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _texts(item)
+
+
+def escalation_failure(res: Any, host: str, address: str | None = None) -> str | None:
+    """One line when a result failed because sudo is missing or refuses the login user, else None.
+    `address`: what ssh reaches (ansible_host), for the --host root@ADDRESS advice."""
+    text = "\n".join(_texts(res))
+    if _SUDO_MISSING.search(text):
+        why = "sudo is not installed there"
+    elif _SUDO_REFUSED.search(text):
+        why = "sudo refuses the login user"
+    else:
+        return None
+    return (f"escalation to root is impossible on {host}: {why}; log in as root (--host root@{address or host}) "
+            "or install sudo and allow the login user to use it")
+
+
 def failure_message(res: Mapping[str, Any]) -> str:
     """The most useful single line of a failed or unreachable result (the real cause)."""
     return _one_line(failure_text(res)[0])
@@ -195,6 +227,7 @@ class Progress:
         self.errors: list[str] = []  # ERROR lines ansible-playbook printed outside any task
         self.messages: list[str] = []  # failure messages, for hints
         self.unreachable: dict[str, str] = {}  # host -> one line
+        self.escalation: dict[str, str] = {}  # host -> why it could not become root (one line)
         self._started: dict[tuple[str, str], str] = {}
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
@@ -232,6 +265,11 @@ class Progress:
             else:
                 lines = failure_text(res)
                 message = _one_line(lines[0])
+                escalation = None if data.get("ignore_errors") else escalation_failure(
+                    res, host, data.get("remote_addr"))
+                if escalation is not None:
+                    message, lines = escalation, [escalation]
+                    self.escalation.setdefault(host, escalation)
                 if kind == "runner_on_unreachable":
                     from .hosts import ssh_failure
 
@@ -419,7 +457,7 @@ def run_playbook(
         raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
     return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
                      artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
-                     unreachable=progress.unreachable)
+                     unreachable=progress.unreachable, escalation=progress.escalation)
 
 
 def _last_output_line(artifact_dir: Path) -> str:
