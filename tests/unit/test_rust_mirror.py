@@ -4,8 +4,7 @@ users get it too), explicit settings winning. Evaluated by Ansible's own templat
 
 from __future__ import annotations
 
-import re
-import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,9 @@ from alumet_setup import resources
 from alumet_setup.settings import load_specs, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "bed"))
+import readme_commands  # noqa: E402  (tests/bed is not a package)
+
 MIRROR = "https://rust-mirror.lab.example"
 
 
@@ -52,20 +54,10 @@ def test_no_mirror_keeps_the_official_servers() -> None:
     assert derived["dist"] == "" and derived["root"].startswith("https://") and derived["root"].endswith("/rustup")
 
 
-def readme_airgapped_command() -> list[str]:
-    """The install command of README.md's "Air-gapped labs" section, as argv (placeholders included)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"^## Air-gapped labs\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
-    assert section, "README.md has no '## Air-gapped labs' section"
-    block = re.search(r"^```sh\n(.*?)^```", section[1], re.MULTILINE | re.DOTALL)
-    assert block, "the Air-gapped labs section has no ```sh block"
-    commands = [shlex.split(line) for line in block[1].splitlines() if line.startswith("alumet-setup install")]
-    assert len(commands) == 1, block[1]
-    return commands[0]
-
-
 def test_readme_airgapped_command_names_settings_the_roles_accept() -> None:
-    argv = readme_airgapped_command()
+    found = readme_commands.commands("Air-gapped labs")
+    assert len(found) == 1 and found[0][:2] == ["alumet-setup", "install"], found
+    argv = found[0]
     settings = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
     values = parse_settings(settings, load_specs(resources.bundled("roles")))
     assert set(values) == {"rustup_mirror", "alumet_agent_git_url"}
