@@ -318,6 +318,13 @@ def _play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, use
         extravars["alumet_agent_build_host"] = build_host
 
     password = None
+    if not ask_become_pass and any(t.local for t in targets):
+        from .local_become import NoEscalation, needs_password
+
+        try:
+            ask_become_pass = needs_password()  # as a normal user, the play runs sudo itself
+        except NoEscalation as exc:
+            fail(str(exc))
     if ask_become_pass:
         password = click.prompt("BECOME password", hide_input=True, default="", show_default=False, err=True)
     ad_hoc = [t for t in targets if not t.from_inventory]
