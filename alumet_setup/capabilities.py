@@ -191,9 +191,9 @@ def bounding_set_refusal(caps: FileCaps, status: str, program: str = "alumet-age
 
 
 def _refusal_filter(status: str, cap_text: str, program: str = "alumet-agent") -> str:
-    """Ansible filter: the refusal as one line ('' when none), for the capabilities role."""
+    """Ansible filter: the refusal and its fix as two lines ('' when none), for the capabilities role."""
     found = bounding_set_refusal(parse_cap_text(cap_text), status, program)
-    return f"{found[0]}; fix: {found[1]}" if found else ""
+    return f"{found[0]}\nfix: {found[1]}" if found else ""
 
 
 class FilterModule:

@@ -168,9 +168,9 @@ def _texts(value: Any) -> Iterable[str]:
             yield from _texts(item)
 
 
-def escalation_failure(res: Any, host: str, address: str | None = None) -> str | None:
+def escalation_failure(res: Any, host: str, root_login: str = "log in as root") -> str | None:
     """One line when a result failed because sudo is missing or refuses the login user, else None.
-    `address`: what ssh reaches (ansible_host), for the --host root@ADDRESS advice."""
+    `root_login`: how this host is reached as root instead (root_logins())."""
     text = "\n".join(_texts(res))
     if _SUDO_MISSING.search(text):
         why = "sudo is not installed there"
@@ -178,8 +178,22 @@ def escalation_failure(res: Any, host: str, address: str | None = None) -> str |
         why = "sudo refuses the login user"
     else:
         return None
-    return (f"escalation to root is impossible on {host}: {why}; log in as root (--host root@{address or host}) "
-            "or install sudo and allow the login user to use it")
+    return (f"escalation to root is impossible on {host}: {why}; {root_login} or install sudo and allow the login "
+            "user to use it")
+
+
+def root_logins(generated_inventory: Mapping[str, Any] | None) -> dict[str, str]:
+    """host -> how to reach it as root, for the hosts of the generated (ad-hoc) inventory."""
+    hosts = ((generated_inventory or {}).get("all") or {}).get("hosts") or {}
+    logins = {}
+    for name, host_vars in hosts.items():
+        if host_vars.get("ansible_connection") == "local":
+            logins[name] = "run alumet-setup as root"
+        else:
+            port = host_vars.get("ansible_port")
+            address = f"{host_vars.get('ansible_host', name)}{f':{port}' if port else ''}"
+            logins[name] = f"log in as root (--host root@{address})"
+    return logins
 
 
 def failure_message(res: Mapping[str, Any]) -> str:
@@ -219,8 +233,10 @@ class Progress:
     changed files and the whole failure message under it, plus activity lines while an until/retries
     loop (async_status polling: the cargo build) waits. Usable as event_handler directly."""
 
-    def __init__(self, echo: Callable[[str], None], verbosity: int = 0, diff: bool = False):
+    def __init__(self, echo: Callable[[str], None], verbosity: int = 0, diff: bool = False,
+                 root_logins: Mapping[str, str] | None = None):
         self.echo = echo
+        self.root_logins = dict(root_logins or {})  # host -> how to reach it as root (escalation failures)
         self.verbosity = verbosity
         self.diff = diff
         self.stats: dict[str, dict[str, int]] = {}
@@ -266,7 +282,7 @@ class Progress:
                 lines = failure_text(res)
                 message = _one_line(lines[0])
                 escalation = None if data.get("ignore_errors") else escalation_failure(
-                    res, host, data.get("remote_addr"))
+                    res, host, self.root_logins.get(host, "log in as root (ansible_user=root in the inventory)"))
                 if escalation is not None:
                     message, lines = escalation, [escalation]
                     self.escalation.setdefault(host, escalation)
@@ -377,7 +393,7 @@ def run_playbook(
     runs.mkdir(parents=True, exist_ok=True, mode=0o700)
     ident = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    progress = Progress(echo, verbosity, diff=diff)
+    progress = Progress(echo, verbosity, diff=diff, root_logins=root_logins(generated_inventory))
     artifact_dir = runs / ident
     status, rc = "unstarted", None
     try:

@@ -30,7 +30,7 @@ SUDO_REFUSES = {"msg": "Task failed: Premature end of stream waiting for become 
 
 def _event(res: dict[str, Any], host: str = "lab01", ignore: bool = False) -> dict[str, Any]:
     return {"event": "runner_on_failed", "event_data": {
-        "host": host, "remote_addr": "10.0.0.7", "task": "Gathering Facts", "task_action": "gather_facts",
+        "host": host, "remote_addr": host, "task": "Gathering Facts", "task_action": "gather_facts",
         "res": res, "ignore_errors": ignore}}
 
 
@@ -39,9 +39,12 @@ def _event(res: dict[str, Any], host: str = "lab01", ignore: bool = False) -> di
                                          (SUDO_REFUSES, "sudo refuses the login user")])
 def test_one_line_says_escalation_is_impossible_and_what_to_do(res: dict[str, Any], why: str) -> None:
     lines: list[str] = []
-    progress = runner.Progress(lines.append)
+    # An ad-hoc --host lab@10.0.0.7:2222: the advice names the same address as root.
+    logins = runner.root_logins({"all": {"hosts": {"lab01": {"ansible_host": "10.0.0.7", "ansible_port": 2222,
+                                                             "ansible_user": "lab"}}}})
+    progress = runner.Progress(lines.append, root_logins=logins)
     progress(_event(res))
-    expected = (f"escalation to root is impossible on lab01: {why}; log in as root (--host root@10.0.0.7) "
+    expected = (f"escalation to root is impossible on lab01: {why}; log in as root (--host root@10.0.0.7:2222) "
                 "or install sudo and allow the login user to use it")
     assert lines == [f"[lab01] FAILED: Gathering Facts: {expected}"]
     assert progress.escalation == {"lab01": expected}
@@ -69,6 +72,8 @@ def test_real_run_without_the_become_program(tmp_path: Path) -> None:
     result = runner.run_playbook(playbook, inventory=[inventory], hosts=["lab01"], echo=lines.append,
                                  runs_dir=tmp_path / "runs")
     assert not result.ok
-    assert result.escalation["lab01"].startswith("escalation to root is impossible on lab01: sudo is not "
-                                                 "installed there; log in as root"), lines
+    # An inventory host: the advice is the inventory's login user.
+    assert result.escalation["lab01"] == ("escalation to root is impossible on lab01: sudo is not installed there; "
+                                          "log in as root (ansible_user=root in the inventory) or install sudo and "
+                                          "allow the login user to use it"), lines
     assert not any("modules failed to execute" in line for line in lines), lines
