@@ -3,8 +3,8 @@
 Pure functions, no host access: the agent.capabilities check and the capabilities role's tests share them.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: loaded as an Ansible filter plugin (not in sys.modules), string
+# annotations would break @dataclass.
 import re
 import shlex
 import struct
@@ -168,3 +168,37 @@ def setcap_command(path: str, perfmon_capability: bool = True, ptrace: bool = Fa
     """One setcap call: each call replaces the whole set, so everything goes in at once."""
     caps = " ".join(f"{c}=ep" for c in (*required_caps(perfmon_capability), *([PTRACE] if ptrace else [])))
     return f"sudo setcap {shlex.quote(caps)} {shlex.quote(path)}"
+
+
+def beyond_bounding_set(caps: FileCaps, status: str) -> list[str]:
+    """The permitted capabilities of an effective-bit file outside the bounding set of /proc/PID/status."""
+    bounding = parse_bounding_set(status)
+    return sorted(caps.permitted - bounding, key=cap_number) if caps.effective and bounding is not None else []
+
+
+def bounding_set_refusal(caps: FileCaps, status: str, program: str = "alumet-agent") -> tuple[str, str] | None:
+    """(what is wrong, what fixes it) when the kernel refuses to execute a file carrying `caps` in the
+    environment whose /proc/PID/status is `status`: permitted capabilities outside the bounding set of an
+    effective-bit file make execve fail with EPERM, for every user (a container started without them).
+    None when they fit or the bounding set is unknown."""
+    beyond = beyond_bounding_set(caps, status)
+    if not beyond:
+        return None
+    adds = ",".join(name.removeprefix("cap_").upper() for name in beyond)
+    return (f"{', '.join(beyond)} outside this environment's capability bounding set: the kernel refuses to "
+            f"execute {program} (EPERM)",
+            f"start the container with --cap-add={adds} (podman or docker run), or run the agent on the host")
+
+
+def _refusal_filter(status: str, cap_text: str, program: str = "alumet-agent") -> str:
+    """Ansible filter: the refusal and its fix as two lines ('' when none), for the capabilities role."""
+    found = bounding_set_refusal(parse_cap_text(cap_text), status, program)
+    return f"{found[0]}\nfix: {found[1]}" if found else ""
+
+
+class FilterModule:
+    """Ansible filter plugin entry point (roles/capabilities/filter_plugins/alumet_capabilities.py links
+    here; it runs on the controller): the role explains a refused agent with doctor's own words."""
+
+    def filters(self) -> dict[str, object]:
+        return {"alumet_bounding_set_refusal": _refusal_filter}

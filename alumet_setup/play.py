@@ -63,6 +63,13 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     extravars.update(build_settings(build_host, build_on_each, expected))
 
     password = None
+    if not ask_become_pass and any(t.local for t in targets):
+        from .local_become import NoEscalation, needs_password
+
+        try:
+            ask_become_pass = needs_password()  # as a normal user, the play runs sudo itself
+        except NoEscalation as exc:
+            raise BadInput(str(exc)) from None
     if ask_become_pass:
         password = click.prompt("BECOME password", hide_input=True, default="", show_default=False, err=True)
     ad_hoc = [t for t in targets if not t.from_inventory]
@@ -89,7 +96,8 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     for host in result.hosts:  # a failure says so on stderr too, not only in the progress lines
         row = result.stats.get(host)
         if host not in unreachable and (row is None or row["failed"]):
-            error(f"{host}: failed (see its FAILED line above)" if row else f"{host}: never ran")
+            error(result.escalation.get(host) or (f"{host}: failed (see its FAILED line above)" if row
+                                                  else f"{host}: never ran"))
     if any("sudo" in m and "password" in m for m in result.messages):
         click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
     click.echo(f"Run log: {result.artifact_dir}")

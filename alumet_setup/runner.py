@@ -66,6 +66,7 @@ class RunResult:
     hosts: list[str] = field(default_factory=list)  # hosts expected to run (missing ones failed)
     messages: list[str] = field(default_factory=list)  # failure messages, for hints
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> why it could not be reached
+    escalation: dict[str, str] = field(default_factory=dict)  # host -> why it could not become root
 
     def host_ok(self, host: str) -> bool:
         row = self.stats.get(host)
@@ -150,6 +151,51 @@ def failure_text(res: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+# sudo missing or refusing the login user: wherever Ansible puts it (msg, module_stderr, failed_modules of
+# gather_facts), no task can run, and Ansible's own words ("The following modules failed to execute") hide why.
+_SUDO_MISSING = re.compile(r"\bsudo: (?:command )?not found|\bsudo: No such file or directory")
+_SUDO_REFUSED = re.compile(r"is not in the sudoers file|is not allowed to (?:run sudo|execute)|may not run sudo")
+
+
+def _texts(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _texts(item)
+
+
+def escalation_failure(res: Any, host: str, root_login: str = "log in as root") -> str | None:
+    """One line when a result failed because sudo is missing or refuses the login user, else None.
+    `root_login`: how this host is reached as root instead (root_logins())."""
+    text = "\n".join(_texts(res))
+    if _SUDO_MISSING.search(text):
+        why = "sudo is not installed there"
+    elif _SUDO_REFUSED.search(text):
+        why = "sudo refuses the login user"
+    else:
+        return None
+    return (f"escalation to root is impossible on {host}: {why}; {root_login} or install sudo and allow the login "
+            "user to use it")
+
+
+def root_logins(generated_inventory: Mapping[str, Any] | None) -> dict[str, str]:
+    """host -> how to reach it as root, for the hosts of the generated (ad-hoc) inventory."""
+    hosts = ((generated_inventory or {}).get("all") or {}).get("hosts") or {}
+    logins = {}
+    for name, host_vars in hosts.items():
+        if host_vars.get("ansible_connection") == "local":
+            logins[name] = "run alumet-setup as root"
+        else:
+            port = host_vars.get("ansible_port")
+            address = f"{host_vars.get('ansible_host', name)}{f':{port}' if port else ''}"
+            logins[name] = f"log in as root (--host root@{address})"
+    return logins
+
+
 def failure_message(res: Mapping[str, Any]) -> str:
     """The most useful single line of a failed or unreachable result (the real cause)."""
     return _one_line(failure_text(res)[0])
@@ -187,14 +233,17 @@ class Progress:
     changed files and the whole failure message under it, plus activity lines while an until/retries
     loop (async_status polling: the cargo build) waits. Usable as event_handler directly."""
 
-    def __init__(self, echo: Callable[[str], None], verbosity: int = 0, diff: bool = False):
+    def __init__(self, echo: Callable[[str], None], verbosity: int = 0, diff: bool = False,
+                 root_logins: Mapping[str, str] | None = None):
         self.echo = echo
+        self.root_logins = dict(root_logins or {})  # host -> how to reach it as root (escalation failures)
         self.verbosity = verbosity
         self.diff = diff
         self.stats: dict[str, dict[str, int]] = {}
         self.errors: list[str] = []  # ERROR lines ansible-playbook printed outside any task
         self.messages: list[str] = []  # failure messages, for hints
         self.unreachable: dict[str, str] = {}  # host -> one line
+        self.escalation: dict[str, str] = {}  # host -> why it could not become root (one line)
         self._started: dict[tuple[str, str], str] = {}
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
@@ -232,6 +281,11 @@ class Progress:
             else:
                 lines = failure_text(res)
                 message = _one_line(lines[0])
+                escalation = None if data.get("ignore_errors") else escalation_failure(
+                    res, host, self.root_logins.get(host, "log in as root (ansible_user=root in the inventory)"))
+                if escalation is not None:
+                    message, lines = escalation, [escalation]
+                    self.escalation.setdefault(host, escalation)
                 if kind == "runner_on_unreachable":
                     from .hosts import ssh_failure
 
@@ -339,7 +393,7 @@ def run_playbook(
     runs.mkdir(parents=True, exist_ok=True, mode=0o700)
     ident = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    progress = Progress(echo, verbosity, diff=diff)
+    progress = Progress(echo, verbosity, diff=diff, root_logins=root_logins(generated_inventory))
     artifact_dir = runs / ident
     status, rc = "unstarted", None
     try:
@@ -419,7 +473,7 @@ def run_playbook(
         raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
     return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
                      artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
-                     unreachable=progress.unreachable)
+                     unreachable=progress.unreachable, escalation=progress.escalation)
 
 
 def _last_output_line(artifact_dir: Path) -> str:

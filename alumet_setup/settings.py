@@ -51,9 +51,9 @@ FORMATS: dict[str, tuple[str, Any]] = {
                              or (v.startswith("/") and " " not in v)),
     "rustup_update_root": ("an https:// or http:// URL",
                            lambda v: (m := _URL.fullmatch(v)) is not None and m["scheme"] in ("https", "http")),
-    "rustup_dist_server": ("an https:// or http:// URL, or empty",
-                           lambda v: v == "" or ((m := _URL.fullmatch(v)) is not None
-                                                 and m["scheme"] in ("https", "http"))),
+    **{name: ("an https:// or http:// URL, or empty",
+              lambda v: v == "" or ((m := _URL.fullmatch(v)) is not None and m["scheme"] in ("https", "http")))
+       for name in ("rustup_mirror", "rustup_dist_server")},
     "alumet_agent_version": ("a git tag or branch name", _REF.fullmatch),
     "rustup_toolchain": ("a toolchain name such as 1.89 or stable", _REF.fullmatch),
     "alumet_agent_environment": ("an environment variable name", lambda v: _ENV_NAME.fullmatch(v) is not None),

@@ -11,9 +11,9 @@ from .. import paths
 from ..capabilities import (
     CapabilityError,
     FileCaps,
-    cap_number,
+    beyond_bounding_set,
+    bounding_set_refusal,
     decode_xattr,
-    parse_bounding_set,
     parse_getcap_line,
     required_caps,
     setcap_command,
@@ -124,15 +124,27 @@ def binary(ctx: Context) -> Finding:
     data["version"] = version
     if not result.ok:
         why = (result.stderr.strip().splitlines() or [f"exit code {result.rc}"])[-1]
+        refusal = _refusal(host, real) if "Operation not permitted" in why else None
+        if refusal:  # reinstalling would not help: the environment refuses the capabilities
+            problems.append(f"`{AGENT} --version` failed: {why}: {refusal[0]}")
+            return Finding(Status.FAIL, f"{shown}: {problems[0]}", fix=refusal[1], data=data)
         if "Operation not permitted" in why:
             why += " (execve refused: see File capabilities)"
         problems.append(f"`{AGENT} --version` failed: {why}")
-        return Finding(Status.FAIL, f"{shown}: {problems[0]}", fix=f"{INSTALL_FIX} --only agent",
-                       install_step="agent", data=data)
+        return Finding(Status.FAIL, f"{shown}: {problems[0]}", install_step="agent", data=data)
     if version is None:
         return Finding(Status.WARN, f"{shown}: version not understood in {result.stdout.strip()[:60]!r}",
                        data=data)
     return Finding(Status.OK, f"{AGENT} {version} at {shown}", data=data)
+
+
+def _refusal(host: Host, real: str) -> tuple[str, str] | None:
+    """Why the kernel refuses to execute the agent here, when its capabilities exceed the bounding set."""
+    try:
+        caps = decode_xattr(host.getxattr(real, "security.capability") or b"")
+    except CapabilityError:
+        return None
+    return bounding_set_refusal(caps, host.read_text("/proc/self/status") or "", AGENT)
 
 
 def _more(items: list[str]) -> str:
@@ -249,14 +261,11 @@ def file_capabilities(ctx: Context) -> Finding:
         return finding(Status.FAIL, f"missing {', '.join(missing)} on {real}")
     # A file whose permitted set exceeds the bounding set is not executed at all (EPERM): seen in
     # containers started without these capabilities.
-    bounding = parse_bounding_set(host.read_text("/proc/self/status") or "")
-    beyond = sorted(caps.permitted - bounding, key=cap_number) if caps.effective and bounding is not None else []
-    data["beyond_bounding_set"] = beyond
-    if beyond:
-        adds = ",".join(name.removeprefix("cap_").upper() for name in beyond)
-        return Finding(Status.FAIL, f"{', '.join(beyond)} outside this environment's capability bounding set: "
-                       f"the kernel refuses to execute {AGENT} (EPERM)",
-                       fix=f"start the container with --cap-add={adds}, or run the agent on the host", data=data)
+    status = host.read_text("/proc/self/status") or ""
+    data["beyond_bounding_set"] = beyond_bounding_set(caps, status)
+    refusal = bounding_set_refusal(caps, status, AGENT)
+    if refusal:
+        return Finding(Status.FAIL, refusal[0], fix=refusal[1], data=data)
     if ignored:
         return finding(Status.WARN, f"capabilities are set but ignored: {ignored}")
     if listed is not None and (listed.effective_names != effective or listed.permitted != caps.permitted):

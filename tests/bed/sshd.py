@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,16 @@ def make_key(path: Path) -> Path:
     return path
 
 
-def start(hosts: Sequence[tuple[str, str]], public_key: Path, label: str = "alumet-setup-sshd") -> list[SshHost]:
+# The agent's file capabilities must lie in the bounding set, or the kernel refuses to run it.
+AGENT_CAPS = ("CAP_PERFMON", "CAP_SYS_NICE", "CAP_SYS_PTRACE")
+
+
+def start(hosts: Sequence[tuple[str, str]], public_key: Path, label: str = "alumet-setup-sshd",
+          cap_add: Mapping[str, Sequence[str]] | None = None) -> list[SshHost]:
     """Start one container per (name, platform) and wait until every sshd answers. They start
     together; apt runs in each concurrently. A second host of a platform gets its own apt cache
-    directory, since two apt runs cannot share one archive lock."""
+    directory, since two apt runs cannot share one archive lock. `cap_add`: name -> the capabilities
+    added to podman's default bounding set (default AGENT_CAPS; empty: podman's default set only)."""
     run_id = uuid.uuid4().hex[:6]
     started: list[SshHost] = []
     seen: dict[str, int] = {}
@@ -70,8 +76,7 @@ def start(hosts: Sequence[tuple[str, str]], public_key: Path, label: str = "alum
             host = SshHost(name, platform, free_port(), f"as-sshd-{name}-{run_id}")
             subprocess.run(
                 ["podman", "run", "-d", "--name", host.container, "--label", label, "--network", "host",
-                 # The agent's file capabilities must lie in the bounding set, or the kernel refuses to run it.
-                 "--cap-add", "CAP_PERFMON,CAP_SYS_NICE,CAP_SYS_PTRACE",
+                 *[arg for cap in (cap_add or {}).get(name, AGENT_CAPS) for arg in ("--cap-add", cap)],
                  "-v", f"{public_key}:/root/.ssh/authorized_keys:ro", "-v", f"{cache}:/var/cache/apt/archives",
                  f"localhost/alumet-bed-{platform}:latest", "sh", "-c", _SCRIPT.format(port=host.port)],
                 check=True, capture_output=True, text=True,

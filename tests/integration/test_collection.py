@@ -76,3 +76,23 @@ def test_collection_role_finds_its_filter(tmp_path: Path) -> None:
                          check=False)
     assert run.returncode == 0, run.stdout[-3000:]
     assert "granting cap_sys_ptrace: procfs group 1 exe_regex reads other users' /proc/PID/exe" in run.stdout
+
+
+def test_collection_explains_a_refused_agent_with_doctors_words(tmp_path: Path) -> None:
+    """The capabilities role's final run explains a refusal through alumet_setup/capabilities.py, which the
+    collection must ship (galaxy.yml) for its filter link to load."""
+    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp_path, ROOT],
+                   check=True, capture_output=True)
+    (archive,) = tmp_path.glob("alumet-setup-*.tar.gz")
+    installed = tmp_path / "collections" / "ansible_collections" / "alumet" / "setup"
+    with tarfile.open(archive) as tar:
+        tar.extractall(installed, filter="tar")
+    play = tmp_path / "play.yml"
+    play.write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.debug:\n        msg: \"{{ 'CapBnd:\\t00000000800405fb' | "
+        "alumet.setup.alumet_bounding_set_refusal('cap_perfmon,cap_sys_nice=ep') }}\"\n")
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"), "ANSIBLE_NOCOLOR": "1"}
+    run = subprocess.run([BIN / "ansible-playbook", play], capture_output=True, text=True, env=env, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "start the container with --cap-add=SYS_NICE,PERFMON" in run.stdout, run.stdout[-3000:]

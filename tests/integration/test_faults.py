@@ -31,13 +31,32 @@ def _nothing_under_opt_rust(c: object) -> None:
     assert c.sh("test ! -e /opt/rust", check=False).returncode == 0, c.sh("find /opt/rust | head", check=False).stdout
 
 
-def test_rust_mirror_unreachable(bed: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["rustup_mirror", "rustup_dist_server"])
+def test_rust_mirror_unreachable(bed: dict[str, str], tmp_path: Path, setting: str) -> None:
+    # One setting names the mirror (the dist server alone did too, yet rustup-init still came from the
+    # public server): the failure names the URL that failed and the setting that changes it.
+    mirror_vars = {k: v for k, v in bed_vars(bed).items() if k not in ("rustup_update_root", "rustup_dist_server")}
     with container() as c:
-        run = c.play(tmp_path, ["rustup"], {**bed_vars(bed), "rustup_update_root": "http://127.0.0.1:1/rustup",
-                                            "rustup_dist_server": "http://127.0.0.1:1"})
+        run = c.play(tmp_path, ["rustup"], {**mirror_vars, setting: "http://127.0.0.1:1"})
         assert run.returncode != 0
-        assert "rustup: installing Rust failed" in run.stdout and "Connection refused" in run.stdout, run.stdout
+        assert (f"rustup: could not download http://127.0.0.1:1/rustup/dist/{TRIPLE}/rustup-init.sha256"
+                in run.stdout and "Connection refused" in run.stdout), run.stdout
+        assert "rustup_update_root=http://127.0.0.1:1/rustup" in run.stdout, run.stdout
+        assert "set rustup_mirror=URL" in run.stdout, run.stdout
         _nothing_under_opt_rust(c)
+
+
+def test_toolchain_download_failure_names_url_and_setting(bed: dict[str, str], tmp_path: Path) -> None:
+    # rustup-init is there, the toolchain tarballs are not: rustup-init (first run) and rustup itself (rerun,
+    # rustup present) both fail naming the tarball URL, and the message says which setting points elsewhere.
+    mirror_vars = {k: v for k, v in bed_vars(bed).items() if k not in ("rustup_update_root", "rustup_dist_server")}
+    with container() as c, mirror_hiding("/rustup/release-stable.toml", "/dist/20") as broken:
+        for attempt in ("first", "rerun"):
+            run = c.play(tmp_path, ["rustup"], {**mirror_vars, "rustup_mirror": broken})
+            assert run.returncode != 0, (attempt, run.stdout[-3000:])
+            assert f"{broken}/dist/20" in run.stdout, (attempt, run.stdout[-3000:])
+            assert f"rustup_dist_server={broken}; for a lab's own mirror set rustup_mirror=URL" in run.stdout, \
+                (attempt, run.stdout[-3000:])
 
 
 @pytest.fixture

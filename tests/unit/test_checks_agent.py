@@ -355,3 +355,30 @@ def test_capabilities_beyond_the_bounding_set_fail(installed: Path) -> None:
     assert "EPERM" in finding.detail and "--cap-add=SYS_PTRACE,SYS_NICE,PERFMON" in finding.fix[0]
     status.write_text("Name:\tpython3\nCapBnd:\t000001ffffffffff\n")  # a host's full set
     assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK
+
+
+@needs_setcap
+def test_agent_refused_by_the_bounding_set_says_what_to_do(installed: Path) -> None:
+    # The agent's capabilities outside a container's bounding set: execve fails for everyone (exit 126).
+    # Reinstalling cannot help, so agent.binary gives the --cap-add fix, the same words as agent.capabilities
+    # (and as the capabilities role's final run: alumet_setup/capabilities.py), and no install command.
+    status = installed / "proc" / "self" / "status"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    status.write_text("Name:\tpython3\nCapBnd:\t00000000800405fb\n")
+    setcap(installed, "cap_perfmon=ep cap_sys_nice=ep")
+    refused = result(rc=126, stderr=f"{LINK}: Operation not permitted\n")
+    ctx = context(FixtureHost(installed, canned={"alumet-agent": refused}))
+    binary, caps = ctx.finding("agent.binary"), ctx.finding("agent.capabilities")
+    assert binary.status is Status.FAIL and caps.status is Status.FAIL
+    assert "outside this environment's capability bounding set" in binary.detail
+    assert binary.fix == caps.fix == ("start the container with --cap-add=SYS_NICE,PERFMON (podman or docker run), "
+                                      "or run the agent on the host")
+    assert binary.install_command is None
+
+
+@needs_root
+def test_a_failing_agent_names_the_install_command_once(installed: Path) -> None:
+    ctx = context(FixtureHost(installed, canned={"alumet-agent": result(rc=1, stderr="boom\n")}))
+    finding = ctx.finding("agent.binary")
+    assert finding.status is Status.FAIL and finding.fix is None
+    assert finding.install_command == "alumet-setup install --only agent"

@@ -1,0 +1,123 @@
+"""A user's first install, end to end, as the README tells it: the real CLI against sshd containers on
+127.0.0.1 (tests/bed/sshd.py) that reach nothing but the bed's loopback Rust mirror and git daemon.
+
+lab:   a Debian 13 host, the agent's capabilities in its bounding set; also a login user without sudo.
+tight: the same, started with podman's default bounding set only (no CAP_PERFMON, CAP_SYS_NICE, ...): the
+       granted agent cannot be executed there, by anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import readme_commands  # tests/bed, put on sys.path by tests/conftest.py
+import sshd
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.containers]
+
+
+@dataclass
+class Bed:
+    work: Path
+    ports: dict[str, int]
+    containers: dict[str, str]
+    inventory: Path
+    env: dict[str, str]
+    settings: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def hosts(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    work = tmp_path_factory.mktemp("first")
+    key = sshd.make_key(work / "id")
+    started = sshd.start([("lab", "debian13"), ("tight", "debian13")], Path(f"{key}.pub"), cap_add={"tight": []})
+    try:
+        known_hosts = sshd.write_known_hosts(work / "known_hosts", started)
+        inventory = sshd.write_inventory(work / "inventory.yml", sshd.inventory(started, key, known_hosts))
+        # Ad-hoc --host targets (the README's form) get the same key and known_hosts through Ansible's own setting.
+        ssh_args = f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i {key}"
+        env = {**os.environ, "XDG_STATE_HOME": str(work / "state"), "ANSIBLE_SSH_COMMON_ARGS": ssh_args}
+        yield Bed(work, {h.name: h.port for h in started}, {h.name: h.container for h in started}, inventory, env,
+                  {"rustup_mirror": bed["mirror_url"], "alumet_agent_git_url": bed["git_url"]})
+    finally:
+        sshd.remove(started)
+
+
+def cli(b: Bed, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix="as-cp-") as control:  # no ssh master shared between runs
+        return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
+                              env={**b.env, "ANSIBLE_SSH_CONTROL_PATH_DIR": control}, timeout=timeout, cwd=ROOT,
+                              check=False)
+
+
+def test_no_sudo_is_one_line_saying_what_to_do(hosts: Bed) -> None:
+    # A login user on a Debian host without sudo (the bed images have none, as Debian minimal).
+    subprocess.run(["podman", "exec", hosts.containers["lab"], "sh", "-c",
+                    "useradd -m lab && mkdir -p ~lab/.ssh && cp /root/.ssh/authorized_keys ~lab/.ssh/ "
+                    "&& chown -R lab: ~lab/.ssh"], check=True, capture_output=True)
+    port = hosts.ports["lab"]
+    run = cli(hosts, "install", "--host", f"lab@127.0.0.1:{port}", "--only", "sysctl", timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out[-3000:]
+    assert run.stderr.splitlines() == [
+        f"alumet-setup: error: escalation to root is impossible on 127.0.0.1_{port}: sudo is not installed there; "
+        f"log in as root (--host root@127.0.0.1:{port}) or install sudo and allow the login user to use it"], out
+    assert "modules failed to execute" not in out, out[-3000:]
+
+
+def test_readme_airgapped_install_as_written(hosts: Bed) -> None:
+    (argv,) = readme_commands.commands("Air-gapped labs")
+    assert argv[:2] == ["alumet-setup", "install"]
+    args = readme_commands.substitute(argv[1:], hosts.settings, host=f"root@127.0.0.1:{hosts.ports['lab']}")
+    # The one addition: the bed's mirror serves only its own X.Y, not the default 1.89 (docs/testbed.md); the
+    # README says so ("the channel rustup_toolchain names").
+    args += ["--set", f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}"]
+    run = cli(hosts, *args)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    assert "FAILED" not in out, out[-4000:]
+    events = _events(run.stdout)
+    # rustup-init came from the mirror's rustup/ tree, the agent from the lab's git URL.
+    downloads = [e["event_data"]["res"].get("url") for e in events if e.get("event") == "runner_on_ok"
+                 and str(e["event_data"].get("task", "")).startswith("Install | Download rustup-init")]
+    assert downloads and downloads[0].startswith(f"{hosts.settings['rustup_mirror']}/rustup/dist/"), downloads
+
+
+def test_agent_that_cannot_run_fails_the_install_with_doctors_fix(hosts: Bed) -> None:
+    # After the README install on lab: tight gets lab's build and its capabilities, which tight's bounding set
+    # cannot honour. Install must not call that a success, and must say what doctor says.
+    settings = [a for k, v in hosts.settings.items() for a in ("--set", f"{k}={v}")]
+    run = cli(hosts, "install", "-i", str(hosts.inventory), "--host", "lab", "--host", "tight", *settings,
+              "--set", f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}")
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out[-4000:]
+    lines = run.stdout.splitlines()
+    failed = [i for i, line in enumerate(lines) if line.startswith("[tight] FAILED: ")]
+    assert len(failed) == 1, out[-4000:]
+    headline, cause, fix_line = lines[failed[0]:failed[0] + 3]
+    assert "Run | Stop when the agent cannot run" in headline and "--version as nobody failed" in headline, headline
+    assert cause.strip().endswith("outside this environment's capability bounding set: the kernel refuses to "
+                                  "execute alumet-agent (EPERM)"), cause
+    fix = fix_line.strip().removeprefix("fix: ")
+    assert fix.startswith("start the container with --cap-add=") and "PERFMON" in fix, fix_line
+    assert not [line for line in run.stdout.splitlines() if line.startswith("[lab] FAILED")], out[-4000:]
+
+    doctor = cli(hosts, "doctor", "-i", str(hosts.inventory), "--host", "tight", "--only-check",
+                 "agent.binary,agent.capabilities", timeout=120)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    fixes = [line.strip() for line in doctor.stdout.splitlines() if line.strip().startswith(("fix:", "or:"))]
+    assert fixes == [f"fix: {fix}", f"fix: {fix}"], doctor.stdout  # the same words, and no reinstall advice
+
+
+def _events(stdout: str) -> list[dict]:
+    run_log = next(line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("Run log: "))
+    return [json.loads(p.read_text()) for p in sorted(Path(run_log, "job_events").glob("*.json"))]
