@@ -1,4 +1,4 @@
-"""Parsers for /proc/self/mountinfo and /etc/fstab, shared by the agent and procfs checks.
+"""Parsers for /proc/self/mountinfo and /etc/fstab, shared by the agent and hidepid checks.
 
 Kept out of the check modules: importing one check module from another would register its checks
 early and change the report's order.

@@ -372,7 +372,7 @@ def test_agent_refused_by_the_bounding_set_says_what_to_do(installed: Path) -> N
     assert binary.status is Status.FAIL and caps.status is Status.FAIL
     assert "outside this environment's capability bounding set" in binary.detail
     assert binary.fix == caps.fix == ("start the container with --cap-add=SYS_NICE,PERFMON (podman or docker run), "
-                                      "or run the agent on the host")
+                                      "or run the agent on the host",)
     assert binary.install_command is None
 
 
@@ -380,5 +380,5 @@ def test_agent_refused_by_the_bounding_set_says_what_to_do(installed: Path) -> N
 def test_a_failing_agent_names_the_install_command_once(installed: Path) -> None:
     ctx = context(FixtureHost(installed, canned={"alumet-agent": result(rc=1, stderr="boom\n")}))
     finding = ctx.finding("agent.binary")
-    assert finding.status is Status.FAIL and finding.fix is None
+    assert finding.status is Status.FAIL and finding.fix == ()
     assert finding.install_command == "alumet-setup install --only agent"

@@ -21,6 +21,10 @@ def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
+def _derived(value: object) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_defaults_and_argument_specs_agree(role: Path) -> None:
     """Every default is a documented option with the same default, and the reverse (the model is
@@ -42,6 +46,10 @@ def test_defaults_and_argument_specs_agree(role: Path) -> None:
             if name not in defaults:
                 if not option.get("required"):
                     problems.append(f"{entry}.{name}: optional in the spec, but no default in defaults/main.yml")
+            elif _derived(defaults[name]):  # computed from other settings: the spec describes it or copies it
+                if "default" in option and option["default"] != defaults[name]:
+                    problems.append(f"{entry}.{name}: spec default {option['default']!r}, derived in "
+                                    f"defaults/main.yml as {defaults[name]!r}")
             elif option.get("default") != defaults[name]:
                 problems.append(f"{entry}.{name}: spec default {option.get('default')!r}, "
                                 f"defaults/main.yml {defaults[name]!r}")

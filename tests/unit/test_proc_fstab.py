@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, stub
 
-from alumet_setup.checks import procfs  # noqa: F401  (registers the check)
+from alumet_setup.checks import hidepid  # noqa: F401  (registers the check)
 from alumet_setup.proc_fstab import is_proc_line, level, proc_lines
 
 ROOT = Path(__file__).resolve().parents[2]
