@@ -10,20 +10,27 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def test_built_collection_runs_its_roles_and_modules(tmp_path: Path) -> None:
-    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp_path, ROOT],
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The collection built from this checkout and installed as an Ansible user would; their environment."""
+    out = tmp_path_factory.mktemp("collection")
+    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", out, ROOT],
                    check=True, capture_output=True)
-    (archive,) = tmp_path.glob("alumet-setup-*.tar.gz")
-    installed = tmp_path / "collections" / "ansible_collections" / "alumet" / "setup"
+    (archive,) = out.glob("alumet-setup-*.tar.gz")
     with tarfile.open(archive) as tar:
-        names = tar.getnames()
-        tar.extractall(installed, filter="tar")
-    assert not [n for n in names if n.startswith(("tests/", "molecule/", ".venv/", ".cache/"))]
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"), "ANSIBLE_NOCOLOR": "1"}
+        tar.extractall(out / "collections" / "ansible_collections" / "alumet" / "setup", filter="tar")
+    return {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(out / "collections"), "ANSIBLE_NOCOLOR": "1"}
+
+
+def test_built_collection_runs_its_roles_and_modules(tmp_path: Path, env: dict[str, str]) -> None:
+    installed = Path(env["ANSIBLE_COLLECTIONS_PATH"]) / "ansible_collections" / "alumet" / "setup"
+    assert not [d for d in ("tests", "molecule", ".venv", ".cache") if (installed / d).exists()]
 
     module = subprocess.run(
         [BIN / "ansible", "localhost", "-m", "alumet.setup.alumet_sysctl_precedence",
@@ -54,14 +61,8 @@ def test_built_collection_runs_its_roles_and_modules(tmp_path: Path) -> None:
     assert "alumet_common : Preflight | Assert a supported distribution" in run.stdout, run.stdout[-3000:]
 
 
-def test_collection_role_finds_its_filter(tmp_path: Path) -> None:
+def test_collection_role_finds_its_filter(tmp_path: Path, env: dict[str, str]) -> None:
     """The capabilities role calls its filter by the collection's full name there (roles path: short name)."""
-    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp_path, ROOT],
-                   check=True, capture_output=True)
-    (archive,) = tmp_path.glob("alumet-setup-*.tar.gz")
-    installed = tmp_path / "collections" / "ansible_collections" / "alumet" / "setup"
-    with tarfile.open(archive) as tar:
-        tar.extractall(installed, filter="tar")
     config = tmp_path / "alumet-config.toml"
     config.write_text('[plugins.procfs.processes]\nstrategy = "watcher"\nrefresh_interval = "2s"\n'
                       '[[plugins.procfs.processes.groups]]\nexe_regex = "python"\npoll_interval = "2s"\n'
@@ -71,28 +72,20 @@ def test_collection_role_finds_its_filter(tmp_path: Path) -> None:
         "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
         "    - ansible.builtin.import_role:\n        name: alumet.setup.capabilities\n        tasks_from: need\n"
         f"      vars:\n        capabilities_config_file: {config}\n")
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"), "ANSIBLE_NOCOLOR": "1"}
     run = subprocess.run([BIN / "ansible-playbook", "--check", play], capture_output=True, text=True, env=env,
                          check=False)
     assert run.returncode == 0, run.stdout[-3000:]
     assert "granting cap_sys_ptrace: procfs group 1 exe_regex reads other users' /proc/PID/exe" in run.stdout
 
 
-def test_collection_explains_a_refused_agent_with_doctors_words(tmp_path: Path) -> None:
+def test_collection_explains_a_refused_agent_with_doctors_words(tmp_path: Path, env: dict[str, str]) -> None:
     """The capabilities role's final run explains a refusal through alumet_setup/capabilities.py, which the
     collection must ship (galaxy.yml) for its filter link to load."""
-    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp_path, ROOT],
-                   check=True, capture_output=True)
-    (archive,) = tmp_path.glob("alumet-setup-*.tar.gz")
-    installed = tmp_path / "collections" / "ansible_collections" / "alumet" / "setup"
-    with tarfile.open(archive) as tar:
-        tar.extractall(installed, filter="tar")
     play = tmp_path / "play.yml"
     play.write_text(
         "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
         "    - ansible.builtin.debug:\n        msg: \"{{ 'CapBnd:\\t00000000800405fb' | "
         "alumet.setup.alumet_bounding_set_refusal('cap_perfmon,cap_sys_nice=ep') }}\"\n")
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"), "ANSIBLE_NOCOLOR": "1"}
     run = subprocess.run([BIN / "ansible-playbook", play], capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "start the container with --cap-add=SYS_NICE,PERFMON" in run.stdout, run.stdout[-3000:]

@@ -342,12 +342,19 @@ def test_real_machine_gives_valid_findings() -> None:
             assert finding.fix and finding.install_step
 
 
-@needs_setcap
-def test_capabilities_beyond_the_bounding_set_fail(installed: Path) -> None:
-    # Podman's default bounding set (no CAP_PERFMON, CAP_SYS_NICE, CAP_SYS_PTRACE): execve gets EPERM.
+def podman_bounding_set(installed: Path) -> Path:
+    """Podman's default bounding set (no CAP_PERFMON, CAP_SYS_NICE, CAP_SYS_PTRACE) in the fixture's
+    /proc/self/status; returns that file."""
     status = installed / "proc" / "self" / "status"
     status.parent.mkdir(parents=True, exist_ok=True)
     status.write_text("Name:\tpython3\nCapBnd:\t00000000800405fb\n")
+    return status
+
+
+@needs_setcap
+def test_capabilities_beyond_the_bounding_set_fail(installed: Path) -> None:
+    # Podman's default bounding set (no CAP_PERFMON, CAP_SYS_NICE, CAP_SYS_PTRACE): execve gets EPERM.
+    status = podman_bounding_set(installed)
     setcap(installed, "cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep")
     finding = context(FixtureHost(installed)).finding("agent.capabilities")
     assert finding.status is Status.FAIL
@@ -362,9 +369,7 @@ def test_agent_refused_by_the_bounding_set_says_what_to_do(installed: Path) -> N
     # The agent's capabilities outside a container's bounding set: execve fails for everyone (exit 126).
     # Reinstalling cannot help, so agent.binary gives the --cap-add fix, the same words as agent.capabilities
     # (and as the capabilities role's final run: alumet_setup/capabilities.py), and no install command.
-    status = installed / "proc" / "self" / "status"
-    status.parent.mkdir(parents=True, exist_ok=True)
-    status.write_text("Name:\tpython3\nCapBnd:\t00000000800405fb\n")
+    podman_bounding_set(installed)
     setcap(installed, "cap_perfmon=ep cap_sys_nice=ep")
     refused = result(rc=126, stderr=f"{LINK}: Operation not permitted\n")
     ctx = context(FixtureHost(installed, canned={"alumet-agent": refused}))
