@@ -14,12 +14,30 @@ unless the reader is in the mount's gid= group (ignored by hidepid=ptraceable) o
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+
+def _sibling(name: str) -> ModuleType:
+    """alumet_setup.<name>: imported as usual, or loaded from beside this file's real path when Ansible
+    loads this file through the role's filter link (no package to import from there)."""
+    if __name__.startswith("alumet_setup."):
+        return importlib.import_module(f"alumet_setup.{name}")
+    spec = importlib.util.spec_from_file_location(f"_alumet_{name}", Path(__file__).resolve().with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+# One parser of /proc mount options and hidepid levels (names since Linux 5.8, numbers before), the
+# hidepid role's and doctor's.
+_proc = _sibling("proc_fstab")
+_LEVEL_NAMES = {number: name for name, number in _proc.LEVELS.items()}
 SLOW = "slow_but_accurate"
-# proc(5): numbers before Linux 5.8, names since.
-_HIDEPID = {"0": "off", "1": "noaccess", "2": "invisible", "4": "ptraceable"}
 
 
 def _enabled(table: Any) -> bool:
@@ -65,7 +83,8 @@ def config_reasons(doc: Mapping[str, Any] | None) -> list[str]:
 def hidepid_reason(options: Mapping[str, str | None], group_gid: int | None) -> str | None:
     """Why the /proc mount with these options hides other users' processes from the agent without
     cap_sys_ptrace; None when the group `group_gid` is exempt or hidepid is off (kernel has_pid_permissions)."""
-    mode = _HIDEPID.get(options.get("hidepid") or "off", options.get("hidepid") or "off")
+    value = options.get("hidepid") or "off"
+    mode = _LEVEL_NAMES.get(_proc.level(value), value)
     if mode == "off":
         return None
     gid = options.get("gid")
@@ -74,16 +93,6 @@ def hidepid_reason(options: Mapping[str, str | None], group_gid: int | None) -> 
     if mode == "ptraceable":
         return "/proc is mounted hidepid=ptraceable, which ignores gid="
     return f"/proc is mounted hidepid={mode} without gid={group_gid if group_gid is not None else 'of the group'}"
-
-
-def _options(text: str) -> dict[str, str | None]:
-    """'rw,nosuid,hidepid=invisible,gid=998' (findmnt -o OPTIONS) -> {'rw': None, ..., 'gid': '998'}."""
-    found: dict[str, str | None] = {}
-    for item in text.strip().split(","):
-        key, sep, value = item.partition("=")
-        if key:
-            found[key] = value if sep else None
-    return found
 
 
 def reasons(config_text: str | None, proc_options: str, group_gid: int | str | None) -> list[str]:
@@ -99,7 +108,7 @@ def reasons(config_text: str | None, proc_options: str, group_gid: int | str | N
             raise ValueError(f"the Alumet configuration is not valid TOML: {exc}") from None
     gid = int(group_gid) if isinstance(group_gid, int) or (isinstance(group_gid, str) and group_gid.isdigit()) \
         else None
-    return all_reasons(doc, _options(proc_options), gid)
+    return all_reasons(doc, _proc.parse_options(proc_options.strip()), gid)
 
 
 def all_reasons(doc: Mapping[str, Any] | None, proc_options: Mapping[str, str | None],
