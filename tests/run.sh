@@ -50,4 +50,4 @@ if [ "$VM_TIER" = 1 ]; then
 fi
 
 export PATH="$PWD/.venv/bin:$PATH"  # molecule finds ansible-playbook and pytest here
-exec .venv/bin/python -m pytest -ra "${SELECT[@]}" "$@" tests/
+exec .venv/bin/python -m pytest -ra --durations=20 "${SELECT[@]}" "$@" tests/
