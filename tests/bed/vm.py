@@ -168,6 +168,15 @@ class Vm:
             raise RuntimeError(f"{self.name}: `{command}` exited {result.returncode}: {result.stderr.strip()}")
         return result
 
+    def _answers(self, command: str, timeout: float) -> subprocess.CompletedProcess | None:
+        """The command's result when the guest answered it in time with exit 0, else None: a guest that is
+        booting or shutting down may accept the connection and then hang."""
+        try:
+            result = self.ssh(command, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return None
+        return result if result.returncode == 0 else None
+
     def connection(self) -> dict:
         """Ansible inventory variables reaching the guest (host keys checked against the test's file)."""
         return sshd.connection(self.port, self.key, self.known_hosts)
@@ -182,7 +191,7 @@ class Vm:
                 keys = sshd.host_keys(self.port)
                 if keys:
                     self.known_hosts.write_text(keys)
-            if self.known_hosts.exists() and self.ssh("true", timeout=30, check=False).returncode == 0:
+            if self.known_hosts.exists() and self._answers("true", timeout=30):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: no SSH after {BOOT_TIMEOUT} s:\n{self.console_tail()}")
@@ -217,9 +226,9 @@ class Vm:
         boot_id = self.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
         self.ssh("systemctl reboot", check=False, timeout=30)
         deadline = start + BOOT_TIMEOUT
-        while True:  # until the old system is gone
-            r = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=15)
-            if r.returncode != 0 or r.stdout.strip() != boot_id:
+        while True:  # until the old system is gone (a shell that no longer answers counts as gone)
+            r = self._answers("cat /proc/sys/kernel/random/boot_id", timeout=15)
+            if r is None or r.stdout.strip() != boot_id:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: still the same boot {BOOT_TIMEOUT} s after systemctl reboot")
