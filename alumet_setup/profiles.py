@@ -118,6 +118,10 @@ PROFILES: dict[str, Profile] = {
         Profile("rapl-perf", ("rapl", "perf", "csv"), "RAPL and perf hardware/cache counters of one program",
                 ("exec",)),
         Profile("nvml", ("rapl", "nvml", "csv"), "RAPL and NVIDIA GPUs through NVML", ("service", "exec")),
+        # Every other profile starts the rapl plugin, which stops the agent at start-up where there is no
+        # RAPL ("Both perf_events and powercap failed"): virtual machines, most cloud instances.
+        Profile("procfs", ("procfs", "csv"), "system and per-process usage, no energy: for hosts without RAPL",
+                ("service", "exec")),
     )
 }
 # What `config render` and the alumet_config role use when not told: the service's profile.

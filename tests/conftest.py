@@ -74,7 +74,7 @@ def vms(bed_env: dict[str, str], vm_work: Path, request: pytest.FixtureRequest) 
     rust_mirror.build()
     standin.build()
     key = sshd.make_key(vm_work / "id_ed25519")
-    with vm.private_services(vm_work), vm.running(list(vm.PLATFORMS), vm_work, key, cpus=1) as running:
+    with vm.private_services(vm_work), vm.running(vm.selected(), vm_work, key, cpus=1) as running:
         request.addfinalizer(lambda: [v.stop() for v in running.values()])
         for name, v in running.items():
             print(f"vm {name}: {v.accel}, SSH after {v.timings['boot_s']} s", file=sys.stderr)

@@ -32,6 +32,16 @@ import sshd
 from vm_image import PLATFORMS, Platform, build
 
 MEMORY_MB = 2048
+
+
+def selected() -> list[str]:
+    """The platforms a run boots: ALUMET_VM_PLATFORMS (comma-separated), else all of them."""
+    names = [n for n in os.environ.get("ALUMET_VM_PLATFORMS", "").split(",") if n] or list(PLATFORMS)
+    unknown = sorted(set(names) - set(PLATFORMS))
+    if unknown:
+        raise ValueError(f"ALUMET_VM_PLATFORMS: unknown {', '.join(unknown)} (known: {', '.join(PLATFORMS)})")
+    return names
+
 # SSH up, counted from `systemctl reboot` (shutdown included): a Debian 13 reboot took over 300 s
 # under TCG while the shared 2-core machine ran at load 11.
 BOOT_TIMEOUT = 600

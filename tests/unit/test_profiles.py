@@ -207,7 +207,7 @@ def test_config_render_writes_atomically_and_validate_accepts_it(tmp_path: Path)
     ("args", "message"),
     [
         (["--profile", "gpu"],
-         "unknown profile 'gpu' (known: energy-attribution, energy-attribution-exec, rapl, rapl-perf, nvml)"),
+         "unknown profile 'gpu' (known: energy-attribution, energy-attribution-exec, rapl, rapl-perf, nvml, procfs)"),
         (["--profile", "rapl", "--set", "colour=red"], "--set colour: not a parameter of profile rapl"),
         (["--set", "poll_interval=fast"], '--set poll_interval: expected a duration such as "1s" or "500ms"'),
     ],
