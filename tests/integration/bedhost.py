@@ -93,5 +93,18 @@ def bed_vars(bed: dict[str, str]) -> dict[str, Any]:
             "alumet_agent_poll_interval": 1}
 
 
+def install_summary(stdout: str) -> dict[str, list[str]]:
+    """install's per-host table: host -> [ok, changed, failed, unreachable, skipped]."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["host", "ok"])
+    rows = {}
+    for line in lines[start + 1:]:
+        cells = line.split()
+        if len(cells) != 6:
+            break
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
 def quoted(text: str) -> str:
     return shlex.quote(text)

@@ -20,6 +20,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import sshd  # tests/bed, put on sys.path by tests/conftest.py
+from bedhost import install_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "doctor-schema.json").read_text())
@@ -49,16 +50,7 @@ class Run:
         return self.stdout + self.stderr
 
     def summary(self) -> dict[str, list[str]]:
-        """install's per-host table: host -> [ok, changed, failed, unreachable, skipped]."""
-        lines = self.stdout.splitlines()
-        start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["host", "ok"])
-        rows = {}
-        for line in lines[start + 1:]:
-            cells = line.split()
-            if len(cells) != 6:
-                break
-            rows[cells[0]] = cells[1:]
-        return rows
+        return install_summary(self.stdout)
 
     def events(self) -> list[dict]:
         """ansible-runner's job events of this install (the "Run log:" directory)."""

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import services  # noqa: E402
 import sshd  # noqa: E402
 import vm as vmbed  # noqa: E402
-from bedhost import container  # noqa: E402
+from bedhost import container, install_summary  # noqa: E402
 
 pytestmark = pytest.mark.vm
 
@@ -76,6 +76,8 @@ class Seen:
     after_uninstall: dict[str, Facts] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     inventory: Path | None = None
+    service_check: subprocess.CompletedProcess | None = None
+    service_rerun: subprocess.CompletedProcess | None = None
 
 
 def facts(vm: vmbed.Vm) -> Facts:
@@ -210,6 +212,11 @@ def seen(vms: dict[str, vmbed.Vm], vm_work: Path, builders: dict[str, dict]) -> 
     s.after_reboot = each(vms, facts)
     s.doctor_after_reboot = doctor(vm_work, inventory, names)
     s.checks = each(vms, service_checks)
+    # The service step like every other (the container tier has no systemd to prove it): a dry run of the
+    # installed host previews no change, a rerun changes nothing and leaves the agent up.
+    s.service_check = cli(vm_work, "install", "-i", str(inventory), *host_args, "--only", "service", "--check",
+                          "--diff", timeout=900)
+    s.service_rerun = cli(vm_work, "install", "-i", str(inventory), *host_args, "--only", "service", timeout=900)
     s.inventory = inventory
     yield s
     for name, v in vms.items():
@@ -293,6 +300,15 @@ def test_the_service_runs_unprivileged_with_ambient_capabilities(seen: Seen, nam
     assert rc == 0, f"{name}: the probe as the service did not run: {err}"
     cpu_wide = json.loads(out)["cpu_wide"]
     assert cpu_wide["ok"], f"{name}: a CPU-wide perf event at paranoid 2 is refused to the service's user: {out}"
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_the_service_step_is_idempotent_and_previews_nothing_when_done(seen: Seen, name: str) -> None:
+    for run, what in ((seen.service_check, "install --only service --check"),
+                      (seen.service_rerun, "install --only service")):
+        assert run is not None and run.returncode == 0, f"{what} failed:\n{run.stdout[-4000:] if run else ''}"
+        changed = install_summary(run.stdout)[name][1]
+        assert changed == "0", f"{name}: {what} on the installed host changed {changed}:\n{run.stdout[-4000:]}"
 
 
 @pytest.mark.parametrize("name", PLATFORMS)
