@@ -31,7 +31,7 @@ def service_unit(ctx: Context) -> dict[str, Any] | None:
     }
 
 
-@check("config.file", "Alumet configuration")
+@check("config.file", "Alumet configuration", needs=("rapl.pmu", "rapl.powercap"))
 def config_file(ctx: Context) -> Finding:
     path = ctx.options.config_path
     try:
@@ -77,4 +77,14 @@ def config_file(ctx: Context) -> Finding:
                        f"{path} is run by alumet.service ({state}) as `alumet-agent run`: {'; '.join(event_only)}",
                        fix="sudo alumet-setup install --only config --set alumet_config_profile=energy-attribution",
                        install_step="config", data={**data, "event_only": event_only})
+    no_rapl = all(ctx.finding(c).status is Status.NOT_AVAILABLE for c in ("rapl.pmu", "rapl.powercap"))
+    if by_service and unit and "rapl" in data["plugins"] and no_rapl:
+        # The rapl plugin's start fails without RAPL and the agent stops (docs/alumet-upstream.md):
+        # an enabled service restarts it forever.
+        status, state = (Status.FAIL, "enabled") if unit["enabled"] else (Status.WARN, "installed, not enabled")
+        return Finding(status, f"{path} is run by alumet.service ({state}) and starts the rapl plugin, but this host "
+                       "has no RAPL: the agent stops at start-up (\"Both perf_events and powercap failed\")",
+                       fix=("sudo alumet-setup install --only config --set alumet_config_profile=procfs",
+                            "sudo systemctl restart alumet.service"),
+                       install_step="config", data={**data, "rapl_missing": True})
     return ok(f"{path}: plugins {', '.join(data['plugins']) or '(none)'}", **data)

@@ -67,8 +67,11 @@ StateDirectory=alumet
 
 
 def service_host(tmp_path: Path, profile: str, unit: str | None = UNIT, enabled: bool = True,
-                 text: str | None = None) -> LocalHost:
+                 text: str | None = None, rapl: bool = True) -> LocalHost:
     (tmp_path / "etc" / "alumet").mkdir(parents=True)
+    if rapl:  # the power PMU's sysfs directory, as on an Intel host
+        (tmp_path / "sys" / "devices" / "power" / "events").mkdir(parents=True)
+        (tmp_path / "sys" / "devices" / "power" / "events" / "energy-pkg").write_text("event=0x02\n")
     (tmp_path / "etc" / "alumet" / "alumet-config.toml").write_text(text or profiles.render(profile))
     if unit is not None:
         systemd = tmp_path / "etc" / "systemd" / "system"
@@ -116,3 +119,21 @@ def test_variables_come_from_the_services_environment_when_it_runs_the_file(tmp_
     assert f.data["problems"] == ["env var substitution failed: the environment variable ALUMET_TEST_NOPE does not "
                                   "exist (the agent substitutes ${...} anywhere in the file, comments included; "
                                   "write \\${ for a literal)"]
+
+
+# ---- no RAPL (a VM): the rapl plugin stops the agent at start-up --------------------------------------
+
+
+def test_a_rapl_profile_run_by_the_enabled_service_without_rapl_fails(tmp_path: Path) -> None:
+    f = evaluate(service_host(tmp_path, "energy-attribution", rapl=False), "config.file")
+    assert f.status is Status.FAIL and f.install_step == "config"
+    assert "has no RAPL: the agent stops at start-up" in f.detail and "(enabled)" in f.detail
+    assert f.fix == ("sudo alumet-setup install --only config --set alumet_config_profile=procfs",
+                     "sudo systemctl restart alumet.service")
+    assert evaluate(service_host(tmp_path / "off", "rapl", rapl=False, enabled=False), "config.file").status \
+        is Status.WARN
+
+
+def test_without_rapl_the_procfs_profile_or_no_service_is_ok(tmp_path: Path) -> None:
+    assert evaluate(service_host(tmp_path / "a", "procfs", rapl=False), "config.file").status is Status.OK
+    assert evaluate(service_host(tmp_path / "b", "rapl", rapl=False, unit=None), "config.file").status is Status.OK
