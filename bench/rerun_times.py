@@ -107,12 +107,20 @@ def profile(run_dir: Path) -> tuple[dict[str, tuple[float, int]], list[tuple[flo
     spans: dict[str, list[datetime]] = {}
     counts: dict[str, int] = {}
     tasks: list[tuple[float, str, str]] = []
+    results = []
     for path in (run_dir / "job_events").glob("*.json"):
         event = json.loads(path.read_text())
         data = event.get("event_data") or {}
-        if event.get("event") not in RESULTS or not data.get("start") or not data.get("end"):
-            continue
-        step = _step(data)
+        if event.get("event") in RESULTS and data.get("start") and data.get("end"):
+            results.append(data)
+    results.sort(key=lambda d: d["start"])
+    # The shared role's tasks (alumet_common, imported at the start of every role) count for the step of
+    # the role that imports them: the next task of another role.
+    steps_in_order = [_step(d) for d in results]
+    for i in range(len(steps_in_order) - 2, -1, -1):
+        if steps_in_order[i] == "alumet_common":
+            steps_in_order[i] = steps_in_order[i + 1]
+    for data, step in zip(results, steps_in_order, strict=True):
         start, end = datetime.fromisoformat(data["start"]), datetime.fromisoformat(data["end"])
         span = spans.setdefault(step, [start, end])
         span[0], span[1] = min(span[0], start), max(span[1], end)
