@@ -5,7 +5,9 @@ with build-once (the default) and with --build-on-each.
 2 hosts are two Debian 13 containers (one build group, so build-once matters); 4 hosts are two
 Debian 13 and two Ubuntu 24.04 (two build groups). With 1 host both modes run the same play, so it
 is measured once. Each figure is one install from fresh containers (container start not counted),
-with the local Rust mirror and stand-in source of the test bed and warm apt caches.
+with the local Rust mirror and stand-in source of the test bed and warm apt caches. Each stand-in build
+burns --build-cpu-seconds of CPU over every core (ALUMET_STANDIN_BUILD_CPU_SECONDS), as a real
+alumet-agent build takes minutes on two cores: without it build-once has nothing to save.
 
     CONTAINERS_CONF=$PWD/.ci/containers.conf .venv/bin/python bench/fleet_install.py
 """
@@ -36,7 +38,7 @@ SETTINGS = [f"rustup_dist_server={services.MIRROR_URL}", f"rustup_update_root={s
             "rustup_toolchain=1.95", f"alumet_agent_git_url={services.GIT_URL}"]
 
 
-def install_time(size: int, build_on_each: bool, work: Path) -> float:
+def install_time(size: int, build_on_each: bool, work: Path, build_cpu: float) -> float:
     """Seconds one install takes on `size` fresh hosts; raises when it fails."""
     key = work / "id"
     if not key.exists():
@@ -45,7 +47,9 @@ def install_time(size: int, build_on_each: bool, work: Path) -> float:
     try:
         known_hosts = sshd.write_known_hosts(work / "known_hosts", hosts)
         inventory = sshd.write_inventory(work / "inventory.yml", sshd.inventory(hosts, key, known_hosts))
-        seconds, _ = timed_install(inventory, SETTINGS, work, ["--build-on-each"] if build_on_each else [])
+        # The stand-in compiles in about a second: make each build cost what a real one does (minutes of CPU).
+        cpu = [f'alumet_agent_environment={{"ALUMET_STANDIN_BUILD_CPU_SECONDS": "{build_cpu:g}"}}'] if build_cpu else []
+        seconds, _ = timed_install(inventory, SETTINGS + cpu, work, ["--build-on-each"] if build_on_each else [])
         return seconds
     finally:
         sshd.remove(hosts)
@@ -54,17 +58,21 @@ def install_time(size: int, build_on_each: bool, work: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,2,4", help="fleet sizes to measure (from 1, 2, 4)")
-    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
+    parser.add_argument("--build-cpu-seconds", type=float, default=240,
+                        help="CPU seconds each stand-in build burns, over every core (0: the bare stand-in)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
     os.environ.setdefault("CONTAINERS_CONF", str(ROOT / ".ci" / "containers.conf"))
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
     prepare.main()
     rows = []
     with services.running(), tempfile.TemporaryDirectory(prefix="as-bench-") as tmp:
         for size in sizes:
-            once = install_time(size, False, Path(tmp))
-            each = once if size == 1 else install_time(size, True, Path(tmp))
+            once = install_time(size, False, Path(tmp), args.build_cpu_seconds)
+            each = once if size == 1 else install_time(size, True, Path(tmp), args.build_cpu_seconds)
             rows.append((size, once, each))
             print(f"{size} host(s): build-once {once:.0f} s, build-on-each {each:.0f} s", file=sys.stderr)
+    print(f"stand-in build: {args.build_cpu_seconds:g} CPU seconds over {os.cpu_count()} cores")
     print("| hosts | build-once | build-on-each |")
     print("|---|---|---|")
     for size, once, each in rows:

@@ -13,6 +13,12 @@ fn main() {
     if let Some(secs) = std::env::var("ALUMET_STANDIN_BUILD_SECONDS").ok().and_then(|s| s.parse::<u64>().ok()) {
         std::thread::sleep(std::time::Duration::from_secs(secs));
     }
+    // A bench knob (bench/fleet_install.py): a build that costs this much CPU, spread over every core as
+    // cargo's jobs would, so that builds on several hosts of one machine compete as real ones do.
+    println!("cargo:rerun-if-env-changed=ALUMET_STANDIN_BUILD_CPU_SECONDS");
+    if let Some(secs) = std::env::var("ALUMET_STANDIN_BUILD_CPU_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()) {
+        burn_cpu(secs);
+    }
     let out = match Command::new("pkg-config").args(["--libs", "--cflags", "openssl"]).output() {
         Ok(out) => out,
         Err(e) => panic!(
@@ -63,4 +69,29 @@ fn version_info() {
         .unwrap_or_default();
     println!("cargo:rustc-env=VERGEN_RUSTC_SEMVER={semver}");
     println!("cargo:rustc-env=VERGEN_CARGO_DEBUG={}", std::env::var("DEBUG").unwrap_or_else(|_| "false".into()));
+}
+
+/// CPU seconds this process has used (utime + stime of /proc/self/stat, in USER_HZ = 100 ticks).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // utime and stime: fields 14 and 15 of the whole line
+}
+
+fn burn_cpu(total: f64) {
+    let start = cpu_seconds();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers: Vec<_> = (0..threads).map(|_| std::thread::spawn(move || {
+        let mut x: u64 = 1;
+        while cpu_seconds() - start < total {
+            for _ in 0..2_000_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            }
+            std::hint::black_box(x);
+        }
+    })).collect();
+    for w in workers {
+        let _ = w.join();
+    }
 }
