@@ -111,9 +111,10 @@ def _qemu_argv(accel: str, kernel_dir: Path, disk: Path, console: Path, port: in
     accel_args = ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]
     return ["qemu-system-x86_64", *accel_args, "-m", str(MEMORY_MB), "-smp", str(cpus),
             "-kernel", str(kernel_dir / "vmlinuz"), "-initrd", str(kernel_dir / "initrd.img"),
-            # rootdelay: the initramfs gives up on /dev/vda after 180 s, and a TCG guest on a loaded 2-core
-            # machine took longer (seen: three guests at once, "ALERT! /dev/vda does not exist" on a reboot).
-            "-append", f"root=/dev/vda rw console=ttyS0 rootdelay={BOOT_TIMEOUT} {append}".strip(),
+            # No rootdelay=: Debian's initramfs sleeps that long before anything else (its init script).
+            # Its wait for /dev/vda is then max(30, rootdelay) s, which three TCG guests on two cores
+            # exceeded ("ALERT! /dev/vda does not exist"): run no other VM beside the tier's two.
+            "-append", f"root=/dev/vda rw console=ttyS0 {append}".strip(),
             "-drive", f"file={disk},format=qcow2,if=virtio",
             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
             # -nodefaults: no floppy, CD-ROM, parallel port or VGA to probe (seconds each under TCG).
