@@ -138,6 +138,8 @@ def expand_hosts(path: str, names: Sequence[str]) -> list[str]:
 
 
 # Inventory variables doctor needs to reach a host the way Ansible would, with their older aliases.
+# Ansible's podman connection plugin, under its names.
+PODMAN_CONNECTIONS = ("containers.podman.podman", "podman")
 _SSH_VARS = {
     "host": ("ansible_host", "ansible_ssh_host"),
     "port": ("ansible_port", "ansible_ssh_port"),
@@ -151,8 +153,8 @@ _SSH_VARS = {
 
 def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
     """For doctor: each host of `names` as an SshTarget built from its inventory variables
-    (ansible_host/port/user/ssh_private_key_file/ssh_common_args), "local" for a local connection,
-    and a testinfra ansible:// URL for any other connection plugin."""
+    (ansible_host/port/user/ssh_private_key_file/ssh_common_args), "local" for a local connection, a
+    testinfra podman:// URL for Ansible's podman connection, and a testinfra ansible:// URL for any other."""
     import shlex
 
     from ansible.template import Templar
@@ -177,6 +179,8 @@ def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
         connection = var("connection") or "ssh"
         if connection == "local":
             targets.append("local")
+        elif connection in PODMAN_CONNECTIONS:  # testinfra's own backend: `podman exec`, no Ansible per command
+            targets.append(f"podman://{var('host') or name}")
         elif connection not in ("ssh", "smart", "paramiko", "ansible.builtin.ssh"):
             targets.append(f"ansible://{name}?ansible_inventory={os.path.abspath(path)}")
         else:

@@ -68,3 +68,14 @@ def test_ssh_targets_from_specs_and_quoted_arguments() -> None:
         args = control.args(SshTarget("x", "h", extra_args=("-o", "ProxyCommand=nc %h %p; echo")))
         assert "'ProxyCommand=nc %h %p; echo'" in args and "BatchMode=yes" in args
     assert not Path(control.directory).exists()
+
+
+def test_an_inventory_host_on_the_podman_connection_is_reached_with_podman_exec(tmp_path: Path) -> None:
+    """doctor -i and install's survey: testinfra's podman backend, not one Ansible run per command."""
+    from alumet_setup.inventory import ssh_targets
+
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("c1 ansible_connection=containers.podman.podman\nc2 ansible_connection=podman "
+                         "ansible_host=box\nc3 ansible_connection=community.docker.docker\n")
+    assert ssh_targets(str(inventory), ["c1", "c2", "c3"]) == [
+        "podman://c1", "podman://box", f"ansible://c3?ansible_inventory={inventory}"]
