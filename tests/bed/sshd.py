@@ -28,7 +28,10 @@ _SCRIPT = (
     "apt-get -qq -o Acquire::Retries=3 update; "
     "apt-get -qq -y --no-install-recommends install openssh-server >/dev/null; "
     "mkdir -p /run/sshd; ssh-keygen -A; "
-    "exec /usr/sbin/sshd -D -e -p {port} -o ListenAddress=127.0.0.1"
+    # Every client of the bed comes from 127.0.0.1: OpenSSH >= 9.8 would answer the deliberate failures of
+    # the broken-host tests by refusing every later connection from it for a while (PerSourcePenalties).
+    "if /usr/sbin/sshd -t -o PerSourcePenalties=no 2>/dev/null; then set -- -o PerSourcePenalties=no; fi; "
+    "exec /usr/sbin/sshd -D -e -p {port} -o ListenAddress=127.0.0.1 \"$@\""
 )
 
 
