@@ -1,9 +1,13 @@
 """The choices install applied on a host, as the install_record role wrote them, for doctor to judge by.
 
-The file is small JSON written by root: {"version": 1, "choices": {NAME: VALUE}} with NAME one of the
-role variables in CHOICES. It is read size-bounded and validated value by value; anything else (absent,
-too large, not a root-owned regular file, not JSON, a wrong value) leaves doctor on the roles' defaults
-and says why in the system.choices check, never a traceback.
+The file is small JSON written by root: {"version": 1, "choices": {NAME: VALUE}, "applied": {STEP: DIGEST},
+"files": {PATH: SHA256}} with NAME one of the role variables in CHOICES, "applied" the steps the last
+successful runs applied, each under the digest of that run's inputs, and "files" the sha256 ("": absent) of
+the files that hold those steps' state, as that run left them (install's fast path, alumet_setup/uptodate.py).
+It is read
+size-bounded and validated value by value; anything else (absent, too large, not a root-owned regular
+file, not JSON, a wrong value) leaves doctor on the roles' defaults and says why in the system.choices
+check, never a traceback; a malformed "applied" only means no step counts as applied.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ VERSION = 1
 MAX_BYTES = 16384  # the real file is about 400 bytes
 
 _GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_STEP = re.compile(r"^[a-z_]{1,32}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _path(value: object) -> bool:
@@ -68,6 +74,8 @@ class Record:
     values: Mapping[str, Any] = field(default_factory=dict)
     problem: str | None = None
     ignored: tuple[str, ...] = ()  # names this doctor does not know (a newer install_record role)
+    applied: Mapping[str, str] = field(default_factory=dict)  # step -> digest of the run that applied it
+    files: Mapping[str, str] = field(default_factory=dict)  # path -> its sha256 then ("": absent)
 
 
 def parse(text: str, path: str = paths.CHOICES_FILE) -> Record:
@@ -93,7 +101,20 @@ def parse(text: str, path: str = paths.CHOICES_FILE) -> Record:
         if not spec[0](value):
             return invalid(f"{name}: unexpected value {json.dumps(value)[:64]}")
         values[name] = value
-    return Record(path, "ok", values, ignored=tuple(sorted(ignored)))
+    return Record(path, "ok", values, ignored=tuple(sorted(ignored)), **_fast_path(doc))
+
+
+def _fast_path(doc: dict[str, Any]) -> dict[str, Any]:
+    """"applied" and "files"; anything malformed in them counts as no step applied (install runs them all)."""
+    applied, files = doc.get("applied"), doc.get("files", {})
+    if not isinstance(applied, dict) or not isinstance(files, dict) or len(files) > 16:
+        return {}
+    if not all(isinstance(k, str) and _STEP.match(k) and isinstance(v, str) and _DIGEST.match(v)
+               for k, v in applied.items()):
+        return {}
+    if not all(_path(k) and isinstance(v, str) and (v == "" or _DIGEST.match(v)) for k, v in files.items()):
+        return {}
+    return {"applied": dict(applied), "files": dict(files)}
 
 
 def read(host: Any, path: str = paths.CHOICES_FILE) -> Record:

@@ -243,6 +243,9 @@ def _build_options(command: Any) -> Any:
         click.option("--build-on-each", is_flag=True,
                      help="Compile alumet-agent on every host instead of once per distribution, release "
                           "and architecture."),
+        click.option("--full", is_flag=True,
+                     help="Run every step on every host, even on hosts the last install left up to date with "
+                          "the same settings (by default they are surveyed with doctor's checks and left out)."),
     ])
 
 

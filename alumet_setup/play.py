@@ -6,6 +6,7 @@ ansible-runner and the inventory code are imported inside play(): doctor never p
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -36,7 +37,7 @@ def build_settings(build_host: str | None, build_on_each: bool, hosts: Sequence[
 def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user: str | None,
          only: tuple[str, ...], skip: tuple[str, ...], check: bool, diff: bool, settings: tuple[str, ...],
          ask_become_pass: bool, forks: int, verbose: int, build_host: str | None = None,
-         build_on_each: bool = False) -> int:
+         build_on_each: bool = False, full: bool = False) -> int:
     """Validate every input (nothing runs before that: BadInput), run the playbook, render the summary;
     the exit code."""
     from . import resources, runner
@@ -61,6 +62,14 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     except (SettingError, InventoryError, resources.ResourceMissing) as exc:
         raise BadInput(str(exc)) from None
     extravars.update(build_settings(build_host, build_on_each, expected))
+    if playbook_name == "install":
+        done = _up_to_date_hosts(targets, inventory, user, only_steps, skip_steps, extravars, full)
+        if set(done) == set(expected):
+            click.echo("Nothing to run: every host is up to date (--full runs the steps anyway).")
+            click.echo(f"Next: alumet-setup doctor{_doctor_hint(targets, inventory)}")
+            return exit_code(False, True)
+        if done:
+            extravars["alumet_setup_up_to_date"] = done  # the play leaves them out (playbooks/install.yml)
 
     password = None
     if not ask_become_pass and any(t.local for t in targets):
@@ -103,9 +112,49 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     click.echo(f"Run log: {result.artifact_dir}")
     if check:
         click.echo("Check mode: nothing was changed.")
-    doctor_hosts = [h for h in (t.doctor_host() for t in targets) if h]
-    hint = f" -i {shlex.quote(inventory)}" if inventory else ""
-    hint += "".join(f" --host {shlex.quote(h)}" for h in doctor_hosts)
     if result.ok:  # after a failure the failed task's message is what to read, not doctor
-        click.echo(f"Next: alumet-setup doctor{hint}")
+        click.echo(f"Next: alumet-setup doctor{_doctor_hint(targets, inventory)}")
     return exit_code(bool(unreachable), result.ok)
+
+
+def _doctor_hint(targets: Sequence[Any], inventory: str | None) -> str:
+    """The arguments of `alumet-setup doctor` that check these targets."""
+    hint = f" -i {shlex.quote(inventory)}" if inventory else ""
+    return hint + "".join(f" --host {shlex.quote(h)}" for h in (t.doctor_host() for t in targets) if h)
+
+
+def _up_to_date_hosts(targets: Sequence[Any], inventory: str | None, user: str | None, only: Sequence[str],
+                      skip: Sequence[str], extravars: dict[str, Any], full: bool) -> list[str]:
+    """install's fast path (alumet_setup/uptodate.py): put the digest of this run's inputs in `extravars`
+    (install_record records it), survey the hosts, say what it found; the names of the hosts left out."""
+    from . import uptodate
+    from .hosts import SshTarget, ssh_target
+    from .inventory import InventoryError, expand_hosts, ssh_targets
+
+    extravars.pop("install_record_digest", None)  # this run's own, never one typed in
+    digest = uptodate.run_digest(extravars, inventory)
+    if digest is None:
+        return []
+    extravars["install_record_digest"] = digest
+    steps = uptodate.run_steps(only, skip, extravars)
+    if full or steps is None:
+        return []
+    listed = [t.name for t in targets if t.from_inventory]
+    surveyed: list[tuple[str, Any]] = []
+    if listed:
+        try:
+            surveyed += list(zip(expand_hosts(inventory or "", listed), ssh_targets(inventory or "", listed),
+                                 strict=True))
+        except InventoryError:
+            return []
+    for target in targets:
+        if not target.from_inventory:
+            surveyed.append((target.name, None if target.local else ssh_target(target.spec)))
+    if user is not None:  # the SSH user install logs in as where neither the host nor the inventory names one
+        surveyed = [(n, dataclasses.replace(t, user=user) if isinstance(t, SshTarget) and t.user is None else t)
+                    for n, t in surveyed]
+    surveys = uptodate.survey(surveyed, steps, digest)
+    for s in surveys:
+        state = "up to date, left out (--full runs it)" if s.up_to_date else f"runs: {s.reason}"
+        click.echo(f"{s.host}: {state} [{s.seconds:.1f}s]")
+    return [s.host for s in surveys if s.up_to_date]

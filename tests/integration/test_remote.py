@@ -22,6 +22,8 @@ import pytest
 import sshd  # tests/bed, put on sys.path by tests/conftest.py
 from bedhost import install_summary
 
+from alumet_setup.settings import STEPS
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "doctor-schema.json").read_text())
 HOSTS = ("deb13", "deb13b", "u2404")
@@ -37,6 +39,12 @@ class Fleet:
     inventory: Path
     work: Path
     settings: list[str]
+    containers: dict[str, str]  # inventory name -> podman container
+
+    def sh(self, name: str, script: str) -> str:
+        """Run a shell script as root in a host's container (what an administrator does by hand)."""
+        return subprocess.run(["podman", "exec", self.containers[name], "sh", "-c", script], capture_output=True,
+                              text=True, check=True, timeout=60).stdout
 
 
 @dataclass
@@ -89,7 +97,8 @@ def fleet(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iter
         inventory = sshd.write_inventory(work / "inventory.yml", sshd.inventory(hosts, key, known_hosts, broken))
         settings = [f"rustup_dist_server={bed['mirror_url']}", f"rustup_update_root={bed['rustup_update_root']}",
                     "rustup_toolchain=1.95", f"alumet_agent_git_url={bed['git_url']}"]
-        yield Fleet(inventory, work, [arg for s in settings for arg in ("--set", s)])
+        yield Fleet(inventory, work, [arg for s in settings for arg in ("--set", s)],
+                    {h.name: h.container for h in hosts})
     finally:
         sshd.remove(hosts)
 
@@ -145,16 +154,24 @@ def test_doctor_over_ssh_sees_the_installed_agent(fleet: Fleet, installed: Run) 
         assert host["plugins"]["nvml"]["verdict"] == "not-available"
 
 
-def test_rerun_changes_nothing_and_an_unreachable_host_does_not_stop_the_others(fleet: Fleet, installed: Run
-                                                                                ) -> None:
+def test_rerun_leaves_up_to_date_hosts_out_and_an_unreachable_host_does_not_stop_the_others(
+        fleet: Fleet, installed: Run) -> None:
+    """The fast path (alumet_setup/uptodate.py): same inputs, nothing changed since, doctor content."""
     assert installed.rc == 0
+    alone = cli(fleet, "install", "-i", str(fleet.inventory), *hosts_args(*HOSTS), *fleet.settings)
+    assert alone.rc == 0, alone.output[-4000:]
+    for name in HOSTS:
+        assert f"{name}: up to date, left out (--full runs it)" in alone.stdout, alone.stdout[-3000:]
+    assert "Nothing to run: every host is up to date" in alone.stdout and "Run log:" not in alone.stdout
+
     run = cli(fleet, "install", "-i", str(fleet.inventory), *hosts_args(*HOSTS, "gone"), *fleet.settings)
     assert run.rc == 2, run.output[-4000:]
+    assert "gone: runs: connection refused" in run.stdout
     rows = run.summary()
     assert rows["gone"] == ["0", "0", "0", "1", "0"]
-    for name in HOSTS:
+    for name in HOSTS:  # in the play for its facts and its build plan only: none builds for a host that runs
         assert rows[name][1:4] == ["0", "0", "0"], (name, rows[name])  # changed, failed, unreachable
-    assert not run.hosts_where(BUILD_TASK) and not run.hosts_where(COPY_TASK)  # neither run nor skipped-and-ok
+    assert not run.hosts_where("Persist the value") and not run.hosts_where(BUILD_TASK)
     assert "alumet-setup: error: gone: unreachable: connection refused" in run.stderr
 
     doctor = cli(fleet, "doctor", "-i", str(fleet.inventory), *hosts_args("deb13", "gone"), "--json", timeout=120)
@@ -165,6 +182,39 @@ def test_rerun_changes_nothing_and_an_unreachable_host_does_not_stop_the_others(
     assert deb13["host"] == "deb13" and deb13["checks"] and "error" not in deb13
     assert gone["host"] == "gone" and gone["checks"] == [] and gone["plugins"] == {} and not gone["ready"]
     assert gone["error"].startswith("connection refused")
+
+
+def test_a_host_left_by_a_failed_run_runs_again_and_full_changes_nothing_where_nothing_changed(
+        fleet: Fleet, installed: Run) -> None:
+    assert installed.rc == 0
+    record = "cat /var/lib/alumet-setup/choices.json"
+    assert sorted(json.loads(fleet.sh("deb13b", record))["applied"]) == sorted(s for s in STEPS if s != "service")
+    # A run that fails midway (the sysctl file replaced by a directory) vouches for none of its steps. deb13,
+    # up to date, runs too: it is the build host of deb13b's group (deb13b only ever got copies).
+    fleet.sh("deb13b", "rm /etc/sysctl.d/local.conf && mkdir /etc/sysctl.d/local.conf")
+    failed = cli(fleet, "install", "-i", str(fleet.inventory), *hosts_args("deb13", "deb13b"), *fleet.settings)
+    assert failed.rc == 1, failed.output[-4000:]
+    assert "deb13b: runs: /etc/sysctl.d/local.conf changed since the last install" in failed.stdout
+    assert "deb13: up to date, left out" in failed.stdout
+    said = [e["event_data"]["res"].get("msg") for e in failed.events() if e.get("event") == "runner_on_ok"
+            and e["event_data"].get("task") == "Say that a build host up to date runs all the same"]
+    assert said == ["up to date, but it builds alumet-agent for deb13b: it runs too"], said
+    assert json.loads(fleet.sh("deb13b", record))["applied"] == {}
+    assert not failed.hosts_where("Install | Run rustup-init", changed=True)  # deb13b did not become a builder
+    # --full: deb13b is repaired, deb13 changes nothing and nothing is built or copied (the roles' own
+    # idempotence); then the same inputs leave both out again.
+    fleet.sh("deb13b", "rmdir /etc/sysctl.d/local.conf")
+    full = cli(fleet, "install", "--full", "-i", str(fleet.inventory), *hosts_args("deb13", "deb13b"),
+               *fleet.settings)
+    assert full.rc == 0, full.output[-4000:]
+    assert "up to date, left out" not in full.stdout
+    rows = full.summary()
+    assert sorted(rows) == ["deb13", "deb13b"] and rows["deb13"][1:4] == ["0", "0", "0"], rows
+    assert rows["deb13b"][1] != "0" and rows["deb13b"][2:4] == ["0", "0"], rows
+    assert not full.hosts_where(BUILD_TASK) and not full.hosts_where(COPY_TASK)  # neither run nor skipped-and-ok
+    assert "kernel.perf_event_paranoid" in fleet.sh("deb13b", "cat /etc/sysctl.d/local.conf")
+    rerun = cli(fleet, "install", "-i", str(fleet.inventory), *hosts_args("deb13", "deb13b"), *fleet.settings)
+    assert rerun.rc == 0 and "Nothing to run" in rerun.stdout, rerun.output[-3000:]
 
 
 @pytest.mark.parametrize("command", ["doctor", "install"])

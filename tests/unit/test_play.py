@@ -48,3 +48,44 @@ def test_bad_input_stops_play_before_anything_runs(monkeypatch: pytest.MonkeyPat
     with pytest.raises(play.BadInput, match="exclude each other"):
         play.play("install", only=("sysctl",), build_host="localhost", build_on_each=True,
                   **options)  # type: ignore[arg-type]
+
+
+def test_the_survey_decides_which_hosts_the_play_leaves_out(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """install's fast path, as play() wires it (the judging itself: test_uptodate.py; for real:
+    tests/integration/test_remote.py)."""
+    from pathlib import Path
+
+    from alumet_setup import uptodate
+
+    up_to_date: set[str] = set()
+    surveyed: list[list[str]] = []
+    plays: list[dict] = []
+
+    def survey(hosts: list, steps: list[str], digest: str) -> list[uptodate.Survey]:
+        surveyed.append([name for name, _ in hosts])
+        assert steps == uptodate.run_steps([], [], {}) and len(digest) == 64
+        return [uptodate.Survey(name, name in up_to_date, "up to date" if name in up_to_date else "why", 0.1)
+                for name, _ in hosts]
+
+    def run_playbook(*_args: object, **kwargs: object) -> runner.RunResult:
+        plays.append(dict(kwargs["extravars"]))  # type: ignore[call-overload]
+        hosts = list(kwargs["hosts"])  # type: ignore[call-overload]
+        stats = {h: dict.fromkeys(runner.STATS_COLUMNS, 0) for h in hosts}
+        return runner.RunResult(0, "successful", stats, Path("/nonexistent"), hosts=hosts)
+
+    monkeypatch.setattr(uptodate, "survey", survey)
+    monkeypatch.setattr(runner, "run_playbook", run_playbook)
+    options = dict(hosts=("root@lab01", "root@lab02"), inventory=None, user=None, only=(), skip=(), check=False,
+                   diff=False, settings=(), ask_become_pass=False, forks=1, verbose=0)
+    up_to_date.add("lab01")
+    assert play.play("install", **options) == 0  # type: ignore[arg-type]
+    assert plays[-1]["alumet_setup_up_to_date"] == ["lab01"] and len(plays[-1]["install_record_digest"]) == 64
+    assert "lab01: up to date, left out (--full runs it)" in capsys.readouterr().out
+    up_to_date.add("lab02")
+    assert play.play("install", **options) == 0 and len(plays) == 1  # type: ignore[arg-type]
+    assert "Nothing to run: every host is up to date" in capsys.readouterr().out
+    assert play.play("install", full=True, **options) == 0 and len(surveyed) == 2  # type: ignore[arg-type]
+    assert "alumet_setup_up_to_date" not in plays[-1] and plays[-1]["install_record_digest"]
+    options["only"] = ("service",)  # never surveyed: a running unit is not something a record vouches for
+    assert play.play("install", **options) == 0 and len(surveyed) == 2  # type: ignore[arg-type]

@@ -1,0 +1,153 @@
+"""install's fast path: a host that the last install already prepared with these very inputs, and that
+doctor finds done, is not run again.
+
+A host is up to date for a run when
+- its install record (roles/install_record) lists every step of the run as applied under this run's digest:
+  the digest of the inputs (this alumet-setup's version, its bundled roles and playbooks, the settings, the
+  inventory files). install_record writes it at the end of a successful run and clears the steps a run is
+  about to apply at its start, so a run that failed midway never leaves them looking applied;
+- the files that hold the steps' state (the sysctl file, /etc/fstab, the udev rule, the configuration) have
+  the sha256 that run recorded;
+- and doctor's checks, run now on the host, name none of those steps in a warning or a failure (a build
+  tool's warning aside: once the agent is installed only a rebuild needs it, and a rebuild comes only with
+  new inputs, hence a new digest).
+Drift that none of these sees (say, a group deleted by hand while doctor has nothing against it) stays
+until `install --full`.
+The opt-in service step always runs: the state of a running unit is not something a record can vouch for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__, resources
+
+# Bounds on what is hashed: beyond them there is no fast path (the host, or the run, goes the full way).
+MAX_INVENTORY_BYTES = 4 * 1024 * 1024
+MAX_WITNESS_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the survey found on one host: `up_to_date`, or `reason` says why the run must go on there."""
+
+    host: str
+    up_to_date: bool
+    reason: str
+    seconds: float
+
+
+def run_steps(only: Sequence[str], skip: Sequence[str], extravars: Mapping[str, Any]) -> list[str] | None:
+    """The steps this install applies (playbooks/install.yml's tags), or None when the service is one
+    of them (no fast path)."""
+    from .settings import STEPS
+
+    steps = [s for s in (only or [s for s in STEPS if s != "service"]) if s not in skip]
+    if "service" in steps or (extravars.get("alumet_service_enabled") is True and "service" not in skip):
+        return None
+    return steps
+
+
+def _tree_digest(digest: Any, root: Path) -> None:
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def _inventory_files(inventory: str) -> list[Path]:
+    """The inventory and the variable files Ansible reads beside it."""
+    path = Path(inventory)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    found = [path]
+    for name in ("group_vars", "host_vars"):
+        found += sorted(p for p in (path.parent / name).rglob("*") if p.is_file())
+    return found
+
+
+def run_digest(extravars: Mapping[str, Any], inventory: str | None) -> str | None:
+    """The sha256 of everything that decides what install does to a host, None when an inventory file
+    cannot be read within MAX_INVENTORY_BYTES (then every host runs)."""
+    digest = hashlib.sha256()
+    digest.update(f"alumet-setup {__version__}\0".encode())
+    for name in ("roles", "playbooks", "templates"):
+        _tree_digest(digest, resources.bundled(name))
+    digest.update(json.dumps(dict(extravars), sort_keys=True, default=str).encode() + b"\0")
+    if inventory is not None:
+        total = 0
+        try:
+            for path in _inventory_files(inventory):
+                data = path.read_bytes()
+                total += len(data)
+                if total > MAX_INVENTORY_BYTES:
+                    return None
+                digest.update(str(path).encode() + b"\0" + data + b"\0")
+        except OSError:
+            return None
+    return digest.hexdigest()
+
+
+def not_applied(record: Any, steps: Sequence[str], digest: str) -> str | None:
+    """Why the install record (choices.Record) does not vouch for these steps, or None."""
+    stale = [s for s in steps if record.applied.get(s) != digest]
+    if len(stale) == len(steps):
+        return "no earlier install with these settings"
+    return f"not applied with these settings: {', '.join(stale)}" if stale else None
+
+
+def changed_file(host: Any, files: Mapping[str, str]) -> str | None:
+    """Which recorded file no longer has the content the last install left, or None."""
+    for path, recorded in files.items():
+        st = host.stat(path, follow=True)
+        if st is not None and (not st.is_file or st.size > MAX_WITNESS_BYTES):
+            return f"{path} changed since the last install"
+        data = None if st is None else host.read_bytes(path)
+        if ("" if data is None else hashlib.sha256(data).hexdigest()) != recorded:
+            return f"{path} changed since the last install"
+    return None
+
+
+def doctor_objection(report: Any, steps: Sequence[str]) -> str | None:
+    """The first warning or failure of doctor's (a doctor.Report) that one of these steps would act on."""
+    from .findings import Status
+
+    for result in report.results:
+        finding = result.finding
+        if finding.status is Status.ERROR:
+            return f"doctor: {result.id}: {finding.detail}"
+        if finding.install_step not in steps or finding.status not in (Status.WARN, Status.FAIL):
+            continue
+        if finding.status is Status.WARN and result.group == "toolchain":
+            continue  # a build tool once the agent is there: only a build needs it, and new inputs bring one
+        return f"doctor: {result.id}: {finding.detail}"
+    return None
+
+
+def survey(hosts: Sequence[tuple[str, Any]], steps: Sequence[str], digest: str) -> list[Survey]:
+    """Judge each (name, doctor target) in parallel: the record and the files first, doctor's checks last."""
+    import time
+
+    from . import choices, doctor
+    from .hosts import HostError, SshControl, connect
+    from .threads import parallel_map
+
+    with SshControl() as control:
+        def one(item: tuple[str, Any]) -> Survey:
+            name, target = item
+            start = time.perf_counter()
+            try:
+                host = connect(target, control)
+                record = choices.read(host)
+                reason = not_applied(record, steps, digest) or changed_file(host, record.files) \
+                    or doctor_objection(doctor.diagnose(host), steps)
+            except (HostError, OSError) as exc:
+                reason = str(exc)
+                for label in (name, getattr(target, "name", None)):  # the line starts with the host already
+                    reason = reason.removeprefix(f"{label}: ") if label else reason
+            return Survey(name, reason is None, reason or "up to date", time.perf_counter() - start)
+
+        return parallel_map(one, hosts, doctor.HOST_WORKERS) if hosts else []
