@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Where the time of a first `alumet-setup install` and of its rerun goes, per step, over SSH (sshd
+"""Where the time of a first `alumet-setup install` and of its reruns goes, per step, over SSH (sshd
 containers, tests/bed/sshd.py) and over the containers.podman connection, on 1 and 3 hosts.
 
-Each case starts fresh bed containers, installs every step twice with the real CLI (local Rust mirror,
-stand-in source, warm apt caches) and reads the run log's events (job_events of the run directory the
-CLI names): per step, the wall time from its first task's start to its last task's end over all hosts,
-and the rerun's slowest tasks. Container start is not counted.
+Each case starts fresh bed containers and runs, with the real CLI (local Rust mirror, stand-in source,
+warm apt caches): a first install, a rerun (the fast path: hosts up to date are surveyed, not run), a
+`--full` rerun (every step on every host), and `alumet-setup doctor` on the same hosts. It reads the run
+log's events (job_events of the run directory the CLI names): per step, the wall time from its first
+task's start to its last task's end over all hosts, and the full rerun's slowest tasks. Container start
+is not counted.
 
     CONTAINERS_CONF=$PWD/.ci/containers.conf .venv/bin/python bench/rerun_times.py [--cases ssh1,ssh3,podman1,podman3]
 """
@@ -19,6 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,14 +87,23 @@ def podman_hosts(size: int, work: Path) -> Iterator[Path]:
             subprocess.run(["podman", "rm", "-f", "-t", "0", container], capture_output=True, check=False)
 
 
-def install(inventory: Path, work: Path, toolchain: str) -> tuple[float, Path, str]:
-    """One real install; returns its wall time, its run directory and its output."""
+def install(inventory: Path, work: Path, toolchain: str, *extra: str) -> tuple[float, Path | None, str]:
+    """One real install; returns its wall time, its run directory (None: no host ran) and its output."""
     settings = [f"rustup_dist_server={services.MIRROR_URL}", f"rustup_update_root={services.RUSTUP_UPDATE_ROOT}",
                 f"rustup_toolchain={toolchain}", f"alumet_agent_git_url={services.GIT_URL}"]
-    seconds, proc = timed_install(inventory, settings, work)
+    seconds, proc = timed_install(inventory, settings, work, extra)
     run_dir = re.search(r"^Run log: (.+)$", proc.stdout, re.MULTILINE)
-    assert run_dir, proc.stdout[-2000:]
-    return seconds, Path(run_dir.group(1)), proc.stdout
+    return seconds, Path(run_dir.group(1)) if run_dir else None, proc.stdout
+
+
+def doctor(inventory: Path) -> float:
+    """Seconds of `alumet-setup doctor` on every host of the inventory (exit 1, not ready, is fine here)."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "alumet_setup", "doctor", "-i", str(inventory)],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"doctor failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return time.monotonic() - start
 
 
 def _step(data: dict[str, Any]) -> str:
@@ -120,6 +132,11 @@ def profile(run_dir: Path) -> tuple[dict[str, tuple[float, int]], list[tuple[flo
     for i in range(len(steps_in_order) - 2, -1, -1):
         if steps_in_order[i] == "alumet_common":
             steps_in_order[i] = steps_in_order[i + 1]
+    # install_record runs first (begin.yml) and last: its first tasks get a row of their own.
+    first_step = next((i for i, s in enumerate(steps_in_order) if s not in ("facts", "plan", "play", "install_record")),
+                      len(steps_in_order))
+    steps_in_order = [f"{s} (begin)" if s == "install_record" and i < first_step else s
+                      for i, s in enumerate(steps_in_order)]
     for data, step in zip(results, steps_in_order, strict=True):
         start, end = datetime.fromisoformat(data["start"]), datetime.fromisoformat(data["end"])
         span = spans.setdefault(step, [start, end])
@@ -146,19 +163,25 @@ def main() -> None:
             hosts = ssh_hosts if kind == "ssh" else podman_hosts
             with hosts(size, Path(tmp)) as inventory:
                 first, first_dir, _ = install(inventory, Path(tmp), toolchain)
-                again, again_dir, output = install(inventory, Path(tmp), toolchain)
+                again, again_dir, again_out = install(inventory, Path(tmp), toolchain)
+                full, full_dir, output = install(inventory, Path(tmp), toolchain, "--full")
+                checked = doctor(inventory)
+            assert first_dir and full_dir
             first_steps, _ = profile(first_dir)
-            again_steps, slowest = profile(again_dir)
+            full_steps, slowest = profile(full_dir)
+            ran = "no host ran" if again_dir is None else "some host ran: " + ", ".join(
+                line.split(":")[0] for line in again_out.splitlines() if ": runs: " in line)
             changed = re.findall(r"^\S+\s+\d+\s+(\d+)\s", output, re.MULTILINE)
-            print(f"\n## {kind}, {size} host(s): first install {first:.1f} s, rerun {again:.1f} s "
-                  f"({100 * again / first:.0f} %), rerun changed {'/'.join(changed)}")
-            print(f"{'step':14} {'first s':>8} {'rerun s':>8} {'results':>8}")
-            order = ["facts", "plan", *STEPS.values()]
-            for step in sorted(set(first_steps) | set(again_steps), key=lambda s: [*order, s].index(s)):
+            print(f"\n## {kind}, {size} host(s): first install {first:.1f} s; rerun {again:.1f} s "
+                  f"({100 * again / first:.0f} %, {ran}); --full rerun {full:.1f} s ({100 * full / first:.0f} %, "
+                  f"changed {'/'.join(changed)}); doctor {checked:.1f} s (rerun / doctor {again / checked:.1f}x)")
+            print(f"{'step':14} {'first s':>8} {'full s':>8} {'results':>8}")
+            order = ["facts", "plan", "play", "install_record (begin)", *STEPS.values()]
+            for step in sorted(set(first_steps) | set(full_steps), key=lambda s: [*order, s].index(s)):
                 f = first_steps.get(step, (0.0, 0))[0]
-                r, n = again_steps.get(step, (0.0, 0))
+                r, n = full_steps.get(step, (0.0, 0))
                 print(f"{step:14} {f:8.1f} {r:8.1f} {n:8d}")
-            print("slowest rerun tasks: " + "; ".join(f"{t} [{h}] {d:.1f} s" for d, h, t in slowest[:args.top]))
+            print("slowest --full rerun tasks: " + "; ".join(f"{t} [{h}] {d:.1f} s" for d, h, t in slowest[:args.top]))
     print(f"\nload average at start: {load:.1f} (shared machine: read the figures as relative ones)")
 
 
