@@ -148,6 +148,8 @@ def survey(hosts: Sequence[tuple[str, Any]], steps: Sequence[str], digest: str) 
                 reason = str(exc)
                 for label in (name, getattr(target, "name", None)):  # the line starts with the host already
                     reason = reason.removeprefix(f"{label}: ") if label else reason
+            except Exception as exc:  # the survey only saves time: whatever breaks it, the host runs
+                reason = f"not surveyed ({type(exc).__name__}: {exc})"
             return Survey(name, reason is None, reason or "up to date", time.perf_counter() - start)
 
         return parallel_map(one, hosts, doctor.HOST_WORKERS) if hosts else []

@@ -134,3 +134,13 @@ def test_doctor_objects_only_to_what_a_step_of_the_run_would_fix() -> None:
     assert uptodate.doctor_objection(sysctl, steps) == "doctor: kernel.perf_event_paranoid: a reboot will set 3"
     broken = report(("agent.binary", Finding(Status.ERROR, "check crashed")))
     assert uptodate.doctor_objection(broken, steps) == "doctor: agent.binary: check crashed"
+
+
+def test_a_survey_that_breaks_runs_the_host_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alumet_setup import doctor, hosts
+
+    monkeypatch.setattr(hosts, "connect", lambda target, control=None: FixtureHost("/nonexistent"))
+    monkeypatch.setattr(doctor, "diagnose", lambda host: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(choices, "read", lambda host: record({"sysctl": DIGEST}))
+    [survey] = uptodate.survey([("lab01", None)], ["sysctl"], DIGEST)
+    assert not survey.up_to_date and survey.reason == "not surveyed (RuntimeError: boom)"
