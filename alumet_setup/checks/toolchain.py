@@ -130,10 +130,12 @@ def openssl(ctx: Context) -> Finding:
     return ok(f"OpenSSL {version} (libssl-dev)", version=version)
 
 
-@check("toolchain.git", "git")
+@check("toolchain.git", "git", needs=MISSING_NEEDS)
 def git(ctx: Context) -> Finding:
     path = ctx.host.which("git")
     if path is None:
-        return Finding(Status.WARN, "git not found: optional, but the agent's version string becomes alpha-unknown",
-                       fix=apt("git"), install_step="prereqs", data={"path": None})
+        installed = ctx.finding("agent.binary").status is Status.OK
+        detail = "git not found: optional, but a build's version string becomes alpha-unknown"
+        return Finding(Status.WARN, f"{detail} (only needed to rebuild alumet-agent)" if installed else detail,
+                       fix=apt("git"), install_step="prereqs", data={"path": None, "agent_installed": installed})
     return ok(path, path=path)

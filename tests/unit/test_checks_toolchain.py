@@ -84,7 +84,15 @@ def test_openssl_headers_missing(tmp_path: Path, no_agent: None) -> None:
 
 def test_git_is_optional(tmp_path: Path, no_agent: None) -> None:
     f = evaluate(tree(tmp_path, {k: v for k, v in FULL.items() if k != "git"}), "toolchain.git")
-    assert f.status is Status.WARN and "alpha-unknown" in f.detail
+    assert f.status is Status.WARN and "alpha-unknown" in f.detail and "rebuild" not in f.detail
+
+
+def test_git_only_matters_for_a_rebuild_once_the_agent_is_installed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # A host that got a copy of another host's build has no git: doctor says why it does not matter.
+    stand_in(monkeypatch, "agent.binary", Status.OK, path="/usr/local/bin/alumet-agent")
+    f = evaluate(tree(tmp_path, {k: v for k, v in FULL.items() if k != "git"}), "toolchain.git")
+    assert f.status is Status.WARN and "only needed to rebuild" in f.detail and f.data["agent_installed"]
 
 
 @pytest.mark.usefixtures("peers")
