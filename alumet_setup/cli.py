@@ -238,11 +238,11 @@ def _build_options(command: Any) -> Any:
     """Where alumet-agent is compiled: install only (uninstall compiles nothing)."""
     return _apply(command, [
         click.option("--build-host", default=None, metavar="NAME",
-                     help="Host that compiles alumet-agent for the hosts of its distribution, release and "
-                          "architecture (default: the first of them in inventory order)."),
+                     help="Host that compiles alumet-agent for the hosts of its OS family and architecture "
+                          "whose glibc is not older than its own (default: the host with the oldest glibc)."),
         click.option("--build-on-each", is_flag=True,
-                     help="Compile alumet-agent on every host instead of once per distribution, release "
-                          "and architecture."),
+                     help="Compile alumet-agent on every host instead of once for the hosts that can run "
+                          "the same binary."),
         click.option("--full", is_flag=True,
                      help="Run every step on every host, even on hosts the last install left up to date with "
                           "the same settings (by default they are surveyed with doctor's checks and left out)."),

@@ -2,9 +2,9 @@
 """Wall time of `alumet-setup install` on fleets of 1, 2 and 4 fresh sshd containers (tests/bed/sshd.py),
 with build-once (the default) and with --build-on-each.
 
-Fleets: 1 is one Debian 13 container; 2 is two (one build group, so build-once matters); 4 is two
-Debian 13 and two Ubuntu 24.04 (two build groups: build-once still compiles twice); 4deb is four
-Debian 13 (one build group). With 1 host both modes run the same play, so it is measured once.
+Fleets: 1 is one Debian 13 container; 2 is two; 4 is two Debian 13 and two Ubuntu 24.04 (build-once
+compiles once, on an Ubuntu 24.04 host: the oldest glibc of the four); 4deb is four Debian 13. With 1 host
+both modes run the same play, so it is measured once.
 Each figure is one install from fresh containers (container start not counted),
 with the local Rust mirror and stand-in source of the test bed and warm apt caches. Each stand-in build
 burns --build-cpu-seconds of CPU over every core (ALUMET_STANDIN_BUILD_CPU_SECONDS), as a real

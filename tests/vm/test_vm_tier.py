@@ -4,8 +4,8 @@ What containers cannot show: a kernel of its own (perf_event_paranoid set at boo
 the fstab, perf_event_open under the kernel's rules), systemd and udev, and a reboot. One scenario runs
 once for both VMs (they boot and install concurrently); the tests below assert on what it saw:
 
-  fstab with hidepid=2 -> install (default steps + service; the agent compiled once, in a bed container of
-  the same release, and copied by install's build-once) -> doctor -> reboot -> checks ->
+  fstab with hidepid=2 -> install (default steps + service; the agent compiled once, in the Ubuntu 24.04
+  bed container, the oldest glibc of the play, and copied by install's build-once) -> doctor -> reboot -> checks ->
   uninstall -> an fstab that would not boot is refused -> reboot -> back to the state before install.
 
 The container tier already proves idempotence and check mode: no rerun here (TCG is slow).
@@ -176,9 +176,10 @@ def broken_fstab(vm: vmbed.Vm, work: Path, inventory: Path) -> tuple[subprocess.
 
 @pytest.fixture(scope="module")
 def builders(bed: dict[str, str]) -> Iterator[dict[str, dict]]:
-    """One bed container per VM platform, first in the inventory: install's build-once compiles the agent
-    there at native speed and copies it to the VM of the same release (a cargo build took 10 minutes under
-    TCG; building is the container tier's job, the kernel and the boot are this tier's)."""
+    """One bed container per VM platform, first in the inventory: install's build-once compiles the agent in
+    the Ubuntu 24.04 one (the first host with the oldest glibc, 2.39) at native speed and copies it to every
+    other host, the VMs included (a cargo build took 10 minutes under TCG; building is the container tier's
+    job, the kernel and the boot are this tier's)."""
     with contextlib.ExitStack() as stack:
         yield {f"build-{name}": {"ansible_connection": "containers.podman.podman", "ansible_become": False,
                                  "ansible_python_interpreter": "/usr/bin/python3",

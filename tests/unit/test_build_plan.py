@@ -1,0 +1,88 @@
+"""Who builds alumet-agent for whom (roles/alumet_agent/tasks/plan.yml), by a real ansible-playbook run on
+local-connection hosts, each with its own `getconf` reporting a glibc release: a binary runs with the glibc
+it was linked against and every later one, never an earlier one."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# name -> (OS family, what `getconf GNU_LIBC_VERSION` prints; None: getconf fails, as without glibc)
+HOSTS = {
+    "deb13": ("Debian", "glibc 2.41"),
+    "u2404": ("Debian", "glibc 2.39"),
+    "u2404b": ("Debian", "glibc 2.39"),
+    "odd": ("Debian", None),
+    "rhel": ("RedHat", "glibc 2.34"),
+}
+
+
+CASES = {
+    # Debian 13 runs Ubuntu 24.04's build; getconf's failure and another family each build alone.
+    "oldest": ({}, {"deb13": "u2404", "u2404": "u2404", "u2404b": "u2404", "odd": "odd", "rhel": "rhel"}),
+    # Chosen, a build host builds for every host it can serve...
+    "chosen": ({"alumet_agent_build_host": "u2404b"},
+               {"deb13": "u2404b", "u2404": "u2404b", "u2404b": "u2404b", "odd": "odd", "rhel": "rhel"}),
+    # ... and never for a host with an older glibc: those keep the oldest.
+    "chosen_newest": ({"alumet_agent_build_host": "deb13"},
+                      {"deb13": "deb13", "u2404": "u2404", "u2404b": "u2404", "odd": "odd", "rhel": "rhel"}),
+    "build_on_each": ({"alumet_agent_build_once": False}, {name: name for name in HOSTS}),
+}
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    """Each case's alumet_agent_builder per host after plan.yml: one play per case, one ansible-playbook run."""
+    tmp_path = tmp_path_factory.mktemp("plan")
+    inventory: dict = {"all": {"hosts": {}}}
+    for name, (family, libc) in HOSTS.items():
+        bin_dir = tmp_path / "bin" / name
+        bin_dir.mkdir(parents=True)
+        getconf = bin_dir / "getconf"
+        getconf.write_text(f"#!/bin/sh\necho '{libc}'\n" if libc else "#!/bin/sh\nexit 1\n")
+        getconf.chmod(getconf.stat().st_mode | stat.S_IXUSR)
+        inventory["all"]["hosts"][name] = {"ansible_connection": "local", "test_bin": str(bin_dir),
+                                           "test_family": family, "ansible_python_interpreter": sys.executable}
+    out = tmp_path / "out"
+    for case in CASES:
+        (out / case).mkdir(parents=True)
+    playbook = [{
+        "name": f"Plan {case}", "hosts": "all", "gather_facts": False,
+        "environment": {"PATH": "{{ test_bin }}:" + os.environ["PATH"]},
+        "vars": {"alumet_agent_build_once": True, **settings},
+        "pre_tasks": [{"name": "Pretend the OS family", "ansible.builtin.set_fact": {
+            "alumet_agent_build_key": "alumet_build_{{ test_family | lower }}_x86_64"}}],
+        "tasks": [
+            {"name": "Plan", "ansible.builtin.import_role": {"name": "alumet_agent", "tasks_from": "plan"}},
+            {"name": "Write the builder", "ansible.builtin.copy": {
+                "content": "{{ alumet_agent_builder }} {{ alumet_agent_builds_here }}",
+                "dest": f"{out}/{case}/{{{{ inventory_hostname }}}}"}},
+        ],
+    } for case, (settings, _) in CASES.items()]
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    (tmp_path / "plan.yml").write_text(yaml.safe_dump(playbook))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_FORKS": "10"}
+    ansible = Path(sys.executable).with_name("ansible-playbook")
+    run = subprocess.run([str(ansible), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "plan.yml")],
+                         capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    found: dict[str, dict[str, str]] = {}
+    for case in CASES:
+        for name in HOSTS:
+            builder, here = (out / case / name).read_text().split()
+            assert (here == "True") is (builder == name), (case, name, builder, here)
+            found.setdefault(case, {})[name] = builder
+    return found
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_who_builds_for_whom(plans: dict[str, dict[str, str]], case: str) -> None:
+    assert plans[case] == CASES[case][1]
