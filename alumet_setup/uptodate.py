@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, resources
+from . import __version__, resources, safe_io
 
 # Bounds on what is hashed: beyond them there is no fast path (the host, or the run, goes the full way).
 MAX_INVENTORY_BYTES = 4 * 1024 * 1024
@@ -81,12 +81,11 @@ def run_digest(extravars: Mapping[str, Any], inventory: str | None) -> str | Non
         total = 0
         try:
             for path in _inventory_files(inventory):
-                data = path.read_bytes()
+                # Bounded by what is left of the budget: a FIFO, a device or a huge file is refused unread.
+                data = safe_io.read_bytes(str(path), MAX_INVENTORY_BYTES - total)
                 total += len(data)
-                if total > MAX_INVENTORY_BYTES:
-                    return None
                 digest.update(str(path).encode() + b"\0" + data + b"\0")
-        except OSError:
+        except (OSError, safe_io.UnsafeFile):
             return None
     return digest.hexdigest()
 
