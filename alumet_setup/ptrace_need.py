@@ -23,14 +23,26 @@ from typing import Any
 
 
 def _sibling(name: str) -> ModuleType:
-    """alumet_setup.<name>: imported as usual, or loaded from beside this file's real path when Ansible
-    loads this file through the role's filter link (no package to import from there)."""
+    """alumet_setup.<name>, from whichever form this file was loaded in:
+    - as alumet_setup.ptrace_need (doctor, the CLI): the package's own module;
+    - as a filter plugin through a link (the checkout's roles/ and plugins/, the installed collection, whose
+      links ansible-galaxy keeps): the file beside the link's target;
+    - as a filter plugin copied into the wheel (alumet_setup/_bundled/roles: a wheel has no links): the
+      installed package, which the Python that runs ansible-playbook (the tool's own) imports by name.
+    """
     if __name__.startswith("alumet_setup."):
         return importlib.import_module(f"alumet_setup.{name}")
-    spec = importlib.util.spec_from_file_location(f"_alumet_{name}", Path(__file__).resolve().with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    beside = Path(__file__).resolve().with_name(f"{name}.py")
+    if beside.is_file():
+        spec = importlib.util.spec_from_file_location(f"_alumet_{name}", beside)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+    try:
+        return importlib.import_module(f"alumet_setup.{name}")
+    except ImportError as error:
+        raise ImportError(f"{Path(__file__).name} needs {name}.py: neither beside {Path(__file__).resolve()} "
+                          f"nor the alumet_setup package is there ({error})") from error
 
 
 # One parser of /proc mount options and hidepid levels (names since Linux 5.8, numbers before), the
