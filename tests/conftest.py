@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
 
-import prepare  # noqa: E402  (tests/bed is not a package)
+import installed_tool  # noqa: E402  (tests/bed is not a package)
+import prepare  # noqa: E402
 import rust_mirror  # noqa: E402
 import services  # noqa: E402
 import sshd  # noqa: E402
@@ -49,6 +50,14 @@ def bed(bed_env: dict[str, str]) -> Iterator[dict[str, str]]:
             "rustup_update_root": services.RUSTUP_UPDATE_ROOT,
             "git_url": services.GIT_URL,
         }
+
+
+@pytest.fixture(scope="session")
+def tool(tmp_path_factory: pytest.TempPathFactory) -> installed_tool.InstalledTool:
+    """alumet-setup installed by the README's first command (a wheel in a venv, not the checkout): what the
+    end-to-end tiers run, from a directory outside the checkout."""
+    base = tmp_path_factory.mktemp("installed-tool")
+    return installed_tool.install(base / "home", base / "work")
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def commands(section: str, program: str = "alumet-setup") -> list[list[str]]:
-    """The `program ...` lines of the ```sh blocks under README.md's `## section`."""
+def lines(section: str) -> list[str]:
+    """The lines of the ```sh blocks under README.md's `## section`, as written."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     found = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
     if found is None:
         raise LookupError(f"README.md has no '## {section}' section")
     blocks = re.findall(r"^```sh\n(.*?)^```", found[1], re.MULTILINE | re.DOTALL)
-    return [shlex.split(line) for block in blocks for line in block.splitlines() if line.startswith(program + " ")]
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def commands(section: str, program: str = "alumet-setup") -> list[list[str]]:
+    """The `program ...` lines of the ```sh blocks under README.md's `## section`, as argv."""
+    return [shlex.split(line) for line in lines(section) if line.startswith(program + " ")]
 
 
 def substitute(argv: list[str], settings: dict[str, str], host: str | None = None) -> list[str]:

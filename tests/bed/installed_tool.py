@@ -1,0 +1,82 @@
+"""alumet-setup as a user gets it: the README's first command, run as written, in a HOME of its own.
+
+That command builds a wheel from the checkout and installs it into a venv (`pip install .`, not `-e`), then
+runs doctor on this machine. The end-to-end tiers drive the `alumet-setup` it installed, from a directory
+outside the checkout and with the checkout not importable, so they test the package that ships.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import readme_commands
+
+ROOT = readme_commands.ROOT
+SECTION = "Install and run doctor on this machine"
+VENV = Path(".local/share/alumet-setup")  # under HOME, as the README writes it
+
+
+class InstallFailed(RuntimeError):
+    """The README's command did not install a working alumet-setup."""
+
+
+@dataclass(frozen=True)
+class InstalledTool:
+    home: Path      # the HOME the README's command ran in
+    workdir: Path   # a directory outside the checkout, where the tool is run from
+    program: Path   # <home>/.local/share/alumet-setup/bin/alumet-setup
+    first_run: subprocess.CompletedProcess[str]  # the README command's own output (ends with doctor here)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """This environment without anything that would make the checkout importable."""
+        return {**user_env(), **extra}
+
+    def run(self, *args: str, timeout: float = 900, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        """`alumet-setup ARGS` from `workdir`; output captured as text. kwargs go to subprocess.run (env...)."""
+        kwargs.setdefault("env", self.env())
+        return subprocess.run([str(self.program), *args], cwd=kwargs.pop("cwd", self.workdir), capture_output=True,
+                              text=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+
+
+def user_env() -> dict[str, str]:
+    """os.environ as a user's shell has it: no PYTHONPATH, no virtual environment of the checkout on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    checkout_bins = {str(ROOT / ".venv" / "bin")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", os.defpath).split(os.pathsep) if p not in checkout_bins)
+    return env
+
+
+def readme_install_line() -> str:
+    """The README's first command, as written (one line of its first ```sh block)."""
+    lines = readme_commands.lines(SECTION)
+    if not lines:
+        raise LookupError(f"README.md's '{SECTION}' has no command")
+    return lines[0]
+
+
+def install(home: Path, workdir: Path) -> InstalledTool:
+    """Run the README's first command from the checkout with HOME=home; InstallFailed when no tool came of it.
+
+    As root on a machine without sudo, the leading `sudo ` is left out, as the README says to do there.
+    """
+    line = readme_install_line()
+    if os.geteuid() == 0 and shutil.which("sudo") is None:
+        line = line.replace("sudo ", "")
+    home.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["bash", "-c", line], cwd=ROOT, env={**user_env(), "HOME": str(home)},
+                          capture_output=True, text=True, timeout=900, check=False)
+    program = home / VENV / "bin" / "alumet-setup"
+    # The line ends with doctor on this machine: 0 ready, 1 a plugin blocked here; 2 or more is a failure.
+    if proc.returncode not in (0, 1) or not program.is_file():
+        raise InstallFailed(f"README command failed (exit {proc.returncode}): {line}\n{proc.stdout}\n{proc.stderr}")
+    where = subprocess.run([str(program.parent / "python"), "-c", "import alumet_setup; print(alumet_setup.__file__)"],
+                           cwd=workdir, env=user_env(), capture_output=True, text=True, check=False)
+    package = Path(where.stdout.strip())
+    if where.returncode != 0 or ROOT in package.parents or (home / VENV) not in package.parents:
+        raise InstallFailed(f"the installed alumet_setup is not the venv's own copy: {where.stdout}{where.stderr}")
+    return InstalledTool(home=home, workdir=workdir, program=program, first_run=proc)
