@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .exits import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, exit_code
+from .textsafe import visible
 
 
 class UsageFailure(click.ClickException):
@@ -30,8 +31,7 @@ class UsageFailure(click.ClickException):
 def error(message: str) -> None:
     """One `alumet-setup: error:` line on stderr, whatever the message quotes of the user's input: a
     character that would break the line or the terminal (newline, vertical tab, ESC, U+2028) is escaped."""
-    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
-    click.echo(f"alumet-setup: error: {text}", err=True)
+    click.echo(f"alumet-setup: error: {visible(message)}", err=True)
 
 
 def fail(message: str) -> NoReturn:
