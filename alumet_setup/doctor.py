@@ -17,6 +17,7 @@ from . import __version__
 from .checks import load_all
 from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status, dependency_order
 from .hosts import Host, HostError
+from .textsafe import visible
 from .threads import parallel_map
 
 SCHEMA_VERSION = 2  # 2: "fix" is a list of commands (docs/doctor-schema.json)
@@ -256,8 +257,21 @@ def diagnose_many(connectors: Sequence[tuple[str, Callable[[], Host]]], options:
     return parallel_map(one, connectors, workers)
 
 
+def shown(report: Report) -> Report:
+    """The report as the text output shows it: every string that came from the host or the user (its name,
+    why it is unreachable, details, fix commands, plugin reasons) escaped by textsafe.visible, so that none
+    can drive the terminal or forge a line. --json needs none of it (json.dumps escapes)."""
+    results = [dataclasses.replace(r, finding=dataclasses.replace(
+        r.finding, detail=visible(r.finding.detail), fix=tuple(visible(c) for c in r.finding.fix)))
+        for r in report.results]
+    plugins = [dataclasses.replace(p, reasons=[visible(reason) for reason in p.reasons]) for p in report.plugins]
+    return dataclasses.replace(report, host=visible(report.host), results=results, plugins=plugins,
+                               error=None if report.error is None else visible(report.error))
+
+
 def render_table(reports: Sequence[Report]) -> str:
     """host | ready | summary, one row per host, after the reports of several hosts."""
+    reports = [shown(r) for r in reports]
     rows = [(r.host, "unreachable" if r.error is not None else "yes" if r.ready else "no", r.summary())
             for r in reports]
     width = max(4, *(len(h) for h, _, _ in rows))
@@ -305,7 +319,9 @@ def remedy_lines(finding: Finding) -> list[str]:
 
 
 def render_text(report: Report, color: bool = False, verbose: bool = False) -> str:
-    """The grouped human report, ending in the one-line summary."""
+    """The grouped human report, ending in the one-line summary. Host strings are escaped first (shown),
+    the colours added after: only the tool's own escape sequences reach the terminal."""
+    report = shown(report)
 
     def paint(text: str, fg: str | None, bold: bool = False) -> str:
         if not color or (fg is None and not bold):

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .exits import EXIT_NOT_READY, exit_code
+from .textsafe import visible
 
 
 class BadInput(ValueError):
@@ -156,5 +157,5 @@ def _up_to_date_hosts(targets: Sequence[Any], inventory: str | None, user: str |
     surveys = uptodate.survey(surveyed, steps, digest)
     for s in surveys:
         state = "up to date, left out (--full runs it)" if s.up_to_date else f"runs: {s.reason}"
-        click.echo(f"{s.host}: {state} [{s.seconds:.1f}s]")
+        click.echo(visible(f"{s.host}: {state} [{s.seconds:.1f}s]"))  # the reason quotes the host (textsafe)
     return [s.host for s in surveys if s.up_to_date]

@@ -32,6 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .textsafe import visible
+
 KEEP_RUNS = 10
 STATS_COLUMNS = ("ok", "changed", "failed", "unreachable", "skipped")
 _STATS_KEYS = {"ok": "ok", "changed": "changed", "failed": "failures", "unreachable": "dark", "skipped": "skipped"}
@@ -235,7 +237,9 @@ class Progress:
 
     def __init__(self, echo: Callable[[str], None], verbosity: int = 0, diff: bool = False,
                  root_logins: Mapping[str, str] | None = None):
-        self.echo = echo
+        # Every line quotes the hosts (task names, messages, program output, diffs of their files): each is
+        # one line, its control characters escaped (textsafe), whatever a host or a program wrote.
+        self.echo: Callable[[str], None] = lambda line: echo(visible(line))
         self.root_logins = dict(root_logins or {})  # host -> how to reach it as root (escalation failures)
         self.verbosity = verbosity
         self.diff = diff
@@ -319,7 +323,8 @@ class Progress:
                 if re.match(r"\s*(\[ERROR\]|ERROR!)", line):
                     self.errors.append(_one_line(re.sub(r"^\s*(\[ERROR\]:?|ERROR!)\s*", "", line)))
             if self.verbosity and text.strip():
-                self.echo(text.rstrip())
+                for line in text.rstrip().replace("\r\n", "\n").split("\n"):  # a pty's line ends
+                    self.echo(line)
 
 
 def _strip_ansi(text: str) -> str:
@@ -339,13 +344,14 @@ def stats_from_event(data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
 def render_summary(stats: Mapping[str, Mapping[str, int]], hosts: Iterable[str] = ()) -> list[str]:
     """The per-host table; a host that never ran (no events) shows as unreachable-less dashes."""
     names = list(dict.fromkeys([*hosts, *stats]))
-    width = max([4, *(len(n) for n in names)])
+    # An inventory's host names are shown as any host string is (textsafe).
+    rows = [(visible(name), stats.get(name)) for name in names]
+    width = max([4, *(len(shown) for shown, _ in rows)])
     lines = [f"{'host':<{width}}  " + "  ".join(f"{c:>{max(len(c), 3)}}" for c in STATS_COLUMNS)]
-    for name in names:
-        row = stats.get(name)
+    for shown, row in rows:
         cells = [str(row[c]) if row else "-" for c in STATS_COLUMNS]
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{max(len(c), 3)}}" for v, c in zip(cells, STATS_COLUMNS,
-                                                                                                strict=True)))
+        lines.append(f"{shown:<{width}}  " + "  ".join(f"{v:>{max(len(c), 3)}}" for v, c in zip(cells, STATS_COLUMNS,
+                                                                                                 strict=True)))
     return lines
 
 
