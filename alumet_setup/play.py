@@ -60,7 +60,8 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
         ad_hoc_names = [t.name for t in targets if not t.from_inventory]
         expected = ad_hoc_names + (expand_hosts(inventory, [t.name for t in targets if t.from_inventory])
                                    if inventory else [])
-    except (SettingError, InventoryError, resources.ResourceMissing) as exc:
+        runs = runner.runs_directory()
+    except (SettingError, InventoryError, resources.ResourceMissing, runner.StateDirError) as exc:
         raise BadInput(str(exc)) from None
     extravars.update(build_settings(build_host, build_on_each, expected))
     if playbook_name == "install":
@@ -91,7 +92,7 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
             limit=",".join(t.name for t in targets if t.from_inventory) or None,
             extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=check, diff=diff,
             verbosity=verbose, remote_user=user if inventory else None, become_password=password,
-            roles_path=roles, echo=click.echo,
+            roles_path=roles, echo=click.echo, runs_dir=runs,
         )
     except runner.RunnerError as exc:
         error(str(exc))

@@ -3,7 +3,9 @@
 Known ansible-runner traps handled here (see docs/architecture.md):
 * the event handler returns True, or events and stats are dropped;
 * quiet=True, since the runner forces its own stdout callback: progress is rendered from events;
-* artifacts are kept under a state directory and rotated (rotate_artifacts);
+* artifacts are kept under a state directory and rotated by claim_run, not by the runner's rotate_artifacts
+  (which removed whatever the directory held: a stray file failed every later run, two runs at once
+  failed each other, a symlinked directory lost its target's content);
 * the runner copies the whole environment into the run and into artifacts/command: only ANSIBLE_*
   and ENV_ALLOW reach it;
 * `passwords=` given to ansible_runner.run() is dumped to env/passwords on disk: RunnerConfig is
@@ -18,15 +20,18 @@ Known ansible-runner traps handled here (see docs/architecture.md):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shlex
 import shutil
+import stat
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -80,10 +85,104 @@ class RunResult:
         return self.rc == 0 and bool(hosts) and all(self.host_ok(h) for h in hosts)
 
 
+class StateDirError(RunnerError):
+    """The directory of run logs cannot be used (install refuses it before anything runs). One line."""
+
+
 def state_dir() -> Path:
-    """$XDG_STATE_HOME/alumet-setup (default ~/.local/state/alumet-setup)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    """$XDG_STATE_HOME/alumet-setup (default ~/.local/state/alumet-setup). A relative XDG_STATE_HOME is
+    ignored, as the XDG base directory specification says."""
+    base = os.environ.get("XDG_STATE_HOME") or ""
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "alumet-setup"
+
+
+def runs_directory(runs: Path | None = None) -> Path:
+    """The directory of run logs (default state_dir()/runs), made (0700) when missing. StateDirError when
+    it cannot be made or is not a real directory: a symlink is refused, since rotation removes runs in it."""
+    runs = runs or state_dir() / "runs"
+    try:
+        runs.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileExistsError):
+            runs.mkdir(mode=0o700)
+        st = os.lstat(runs)
+    except OSError as exc:
+        where = f" (XDG_STATE_HOME={os.environ['XDG_STATE_HOME']})" if os.environ.get("XDG_STATE_HOME") else ""
+        raise StateDirError(f"cannot make the run log directory {runs}{where}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise StateDirError(f"the run log directory {runs} is a symbolic link: not used (old runs are removed "
+                            "from it; make it a real directory)")
+    if not stat.S_ISDIR(st.st_mode):
+        from .safe_io import kind
+
+        raise StateDirError(f"the run log directory {runs} is {kind(st.st_mode)}, not a directory")
+    return runs
+
+
+# A run's directory: the local time it started, to the microsecond (older versions: a random suffix).
+RUN_NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+
+
+@contextlib.contextmanager
+def claim_run(runs: Path, keep: int = KEEP_RUNS) -> Iterator[Path]:
+    """A new run directory in `runs`, held for as long as the run lasts (a shared flock, which rotation
+    respects), after removing the runs beyond the `keep` newest (rotate_runs)."""
+    # Locked under a private name first, then renamed over its reserved run name: rotation never sees it
+    # unlocked, whatever the clock did.
+    fresh = runs / f".new-{uuid.uuid4().hex}"
+    try:
+        fresh.mkdir(mode=0o700)
+        fd = os.open(fresh, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StateDirError(f"cannot make a run directory in {runs}: {exc.strerror or exc}") from None
+    try:
+        with contextlib.suppress(OSError):  # no flock on this file system: runs in progress are not skipped
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            while True:
+                now = time.time()
+                final = runs / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{int(now % 1 * 1e6):06d}"
+                with contextlib.suppress(FileExistsError):
+                    final.mkdir(mode=0o700)  # reserves the name: two runs in one microsecond get two
+                    break
+            fresh.rename(final)
+        except OSError as exc:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise StateDirError(f"cannot make a run directory in {runs}: {exc.strerror or exc}") from None
+        rotate_runs(runs, max(keep, 1))
+        yield final
+    finally:
+        os.close(fd)
+
+
+def rotate_runs(runs: Path, keep: int) -> None:
+    """Remove all but the `keep` newest runs (by the time in their names). Anything not named like a run
+    (RUN_NAME), not a real directory, or held by a run in progress is left alone; a run that another
+    process removes meanwhile is no error."""
+    try:
+        with os.scandir(runs) as entries:
+            names = sorted(e.name for e in entries if RUN_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
+    except OSError:
+        return
+    for name in names[: max(0, len(names) - keep)]:
+        _remove_run(runs / name)
+
+
+def _remove_run(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # removed by another run meanwhile, or no longer a directory
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run in progress (or another rotation) holds it
+        held, there = os.fstat(fd), os.lstat(path)
+        if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
 
 
 def _one_line(text: Any, limit: int = 300) -> str:
@@ -395,91 +494,90 @@ def run_playbook(
 
     from .inventory import write_inventory
 
-    runs = runs_dir or state_dir() / "runs"
-    runs.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ident = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    progress = Progress(echo, verbosity, diff=diff, root_logins=root_logins(generated_inventory))
-    artifact_dir = runs / ident
-    status, rc = "unstarted", None
-    try:
-        sources = [str(Path(p).resolve()) for p in inventory]
-        if generated_inventory is not None:
-            sources.append(str(write_inventory(private / "inventory", dict(generated_inventory))))
-        cmdline: list[str] = []
-        if extravars:
-            # Our own file rather than RunnerConfig(extravars=): every string in it is tagged !unsafe,
-            # so a value such as "{{ lookup('pipe', ...) }}" reaches the play as text, never as code.
-            from .ansible_data import to_yaml
-
-            vars_file = private / "extravars.yml"
-            vars_file.write_text(to_yaml(extravars), encoding="utf-8")
-            vars_file.chmod(0o600)
-            cmdline += ["--extra-vars", f"@{vars_file}"]
-        if check:
-            cmdline.append("--check")
-        if diff:
-            cmdline.append("--diff")
-        if remote_user:
-            cmdline += ["--user", remote_user]
-        passwords = None
-        if become_password is not None:
-            cmdline.append("--ask-become-pass")
-            passwords = {BECOME_PROMPT: become_password}
-        # The venv's bin directory first: pipx and plain venvs do not put ansible-playbook on PATH.
-        bin_dir = str(Path(sys.executable).parent)
-        path = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
-        control_dir = private / "cp"
-        control_dir.mkdir(mode=0o700)
-        envvars = {"PATH": path, "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
-                   "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False",
-                   # Both: an ansible.cfg control_path would otherwise win over the directory.
-                   "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
-                   "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
-                   "ANSIBLE_REMOTE_TMP": f"{REMOTE_DIR}/tmp", "ANSIBLE_ASYNC_DIR": f"{REMOTE_DIR}/async",
-                   # This machine's own temporary files go with the run's private directory.
-                   "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
-                   # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns of
-                   # ~200 tasks are mostly these round trips. Needs sudo without requiretty (Debian, Ubuntu).
-                   "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True")}
-        config = RunnerConfig(
-            private_data_dir=str(private),
-            artifact_dir=str(runs),
-            ident=ident,
-            rotate_artifacts=keep,
-            playbook=str(playbook),
-            inventory=sources or None,
-            limit=limit,
-            tags=",".join(tags) or None,
-            skip_tags=",".join(skip_tags) or None,
-            verbosity=verbosity or None,
-            forks=forks,
-            cmdline=shlex.join(cmdline) if cmdline else None,
-            passwords=passwords,
-            roles_path=[str(roles_path)] if roles_path else None,
-            envvars=envvars,
-            quiet=True,
-        )
-        config.prepare()
-        config.env = _environment(config.env, envvars)
-        runner = Runner(config, event_handler=progress)
+    runs = runs_directory(runs_dir)
+    with claim_run(runs, keep) as artifact_dir:
+        private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
+        progress = Progress(echo, verbosity, diff=diff, root_logins=root_logins(generated_inventory))
+        status, rc = "unstarted", None
         try:
-            status, rc = runner.run()
-            artifact_dir = Path(config.artifact_dir)
-        except AnsibleRunnerException as exc:
-            raise RunnerError(f"ansible-runner failed: {_one_line(exc)}") from None
-    finally:
-        from .hosts import close_masters
+            sources = [str(Path(p).resolve()) for p in inventory]
+            if generated_inventory is not None:
+                sources.append(str(write_inventory(private / "inventory", dict(generated_inventory))))
+            cmdline: list[str] = []
+            if extravars:
+                # Our own file rather than RunnerConfig(extravars=): every string in it is tagged !unsafe,
+                # so a value such as "{{ lookup('pipe', ...) }}" reaches the play as text, never as code.
+                from .ansible_data import to_yaml
 
-        close_masters(str(private / "cp"))
-        shutil.rmtree(private, ignore_errors=True)
+                vars_file = private / "extravars.yml"
+                vars_file.write_text(to_yaml(extravars), encoding="utf-8")
+                vars_file.chmod(0o600)
+                cmdline += ["--extra-vars", f"@{vars_file}"]
+            if check:
+                cmdline.append("--check")
+            if diff:
+                cmdline.append("--diff")
+            if remote_user:
+                cmdline += ["--user", remote_user]
+            passwords = None
+            if become_password is not None:
+                cmdline.append("--ask-become-pass")
+                passwords = {BECOME_PROMPT: become_password}
+            # The venv's bin directory first: pipx and plain venvs do not put ansible-playbook on PATH.
+            bin_dir = str(Path(sys.executable).parent)
+            path = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
+            control_dir = private / "cp"
+            control_dir.mkdir(mode=0o700)
+            envvars = {"PATH": path,
+                       "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
+                       "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False",
+                       # Both: an ansible.cfg control_path would otherwise win over the directory.
+                       "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+                       "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
+                       "ANSIBLE_REMOTE_TMP": f"{REMOTE_DIR}/tmp", "ANSIBLE_ASYNC_DIR": f"{REMOTE_DIR}/async",
+                       # This machine's own temporary files go with the run's private directory.
+                       "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+                       # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns of
+                       # ~200 tasks are mostly these round trips. Needs sudo without requiretty (Debian, Ubuntu).
+                       "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True")}
+            config = RunnerConfig(
+                private_data_dir=str(private),
+                artifact_dir=str(runs),
+                ident=artifact_dir.name,
+                rotate_artifacts=0,  # claim_run rotates: the runner's own removes whatever is there
+                playbook=str(playbook),
+                inventory=sources or None,
+                limit=limit,
+                tags=",".join(tags) or None,
+                skip_tags=",".join(skip_tags) or None,
+                verbosity=verbosity or None,
+                forks=forks,
+                cmdline=shlex.join(cmdline) if cmdline else None,
+                passwords=passwords,
+                roles_path=[str(roles_path)] if roles_path else None,
+                envvars=envvars,
+                quiet=True,
+            )
+            config.prepare()
+            config.env = _environment(config.env, envvars)
+            runner = Runner(config, event_handler=progress)
+            try:
+                status, rc = runner.run()
+                artifact_dir = Path(config.artifact_dir)
+            except AnsibleRunnerException as exc:
+                raise RunnerError(f"ansible-runner failed: {_one_line(exc)}") from None
+        finally:
+            from .hosts import close_masters
 
-    if not progress.stats:
-        detail = progress.errors[0] if progress.errors else _last_output_line(artifact_dir) or status
-        raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
-    return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
-                     artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
-                     unreachable=progress.unreachable, escalation=progress.escalation)
+            close_masters(str(private / "cp"))
+            shutil.rmtree(private, ignore_errors=True)
+
+        if not progress.stats:
+            detail = progress.errors[0] if progress.errors else _last_output_line(artifact_dir) or status
+            raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
+        return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
+                         artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
+                         unreachable=progress.unreachable, escalation=progress.escalation)
 
 
 def _last_output_line(artifact_dir: Path) -> str:

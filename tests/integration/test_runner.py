@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +58,9 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     playbook.write_text(PLAYBOOK)
     runs = base / "runs"
     runs.mkdir()
-    for i in range(5):  # older runs: rotation must drop the oldest
-        old = runs / f"old-{i}"
-        old.mkdir()
-        os.utime(old, (time.time() - 1000 + i, time.time() - 1000 + i))
+    for i in range(5):  # older runs: rotation must drop the oldest (by the time in their names)
+        (runs / f"20200101-00000{i}-abcdef").mkdir()
+    (runs / "not-a-run").mkdir()  # never rotated: not named like a run
     lines: list[str] = []
     events: list[dict[str, Any]] = []
     progress_call = runner.Progress.__call__
@@ -136,7 +134,8 @@ def test_rendering_replays_the_captured_events(real_run: dict[str, Any]) -> None
 def test_artifacts_rotated_and_kept(real_run: dict[str, Any]) -> None:
     runs: Path = real_run["runs"]
     kept = sorted(p.name for p in runs.iterdir())
-    assert len(kept) == 3 and "old-0" not in kept and "old-2" not in kept
+    new = real_run["result"].artifact_dir.name
+    assert kept == sorted(["20200101-000003-abcdef", "20200101-000004-abcdef", new, "not-a-run"])
     assert real_run["result"].artifact_dir.parent == runs
     assert (real_run["result"].artifact_dir / "job_events").is_dir()
 
