@@ -202,29 +202,16 @@ def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
 # Ansible's loader expands (it has no limit of its own) until memory runs out.
 MAX_NODES = 500_000
 MAX_DIRECTORY_FILES = 200
+MAX_DIRECTORIES = 200
 
 
 def check_text_inventory(path: str) -> None:
-    """Refuse, in one InventoryError line, what Ansible should not be handed as an inventory: anything
-    but readable UTF-8 text of at most safe_io.MAX_READ bytes (a directory: each file in it), and
-    YAML whose aliases expand to more than MAX_NODES values."""
-    from .safe_io import UnsafeFile, kind, read_text
+    """Refuse, in one InventoryError line, what Ansible should not be handed as an inventory: any file it
+    would read (inventory_files) that is not readable UTF-8 text of at most safe_io.MAX_READ bytes (a FIFO
+    or a device is refused unopened), and YAML whose aliases expand to more than MAX_NODES values."""
+    from .safe_io import UnsafeFile, read_text
 
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InventoryError(f"--inventory {path}: no such file") from None
-    except OSError as exc:
-        raise InventoryError(f"--inventory {path}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(st.st_mode):
-        files = _files_under([path], path)
-    elif stat.S_ISREG(st.st_mode):
-        # Ansible also reads group_vars/ and host_vars/ beside an inventory file.
-        here = os.path.dirname(os.path.abspath(path))
-        files = [path, *_files_under([os.path.join(here, d) for d in ("group_vars", "host_vars")], path)]
-    else:
-        raise InventoryError(f"--inventory {path}: {kind(st.st_mode)}, not an inventory file")
-    for file in files:
+    for file in inventory_files(path):
         try:
             text = read_text(file)
         except UnsafeFile as exc:
@@ -232,18 +219,69 @@ def check_text_inventory(path: str) -> None:
         _count_nodes(file, text)
 
 
-def _files_under(directories: Sequence[str], shown: str) -> list[str]:
-    """The regular files under `directories` (recursively, hidden ones skipped as Ansible does), at most
-    MAX_DIRECTORY_FILES of them."""
-    files: list[str] = []
-    for top in directories:
-        for parent, dirs, names in os.walk(top):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            files += [os.path.join(parent, n) for n in sorted(names)
-                      if not n.startswith(".") and os.path.isfile(os.path.join(parent, n))]
-            if len(files) > MAX_DIRECTORY_FILES:
-                raise InventoryError(f"--inventory {shown}: more than {MAX_DIRECTORY_FILES} files to read")
-    return files
+def inventory_files(path: str) -> list[str]:
+    """Every file Ansible may read for the inventory `path`, links followed as Ansible follows them: an
+    inventory file, then what group_vars/ and host_vars/ beside it hold; or everything under a directory
+    inventory (its group_vars/, host_vars/ and subdirectories). Hidden names are skipped, as Ansible skips
+    them; anything else is listed whatever it is (a FIFO, a device, a dangling link), for the reader to
+    refuse. InventoryError for a path that is neither a file nor a directory, a directory link loop, or
+    more than MAX_DIRECTORY_FILES files or MAX_DIRECTORIES directories."""
+    from .safe_io import kind
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InventoryError(f"--inventory {path}: no such file") from None
+    except OSError as exc:
+        raise InventoryError(f"--inventory {path}: {exc.strerror or exc}") from None
+    walk = _Walk(path)
+    if stat.S_ISDIR(st.st_mode):
+        walk.directory(path, frozenset())
+        return walk.files
+    if not stat.S_ISREG(st.st_mode):
+        raise InventoryError(f"--inventory {path}: {kind(st.st_mode)}, not an inventory file")
+    walk.files.append(path)
+    here = os.path.dirname(os.path.abspath(path))
+    for name in ("group_vars", "host_vars"):  # Ansible skips them, with a warning, when not directories
+        if os.path.isdir(os.path.join(here, name)):
+            walk.directory(os.path.join(here, name), frozenset())
+    return walk.files
+
+
+class _Walk:
+    """The files under directories, links followed, bounded (inventory_files)."""
+
+    def __init__(self, shown: str):
+        self.shown = shown
+        self.files: list[str] = []
+        self.directories = 0
+
+    def directory(self, top: str, ancestors: frozenset[tuple[int, int]]) -> None:
+        try:
+            st = os.stat(top)
+            self.directories += 1
+            if self.directories > MAX_DIRECTORIES:
+                raise InventoryError(f"--inventory {self.shown}: more than {MAX_DIRECTORIES} directories to read")
+            here = (st.st_dev, st.st_ino)
+            if here in ancestors:  # Ansible would go round it until the path is too long
+                raise InventoryError(f"--inventory {top}: a link back to a directory that contains it (a loop)")
+            names: list[str] = []
+            with os.scandir(top) as entries:
+                for entry in entries:
+                    if not entry.name.startswith("."):
+                        names.append(entry.name)
+                        if len(names) > MAX_DIRECTORY_FILES:
+                            break
+        except OSError as exc:
+            raise InventoryError(f"--inventory {top}: {exc.strerror or exc}") from None
+        for name in sorted(names):
+            full = os.path.join(top, name)
+            if os.path.isdir(full):
+                self.directory(full, ancestors | {here})
+                continue
+            self.files.append(full)
+            if len(self.files) > MAX_DIRECTORY_FILES:
+                raise InventoryError(f"--inventory {self.shown}: more than {MAX_DIRECTORY_FILES} files to read")
 
 
 def _count_nodes(path: str, text: str) -> None:

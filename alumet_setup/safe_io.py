@@ -42,7 +42,13 @@ def _os_error(exc: OSError) -> UnsafeFile:
 def read_bytes(path: str, limit: int = MAX_READ) -> bytes:
     """At most `limit` bytes of a regular file, or UnsafeFile saying why not."""
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; the fstat below then refuses it.
+        st = os.stat(path)  # a device is refused unopened: opening some has effects of its own
+    except OSError as exc:
+        raise _os_error(exc) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeFile(f"{kind(st.st_mode)}, not a regular file")
+    try:
+        # O_NONBLOCK: opening a FIFO (put there since the stat) must not wait for a writer; fstat refuses it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise _os_error(exc) from None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, resources, safe_io
+from .inventory import InventoryError, inventory_files
 
 # Bounds on what is hashed: beyond them there is no fast path (the host, or the run, goes the full way).
 MAX_INVENTORY_BYTES = 4 * 1024 * 1024
@@ -58,17 +59,6 @@ def _tree_digest(digest: Any, root: Path) -> None:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
 
 
-def _inventory_files(inventory: str) -> list[Path]:
-    """The inventory and the variable files Ansible reads beside it."""
-    path = Path(inventory)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    found = [path]
-    for name in ("group_vars", "host_vars"):
-        found += sorted(p for p in (path.parent / name).rglob("*") if p.is_file())
-    return found
-
-
 def run_digest(extravars: Mapping[str, Any], inventory: str | None) -> str | None:
     """The sha256 of everything that decides what install does to a host, None when an inventory file
     cannot be read within MAX_INVENTORY_BYTES (then every host runs)."""
@@ -80,12 +70,12 @@ def run_digest(extravars: Mapping[str, Any], inventory: str | None) -> str | Non
     if inventory is not None:
         total = 0
         try:
-            for path in _inventory_files(inventory):
+            for path in inventory_files(inventory):
                 # Bounded by what is left of the budget: a FIFO, a device or a huge file is refused unread.
-                data = safe_io.read_bytes(str(path), MAX_INVENTORY_BYTES - total)
+                data = safe_io.read_bytes(path, MAX_INVENTORY_BYTES - total)
                 total += len(data)
-                digest.update(str(path).encode() + b"\0" + data + b"\0")
-        except (OSError, safe_io.UnsafeFile):
+                digest.update(path.encode() + b"\0" + data + b"\0")
+        except (OSError, safe_io.UnsafeFile, InventoryError):
             return None
     return digest.hexdigest()
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import hostile as hostile_trees
 import pytest
 
-from alumet_setup.inventory import InventoryError, Target, build_inventory, expand_hosts, parse_host, resolve_targets
+from alumet_setup.inventory import (
+    InventoryError,
+    Target,
+    build_inventory,
+    expand_hosts,
+    parse_host,
+    resolve_targets,
+    ssh_targets,
+)
 
 
 @pytest.mark.parametrize(("spec", "address", "user", "port", "name"), [
@@ -151,3 +161,77 @@ def test_group_vars_beside_an_inventory_are_checked_too(tmp_path: Path) -> None:
     (tmp_path / "group_vars" / "lab.yml").write_text(BOMB.replace("all:\n  hosts:\n    h1: {bomb: *i}\n", "x: *i\n"))
     with pytest.raises(InventoryError, match=r"group_vars/lab\.yml: its YAML aliases expand"):
         resolve_targets([], str(tmp_path / "hosts.ini"))
+
+
+# Where a hostile file sits in an inventory layout: (the -i argument, the file Ansible would read there).
+LAYOUTS = {
+    "a file of a directory inventory": ("inv", "inv/more"),
+    "group_vars/all beside an inventory file": ("hosts.ini", "group_vars/all"),
+    "group_vars/all.yml of a directory inventory": ("inv", "inv/group_vars/all.yml"),
+    "host_vars/h1 beside an inventory file": ("hosts.ini", "host_vars/h1"),
+    "a subdirectory of group_vars/all/": ("hosts.ini", "group_vars/all/deep/x.yml"),
+    "a symlinked subdirectory of a directory inventory": ("inv", "inv/linked/x.yml"),
+}
+
+
+def _layout(tmp_path: Path, layout: str, kind: str) -> tuple[str, str]:
+    """The layout with a good inventory in it and `kind` where LAYOUTS says; (-i argument, hostile path)."""
+    inventory, hostile = LAYOUTS[layout]
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "hosts.ini").write_text(hostile_trees.GOOD_INI)
+    (tmp_path / "hosts.ini").write_text(hostile_trees.GOOD_INI)
+    if layout == "a symlinked subdirectory of a directory inventory":
+        hostile_trees.plant(tmp_path / "elsewhere" / "x.yml", kind)  # the same file given directly is refused
+        (tmp_path / "inv" / "linked").symlink_to(tmp_path / "elsewhere")
+    else:
+        hostile_trees.plant(tmp_path / hostile, kind)
+    return str(tmp_path / inventory), str(tmp_path / hostile)
+
+
+@pytest.mark.parametrize("kind", sorted(hostile_trees.KINDS))
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_file_ansible_would_read_is_checked_first(tmp_path: Path, layout: str, kind: str) -> None:
+    """A FIFO there hung doctor for ever, /dev/zero grew its memory by 1 GB every 5 s, an alias bomb behind
+    a symlinked directory passed: only the -i file itself was checked, and only regular files under it."""
+    inventory, hostile = _layout(tmp_path, layout, kind)
+    start = time.monotonic()
+    run = hostile_trees.cli("doctor", "-i", inventory)
+    took = time.monotonic() - start
+    assert run.returncode == 2 and run.stdout == "", (run.stdout[-500:], run.stderr[-2000:])
+    assert run.stderr.startswith(f"alumet-setup: error: --inventory {hostile}: ") and run.stderr.count("\n") == 1
+    assert hostile_trees.KINDS[kind] in run.stderr, run.stderr
+    assert took < 10, took  # a second of work at most; the rest is a shared machine's Python start-up
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_install_checks_them_before_anything_runs(tmp_path: Path, layout: str) -> None:
+    inventory, hostile = _layout(tmp_path, layout, "fifo")
+    run = hostile_trees.cli("install", "--check", "-i", inventory)
+    assert run.returncode == 2 and run.stdout == "", (run.stdout[-500:], run.stderr[-2000:])
+    assert run.stderr == f"alumet-setup: error: --inventory {hostile}: a FIFO, not a regular file\n"
+
+
+def test_a_directory_that_links_back_to_itself_is_refused(tmp_path: Path) -> None:
+    """Ansible follows such links: two of them made it parse the inventory 2^40 times."""
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "hosts.ini").write_text(hostile_trees.GOOD_INI)
+    for name in ("a", "b"):
+        (tmp_path / "inv" / name).symlink_to(tmp_path / "inv")
+    run = hostile_trees.cli("doctor", "-i", str(tmp_path / "inv"))
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr == (f"alumet-setup: error: --inventory {tmp_path}/inv/a: a link back to a directory that "
+                          "contains it (a loop)\n")
+
+
+def test_links_to_good_files_and_directories_are_followed(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "lab.ini").write_text("[lab]\nlab01\n")
+    (tmp_path / "vars.yml").write_text("ansible_user: ops\n")
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "linked").symlink_to(tmp_path / "real")
+    (tmp_path / "inv" / "group_vars").mkdir()
+    (tmp_path / "inv" / "group_vars" / "lab.yml").symlink_to(tmp_path / "vars.yml")
+    (tmp_path / "inv" / ".hidden-fifo").parent.mkdir(exist_ok=True)
+    os.mkfifo(tmp_path / "inv" / ".hidden-fifo")  # hidden: Ansible never reads it, nor do we
+    assert [t.name for t in resolve_targets(["lab01"], str(tmp_path / "inv"))] == ["lab01"]
+    assert ssh_targets(str(tmp_path / "inv"), ["lab01"])[0].user == "ops"  # type: ignore[union-attr]
