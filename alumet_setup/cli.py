@@ -38,6 +38,12 @@ def fail(message: str) -> NoReturn:
     raise UsageFailure(message)
 
 
+# -i of doctor, install and uninstall: what Ansible makes of it (docs/SECURITY.md).
+INVENTORY_HELP = ("Ansible inventory, read as Ansible reads it: an INI, YAML or TOML file, or a directory of them, "
+                  "with the group_vars/ and host_vars/ beside it. An executable inventory is run on this machine "
+                  "(as Ansible runs it) and its variables are templated: give only one you would run yourself.")
+
+
 def split_csv(values: Sequence[str]) -> list[str]:
     """`--plugin a,b --plugin c` -> [a, b, c]."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
@@ -100,9 +106,9 @@ def cli() -> None:
                    "of --inventory, or a testinfra URL such as podman://NAME. Repeatable: hosts are checked in "
                    "parallel. Default: this machine.")
 @click.option("-i", "--inventory", default=None, metavar="FILE",
-              help="Ansible inventory (INI or YAML): --host names its hosts or groups (none: all of them), "
-                   "reached with their ansible_host, ansible_port, ansible_user, ansible_ssh_private_key_file "
-                   "and ansible_ssh_common_args.")
+              help=f"{INVENTORY_HELP} --host names its hosts or groups (none: all of them), reached with their "
+                   "ansible_host, ansible_port, ansible_user, ansible_ssh_private_key_file and "
+                   "ansible_ssh_common_args.")
 @click.option("--json", "as_json", is_flag=True, help="Print the versioned JSON report on stdout.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Alumet configuration to validate. Default: /etc/alumet/alumet-config.toml.")
@@ -215,7 +221,7 @@ def _play_options(command: Any) -> Any:
                      help="Act on this host: a host or group of --inventory, or [user@]host[:port] over SSH. "
                           "Repeatable. Default: this machine (local connection)."),
         click.option("-i", "--inventory", default=None, metavar="FILE",
-                     help="Ansible inventory (INI or YAML); without --host, every host in it."),
+                     help=f"{INVENTORY_HELP} Without --host, every host in it."),
         click.option("--user", default=None, metavar="USER", help="SSH user for hosts that do not name one."),
         click.option("--only", multiple=True, metavar="STEP[,STEP]", shell_complete=_complete_steps,
                      help="Run only these steps."),
@@ -393,9 +399,14 @@ def config_validate(file: str, run: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: Click's usage errors become one line and exit 2."""
+    """Console entry point: Click's usage errors become one line and exit 2. The whole run keeps the
+    user's Ansible configuration away from the tool's own Ansible (ansible_config.py)."""
+    from .ansible_config import isolated
+    from .resources import ResourceMissing
+
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="alumet-setup", standalone_mode=False)
+        with isolated():
+            cli.main(args=list(argv) if argv is not None else None, prog_name="alumet-setup", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # `alumet-setup` alone: the help, not an error
         click.echo(exc.ctx.get_help())
         sys.exit(EXIT_OK)
@@ -408,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except ResourceMissing as exc:
+        error(str(exc))
+        sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":

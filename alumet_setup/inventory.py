@@ -155,6 +155,13 @@ def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
     """For doctor: each host of `names` as an SshTarget built from its inventory variables
     (ansible_host/port/user/ssh_private_key_file/ssh_common_args), "local" for a local connection, a
     testinfra podman:// URL for Ansible's podman connection, and a testinfra ansible:// URL for any other."""
+    from .ansible_config import isolated
+
+    with isolated():
+        return _ssh_targets(path, names)
+
+
+def _ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
     import shlex
 
     from ansible.template import Templar
@@ -170,10 +177,15 @@ def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
         host_vars = variables.get_vars(host=manager.get_host(name), include_hostvars=False)
         templar = Templar(loader=loader, variables=host_vars)
 
-        def var(key: str, host_vars: dict[str, Any] = host_vars, templar: Templar = templar) -> str | None:
+        def var(key: str, host_vars: dict[str, Any] = host_vars, templar: Templar = templar,
+                name: str = name) -> str | None:
             for alias in _SSH_VARS[key]:
                 if host_vars.get(alias) not in (None, ""):
-                    return str(templar.template(host_vars[alias]))
+                    try:
+                        return str(templar.template(host_vars[alias]))
+                    except Exception as exc:  # Ansible's template errors are many and multi-line
+                        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                        raise InventoryError(f"--inventory {path}: {name}: {alias}: {first}") from None
             return None
 
         connection = var("connection") or "ssh"
@@ -317,15 +329,18 @@ def _count_nodes(path: str, text: str) -> None:
 def _load(path: str) -> Any:
     """Ansible's InventoryManager for `path`, its parse errors as one InventoryError line."""
     check_text_inventory(path)
-    from ansible.inventory.manager import InventoryManager  # heavy: only install pays for it
-    from ansible.parsing.dataloader import DataLoader
+    from .ansible_config import isolated
 
     noise = io.StringIO()  # Ansible's multi-line parse warnings: replaced by one line below
-    try:
-        with contextlib.redirect_stderr(noise), contextlib.redirect_stdout(noise):
-            manager = InventoryManager(loader=DataLoader(), sources=[os.path.abspath(path)])
-    except Exception as exc:
-        raise InventoryError(f"--inventory {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    with isolated():  # before Ansible's first import: it reads its configuration then
+        from ansible.inventory.manager import InventoryManager  # heavy: only install pays for it
+        from ansible.parsing.dataloader import DataLoader
+
+        try:
+            with contextlib.redirect_stderr(noise), contextlib.redirect_stdout(noise):
+                manager = InventoryManager(loader=DataLoader(), sources=[os.path.abspath(path)])
+        except Exception as exc:
+            raise InventoryError(f"--inventory {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     return manager
 
 

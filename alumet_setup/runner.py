@@ -492,6 +492,7 @@ def run_playbook(
     from ansible_runner.exceptions import AnsibleRunnerException
     from ansible_runner.runner import Runner
 
+    from .ansible_config import users_environment
     from .inventory import write_inventory
 
     runs = runs_directory(runs_dir)
@@ -523,43 +524,45 @@ def run_playbook(
             if become_password is not None:
                 cmdline.append("--ask-become-pass")
                 passwords = {BECOME_PROMPT: become_password}
-            # The venv's bin directory first: pipx and plain venvs do not put ansible-playbook on PATH.
-            bin_dir = str(Path(sys.executable).parent)
-            path = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
-            control_dir = private / "cp"
-            control_dir.mkdir(mode=0o700)
-            envvars = {"PATH": path,
-                       "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
-                       "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False",
-                       # Both: an ansible.cfg control_path would otherwise win over the directory.
-                       "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
-                       "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
-                       "ANSIBLE_REMOTE_TMP": f"{REMOTE_DIR}/tmp", "ANSIBLE_ASYNC_DIR": f"{REMOTE_DIR}/async",
-                       # This machine's own temporary files go with the run's private directory.
-                       "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
-                       # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns of
-                       # ~200 tasks are mostly these round trips. Needs sudo without requiretty (Debian, Ubuntu).
-                       "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True")}
-            config = RunnerConfig(
-                private_data_dir=str(private),
-                artifact_dir=str(runs),
-                ident=artifact_dir.name,
-                rotate_artifacts=0,  # claim_run rotates: the runner's own removes whatever is there
-                playbook=str(playbook),
-                inventory=sources or None,
-                limit=limit,
-                tags=",".join(tags) or None,
-                skip_tags=",".join(skip_tags) or None,
-                verbosity=verbosity or None,
-                forks=forks,
-                cmdline=shlex.join(cmdline) if cmdline else None,
-                passwords=passwords,
-                roles_path=[str(roles_path)] if roles_path else None,
-                envvars=envvars,
-                quiet=True,
-            )
-            config.prepare()
-            config.env = _environment(config.env, envvars)
+            # The user's ANSIBLE_* variables and configuration are for the play (ansible_config.py).
+            with users_environment():
+                # The venv's bin directory first: pipx and plain venvs do not put ansible-playbook on PATH.
+                bin_dir = str(Path(sys.executable).parent)
+                path = os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)])
+                control_dir = private / "cp"
+                control_dir.mkdir(mode=0o700)
+                envvars = {"PATH": path,
+                           "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
+                           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "False",
+                           # Both: an ansible.cfg control_path would otherwise win over the directory.
+                           "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+                           "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
+                           "ANSIBLE_REMOTE_TMP": f"{REMOTE_DIR}/tmp", "ANSIBLE_ASYNC_DIR": f"{REMOTE_DIR}/async",
+                           # This machine's own temporary files go with the run's private directory.
+                           "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+                           # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns of
+                           # ~200 tasks are mostly these round trips. Needs sudo without requiretty (Debian, Ubuntu).
+                           "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True")}
+                config = RunnerConfig(
+                    private_data_dir=str(private),
+                    artifact_dir=str(runs),
+                    ident=artifact_dir.name,
+                    rotate_artifacts=0,  # claim_run rotates: the runner's own removes whatever is there
+                    playbook=str(playbook),
+                    inventory=sources or None,
+                    limit=limit,
+                    tags=",".join(tags) or None,
+                    skip_tags=",".join(skip_tags) or None,
+                    verbosity=verbosity or None,
+                    forks=forks,
+                    cmdline=shlex.join(cmdline) if cmdline else None,
+                    passwords=passwords,
+                    roles_path=[str(roles_path)] if roles_path else None,
+                    envvars=envvars,
+                    quiet=True,
+                )
+                config.prepare()
+                config.env = _environment(config.env, envvars)
             runner = Runner(config, event_handler=progress)
             try:
                 status, rc = runner.run()

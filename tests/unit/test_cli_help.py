@@ -66,3 +66,10 @@ def test_the_command_alone_prints_the_help_and_exits_0():
     assert result.stdout.startswith("Usage: alumet-setup")
     assert "doctor" in result.stdout and "install" in result.stdout
     assert result.stderr == ""
+
+
+def test_inventory_help_says_an_executable_inventory_is_run():
+    for command in ("doctor", "install", "uninstall"):
+        text = " ".join(help_of(command).split())
+        assert "An executable inventory is run on this machine" in text, command
+        assert "INI or YAML)" not in text
