@@ -235,3 +235,14 @@ def test_links_to_good_files_and_directories_are_followed(tmp_path: Path) -> Non
     os.mkfifo(tmp_path / "inv" / ".hidden-fifo")  # hidden: Ansible never reads it, nor do we
     assert [t.name for t in resolve_targets(["lab01"], str(tmp_path / "inv"))] == ["lab01"]
     assert ssh_targets(str(tmp_path / "inv"), ["lab01"])[0].user == "ops"  # type: ignore[union-attr]
+
+
+def test_a_template_error_in_a_connection_variable_is_one_line(tmp_path: Path) -> None:
+    """Before: the template error's traceback (exit 1); a lookup that does not exist, or whose plugin
+    directory is no longer read (test_ansible_config.py), ends there."""
+    path = tmp_path / "hosts.ini"
+    path.write_text("h1 ansible_host=\"{{ lookup('no_such_lookup') }}\"\n")
+    run = hostile_trees.cli("doctor", "-i", str(path))
+    assert run.returncode == 2 and run.stdout == "", run.stderr[-2000:]
+    assert run.stderr.startswith(f"alumet-setup: error: --inventory {path}: h1: ansible_host: ")
+    assert run.stderr.count("\n") == 1 and "no_such_lookup" in run.stderr
