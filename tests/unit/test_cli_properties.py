@@ -3,7 +3,9 @@ stderr line, never prints a traceback, never runs a template, and changes no fil
 
 Nothing generated can reach a host or start a play: run_playbook and connect are replaced by stand-ins
 that stop the run (exit 1 and exit 2 respectively), so the property covers everything before them.
-The number of examples is bounded so that the file runs in well under a minute.
+Inventory trees run the real command line in a subprocess, bounded in time and memory (a regression
+there would hang on a FIFO or read /dev/zero for ever); their hosts are 127.0.0.1 port 1 or no host at all.
+The number of examples is bounded so that the file runs in about a minute.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import contextlib
 import io
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import hostile as hostile_trees
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +30,7 @@ from alumet_setup.settings import STEPS, load_specs
 
 SETTING_NAMES = sorted(load_specs(resources.bundled("roles")))
 PROFILE_PARAMS = sorted({p.name for profile in profiles.PROFILES.values() for p in profile.parameters})
-EXAMPLES = 40  # per test: 4 tests, each example a few hundred ms at most
+EXAMPLES = 40  # per test (but the inventory trees'), each example a few hundred ms at most
 PER_RUN_SECONDS = 20.0  # a hang is what this catches; the CI machine is shared and slow
 
 
@@ -185,3 +189,60 @@ def test_config_render(work: Path, profile: str, sets: list[str], existing: bool
 @given(data=content)
 def test_config_validate(work: Path, data: bytes) -> None:
     run_cli(["config", "validate", _file(work, "validate.toml", data)], work)
+
+
+# Inventory trees: where a file may sit (relative to a directory inventory; with -i its hosts.ini, only
+# group_vars/ and host_vars/ are read) and what it may be: hostile.KINDS, a directory link leading to an
+# alias bomb or back up the tree, or harmless.
+PLACES = ["more", "group_vars/all", "group_vars/all.yml", "group_vars/lab/x.yml", "host_vars/h1", "sub/deeper/x",
+          ".hidden", "sub/.hidden/x", "group_vars/.x.yml"]
+TREE_KINDS = [*hostile_trees.KINDS, "link-to-bomb", "loop", "vars", "link-to-vars"]
+HARMLESS = ("vars", "link-to-vars")
+TREE_EXAMPLES = 25  # each a subprocess: a regression that hangs or eats memory is cut there, not here
+
+
+def _plant_tree(root: Path, entries: dict[str, str]) -> None:
+    inventory = root / "inv"
+    inventory.mkdir()
+    (inventory / "hosts.ini").write_text(hostile_trees.GOOD_INI)
+    (root / "bombs").mkdir()
+    (root / "bombs" / "x.yml").write_text(hostile_trees.BOMB_VARS)
+    (root / "vars").mkdir()
+    (root / "vars" / "x.yml").write_text("ansible_user: ops\n")
+    for place, kind in entries.items():
+        path = inventory / place
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind in hostile_trees.KINDS:
+            hostile_trees.plant(path, kind)
+        elif kind == "vars":
+            path.write_text("ansible_user: ops\n")
+        else:
+            path.symlink_to({"link-to-bomb": root / "bombs", "loop": inventory, "link-to-vars": root / "vars"}[kind])
+
+
+@settings(max_examples=TREE_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.dictionaries(st.sampled_from(PLACES), st.sampled_from(TREE_KINDS), min_size=1, max_size=4),
+       as_file=st.booleans(), command=st.sampled_from([["doctor"], ["install", "--check", "--host", "nope"]]))
+def test_inventory_trees(entries: dict[str, str], as_file: bool, command: list[str]) -> None:
+    """Whatever an inventory directory holds, where Ansible would read it: exit 2, one line, no traceback,
+    never a hang (a FIFO), never memory without bound (/dev/zero), never an expanded alias bomb."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _plant_tree(root, entries)
+        inventory = root / "inv" / "hosts.ini" if as_file else root / "inv"
+        read = [place for place in entries
+                if not any(part.startswith(".") for part in place.split("/"))
+                and (not as_file or place.startswith(("group_vars/", "host_vars/")))]
+        hostile = [place for place in read if entries[place] not in HARMLESS]
+        start = time.monotonic()
+        run = hostile_trees.cli(*command, "-i", str(inventory))
+        took = time.monotonic() - start
+    lines = run.stderr.splitlines()
+    assert run.returncode == 2 and "Traceback" not in run.stderr, (entries, as_file, run.stderr[-2000:])
+    assert lines and all(line.startswith("alumet-setup: error: ") for line in lines), (entries, run.stderr)
+    assert took < PER_RUN_SECONDS, (entries, took)
+    if hostile:
+        assert len(lines) == 1 and lines[0].startswith(f"alumet-setup: error: --inventory {root}/inv/"), (
+            entries, as_file, run.stderr)
+    else:  # a good tree: the stand-in targets (127.0.0.1:1, or no host "nope") end it
+        assert "--inventory" not in run.stderr or "is not a host or group" in run.stderr, (entries, run.stderr)
