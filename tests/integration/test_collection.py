@@ -1,5 +1,6 @@
-"""galaxy.yml makes the repository the collection alumet.setup: build it, install it, and run a role
-of it with its module the way an Ansible user would (read-only, in check mode, on this machine)."""
+"""galaxy.yml makes the repository the collection alumet.setup: build it, install it (ansible-galaxy, both),
+and run a role of it with its module the way an Ansible user would (read-only, in check mode, on this
+machine). test_plugin_forms.py loads each plugin of the collection with an Ansible that lacks alumet_setup."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
+import collection  # tests/bed, put on sys.path by tests/conftest.py
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,13 +20,8 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The collection built from this checkout and installed as an Ansible user would; their environment."""
-    out = tmp_path_factory.mktemp("collection")
-    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", out, ROOT],
-                   check=True, capture_output=True)
-    (archive,) = out.glob("alumet-setup-*.tar.gz")
-    with tarfile.open(archive) as tar:
-        tar.extractall(out / "collections" / "ansible_collections" / "alumet" / "setup", filter="tar")
-    return {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(out / "collections"), "ANSIBLE_NOCOLOR": "1"}
+    collections = collection.install(tmp_path_factory.mktemp("collection"))
+    return {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_NOCOLOR": "1"}
 
 
 def test_built_collection_runs_its_roles_and_modules(tmp_path: Path, env: dict[str, str]) -> None:
@@ -89,3 +85,17 @@ def test_collection_explains_a_refused_agent_with_doctors_words(tmp_path: Path, 
     run = subprocess.run([BIN / "ansible-playbook", play], capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "start the container with --cap-add=SYS_NICE,PERFMON" in run.stdout, run.stdout[-3000:]
+
+
+def test_collection_role_finds_its_templates_from_any_playbook(tmp_path: Path, env: dict[str, str]) -> None:
+    """alumet_config's profiles come from the collection's templates/, whatever directory the user's own
+    playbook is in (not from beside the playbook that runs it)."""
+    play = tmp_path / "play.yml"
+    play.write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: true\n  tasks:\n"
+        "    - ansible.builtin.import_role:\n        name: alumet.setup.alumet_config\n"
+        "        tasks_from: preflight\n")
+    run = subprocess.run([BIN / "ansible-playbook", "--check", play], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, check=False)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "Preflight | Assert the profile's template exists" in run.stdout and "failed=0" in run.stdout
