@@ -209,10 +209,6 @@ def _ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
     return targets
 
 
-# Nodes an inventory may stand for once its YAML aliases are expanded: a real one has hundreds or a
-# few thousand; a "billion laughs" alias bomb of a few hundred bytes stands for billions, which
-# Ansible's loader expands (it has no limit of its own) until memory runs out.
-MAX_NODES = 500_000
 MAX_DIRECTORY_FILES = 200
 MAX_DIRECTORIES = 200
 
@@ -220,15 +216,15 @@ MAX_DIRECTORIES = 200
 def check_text_inventory(path: str) -> None:
     """Refuse, in one InventoryError line, what Ansible should not be handed as an inventory: any file it
     would read (inventory_files) that is not readable UTF-8 text of at most safe_io.MAX_READ bytes (a FIFO
-    or a device is refused unopened), and YAML whose aliases expand to more than MAX_NODES values."""
-    from .safe_io import UnsafeFile, read_text
+    or a device is refused unopened), and YAML beyond safe_io.check_yaml's bounds (an alias bomb, a deep
+    nesting)."""
+    from .safe_io import UnsafeFile, UnsafeYaml, check_yaml, read_text
 
     for file in inventory_files(path):
         try:
-            text = read_text(file)
-        except UnsafeFile as exc:
+            check_yaml(read_text(file))
+        except (UnsafeFile, UnsafeYaml) as exc:
             raise InventoryError(f"--inventory {file}: {exc}") from None
-        _count_nodes(file, text)
 
 
 def inventory_files(path: str) -> list[str]:
@@ -294,36 +290,6 @@ class _Walk:
             self.files.append(full)
             if len(self.files) > MAX_DIRECTORY_FILES:
                 raise InventoryError(f"--inventory {self.shown}: more than {MAX_DIRECTORY_FILES} files to read")
-
-
-def _count_nodes(path: str, text: str) -> None:
-    """Count the nodes of the YAML with its aliases expanded, from the event stream (which never expands
-    them): each alias counts as the size of its anchor's node. INI text is not YAML: no count."""
-    import yaml
-
-    sizes: dict[str, int] = {}  # anchor -> size of its node
-    stack: list[list[Any]] = [[None, 0]]  # open collections: [anchor, size so far]; [0] is the stream
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-                stack.append([event.anchor, 1])
-                continue
-            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-                anchor, size = stack.pop()
-            elif isinstance(event, yaml.ScalarEvent):
-                anchor, size = event.anchor, 1
-            elif isinstance(event, yaml.AliasEvent):
-                anchor, size = None, sizes.get(event.anchor, 1)
-            else:
-                continue
-            if anchor:
-                sizes[anchor] = size
-            stack[-1][1] += size
-            if sum(entry[1] for entry in stack) > MAX_NODES:
-                raise InventoryError(f"--inventory {path}: its YAML aliases expand to more than {MAX_NODES} "
-                                     "values (an alias bomb?): not loaded")
-    except yaml.YAMLError:
-        return
 
 
 def _load(path: str) -> Any:

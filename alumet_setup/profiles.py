@@ -38,7 +38,14 @@ class Parameter:
         return VARIABLE_PREFIX + self.name
 
     def parse(self, text: str) -> Any:
-        """`--set NAME=TEXT` -> the typed value, checked like the validator would."""
+        """`--set NAME=TEXT` -> the typed value, checked like the validator would, and as the templates
+        write it: a value the configuration cannot hold is refused here, naming the parameter, rather
+        than the rendered file as a whole."""
+        from .safe_io import is_utf8
+
+        if not is_utf8(text):
+            raise ProfileError(f"--set {self.name}: the value is not UTF-8 text (bytes the terminal or locale "
+                               "could not decode)")
         value: Any = text
         if self.kind == "bool":
             lowered = text.strip().lower()
@@ -49,6 +56,9 @@ class Parameter:
         alumet_schema.Scalar(self.kind, self.choices).check(value, f"--set {self.name}", errors)
         if errors:
             raise ProfileError(errors[0])
+        if isinstance(value, str) and not _writable(value):
+            raise ProfileError(f"--set {self.name}: {value!a} cannot be written into a TOML configuration by the "
+                               "profile templates")
         return value
 
 
@@ -163,18 +173,37 @@ def templates_dir() -> Path:
     return bundled("templates")
 
 
+def _environment(root: Path | None = None) -> Any:
+    """The Jinja2 environment the templates are rendered with (templates under `root`)."""
+    import jinja2  # here, not at import time: doctor must stay fast
+
+    # ansible.builtin.template's settings, so both give the same bytes: trim_blocks, and trailing
+    # newlines dropped by Jinja (included files' too) then restored for the top template only.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)) if root is not None else None, undefined=jinja2.StrictUndefined,
+        trim_blocks=True, keep_trailing_newline=False, autoescape=False,
+    )
+
+
+def _writable(value: str) -> bool:
+    """Whether a string, written as the templates write every string (`tojson`), is a TOML string: tojson
+    escapes a character beyond U+FFFF (an emoji) as a surrogate pair, which TOML refuses."""
+    import tomllib
+
+    try:
+        tomllib.loads("v = " + _environment().from_string("{{ v | tojson }}").render(v=value))
+    except tomllib.TOMLDecodeError:
+        return False
+    return True
+
+
 def render(profile_name: str, values: Mapping[str, Any] | None = None, template_root: Path | None = None) -> str:
     """The configuration text of a profile; ProfileError when the result would not pass validation."""
     import jinja2  # here, not at import time: doctor must stay fast
 
     profile = get_profile(profile_name)
     root = (template_root or templates_dir()) / TEMPLATE_DIR
-    # ansible.builtin.template's settings, so both give the same bytes: trim_blocks, and trailing
-    # newlines dropped by Jinja (included files' too) then restored for the top template only.
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined, trim_blocks=True,
-        keep_trailing_newline=False, autoescape=False,
-    )
+    env = _environment(root)
     try:
         template = env.get_template(f"{profile.name}.toml.j2")
         text = template.render(variables(profile, values))

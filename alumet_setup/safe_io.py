@@ -6,6 +6,9 @@
 * `write_output` writes atomically (temporary file renamed over the target), and only over a regular
   file when asked (`force`), through a symlink only when asked (`follow_symlinks`): renaming over a
   FIFO, a device or a link would replace it with a regular file.
+* `check_yaml` bounds what YAML text stands for before anything loads it: an alias bomb or a deep
+  nesting is one line of error, never minutes of expansion or a RecursionError. Inventories (-i) and
+  `--set` values go through it alike.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from typing import Any
 
 # An Alumet configuration or an inventory is a few KB: 1 MiB leaves plenty of room.
 MAX_READ = 1 << 20
@@ -22,8 +26,21 @@ _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a 
           stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link"}
 
 
+# Values YAML text may stand for once its aliases are expanded: a real inventory has hundreds or a few
+# thousand; a "billion laughs" alias bomb of a few hundred bytes stands for billions, which PyYAML and
+# Ansible's loader expand (neither has a limit of its own) until memory runs out.
+MAX_YAML_NODES = 500_000
+# Nesting: PyYAML builds a document recursively (two frames a level), so a few hundred '[' are a
+# RecursionError; no inventory or setting nests anywhere near this deep.
+MAX_YAML_DEPTH = 100
+
+
 class UnsafeFile(ValueError):
     """A file that cannot be read or written as asked. The text is one line, without the path."""
+
+
+class UnsafeYaml(ValueError):
+    """YAML text too large once expanded, or nested too deep, to be loaded. The text is one line."""
 
 
 def kind(mode: int) -> str:
@@ -37,6 +54,16 @@ def _os_error(exc: OSError) -> UnsafeFile:
     if isinstance(exc, PermissionError):
         return UnsafeFile("permission denied")
     return UnsafeFile(exc.strerror or str(exc))
+
+
+def is_utf8(text: str) -> bool:
+    """False for a string holding bytes that were not UTF-8: Python hands such bytes of a command line
+    over as lone surrogates, which no file, YAML or TOML can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_bytes(path: str, limit: int = MAX_READ) -> bytes:
@@ -143,3 +170,51 @@ def write_output(path: str, text: str, *, force: bool = False, follow_symlinks: 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return target
+
+
+def check_yaml(text: str, max_nodes: int = MAX_YAML_NODES, max_depth: int = MAX_YAML_DEPTH) -> None:
+    """UnsafeYaml when `text`, its aliases expanded, stands for more than `max_nodes` values or nests
+    deeper than `max_depth`. Counted from the event stream, which never expands an alias and does not
+    recurse: each alias counts as the size of its anchor's node. Text that is not YAML passes (INI, or
+    a syntax error its loader reports)."""
+    import yaml
+
+    sizes: dict[str, int] = {}  # anchor -> size of its node
+    stack: list[list[Any]] = [[None, 0]]  # open collections: [anchor, size so far]; [0] is the stream
+    total = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                stack.append([event.anchor, 1])
+                if len(stack) - 1 > max_depth:
+                    raise UnsafeYaml(f"YAML nested deeper than {max_depth} levels: not loaded")
+                total += 1
+                continue
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                anchor, size = stack.pop()
+            elif isinstance(event, yaml.ScalarEvent):
+                anchor, size = event.anchor, 1
+                total += 1
+            elif isinstance(event, yaml.AliasEvent):
+                if any(entry[0] == event.anchor for entry in stack):
+                    raise UnsafeYaml(f"YAML alias *{event.anchor} inside the node it names (a loop): not loaded")
+                anchor, size = None, sizes.get(event.anchor, 1)
+                total += size
+            else:
+                continue
+            if anchor:
+                sizes[anchor] = size
+            stack[-1][1] += size
+            if total > max_nodes:
+                raise UnsafeYaml(f"its YAML aliases expand to more than {max_nodes} values (an alias bomb?): "
+                                 "not loaded")
+    except yaml.YAMLError:
+        return
+
+
+def load_yaml(text: str, max_nodes: int = MAX_YAML_NODES, max_depth: int = MAX_YAML_DEPTH) -> Any:
+    """yaml.safe_load within check_yaml's bounds: UnsafeYaml beyond them, yaml.YAMLError for bad YAML."""
+    import yaml
+
+    check_yaml(text, max_nodes, max_depth)
+    return yaml.safe_load(text)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from . import safe_io
 
 # The install steps, in playbook order: each is a tag of playbooks/install.yml (docs/architecture.md).
 STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "hidepid", "powercap", "config", "capabilities",
@@ -58,6 +60,11 @@ FORMATS: dict[str, tuple[str, Any]] = {
     "rustup_toolchain": ("a toolchain name such as 1.89 or stable", _REF.fullmatch),
     "alumet_agent_environment": ("an environment variable name", lambda v: _ENV_NAME.fullmatch(v) is not None),
 }
+
+# Values one dict, list or raw --set may stand for, its YAML aliases expanded: a command line holds a
+# few dozen; an alias bomb of a few hundred bytes stands for billions, and hashing the settings for the
+# fast path (uptodate.py) would expand every one of them.
+MAX_VALUES = 10_000
 
 _TRUE = {"true", "yes", "on", "1", "y", "t"}
 _FALSE = {"false", "no", "off", "0", "n", "f"}
@@ -135,6 +142,9 @@ def parse_settings(pairs: Sequence[str], options: Mapping[str, Option]) -> dict[
         option = options.get(key)
         if option is None:
             raise SettingError(unknown_setting(key, options))
+        if not safe_io.is_utf8(raw):
+            raise SettingError(f"--set {key}: the value is not UTF-8 text (bytes the terminal or locale could "
+                               "not decode)")
         result[key] = convert(option, raw)
     return result
 
@@ -192,23 +202,43 @@ def convert(option: Option, raw: str) -> Any:
 
 
 def _check_text(option: Option, raw: str, value: Any) -> None:
-    """Strings: no control characters (a newline ends a line of /etc/group, fstab or a unit file), paths
-    absolute, FORMATS obeyed. Dict keys are checked as well as values."""
+    """Strings: no control characters (a newline ends a line of /etc/group, fstab or a unit file) and
+    only UTF-8 (a YAML "\\udcff" escape is a lone surrogate too), paths absolute, FORMATS obeyed.
+    Every string of a dict or list counts, keys included, at any depth; a dict's keys are strings."""
     shown = ascii(raw)[1:-1]  # the message stays one line, whatever the value holds
+    for text in _strings(value):
+        if re.search(r"[\x00-\x1f\x7f]", text):
+            raise SettingError(f"--set {option.name}={shown}: control characters (newline, NUL...) not allowed")
+        if not safe_io.is_utf8(text):
+            raise SettingError(f"--set {option.name}={shown}: {text!a} is not UTF-8 text")
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise SettingError(f"--set {option.name}={shown}: key {key!a} is not a string")
     items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in
                                                                   (value if isinstance(value, list) else [value])]
     kind = option.elements if option.type == "list" else option.type
     fmt = FORMATS.get(option.name)
     for key, item in items:
-        for text in (key, item):
-            if isinstance(text, str) and re.search(r"[\x00-\x1f\x7f]", text):
-                raise SettingError(f"--set {option.name}={shown}: control characters (newline, NUL...) not allowed")
         if kind == "path" and isinstance(item, str) and not item.startswith("/"):
             raise SettingError(f"--set {option.name}={shown}: expected an absolute path")
         if fmt is not None:
             checked = key if isinstance(value, dict) else item
             if isinstance(checked, str) and not fmt[1](checked):
                 raise SettingError(f"--set {option.name}={shown}: {checked!a} is not {fmt[0]}")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed value, dict keys included, without recursion (MAX_VALUES bounds it)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending += list(item)
 
 
 def steps_by_role(playbook: Path) -> dict[str, set[str]]:
@@ -276,17 +306,17 @@ def _convert_type(name: str, kind: str, raw: str, elements: str | None = None) -
     if kind == "list":
         if text.startswith("["):
             try:
-                items = yaml.safe_load(text)
+                items = _load_yaml(name, text)
             except yaml.YAMLError:
                 raise bad("a list (a,b,c or a YAML list)") from None
-            if not isinstance(items, list):
-                raise bad("a list (a,b,c or a YAML list)")
+            if not isinstance(items, list) or any(isinstance(i, (list, dict)) for i in items):
+                raise bad("a list (a,b,c or a YAML list of plain values)")
         else:
             items = [item.strip() for item in text.split(",") if item.strip()]
         return [_convert_type(name, elements or "str", str(item)) for item in items]
     if kind == "dict":
         try:
-            parsed = yaml.safe_load(text) if text else {}
+            parsed = _load_yaml(name, text) if text else {}
         except yaml.YAMLError:
             parsed = None
         if not isinstance(parsed, dict):
@@ -298,8 +328,16 @@ def _convert_type(name: str, kind: str, raw: str, elements: str | None = None) -
         return raw
     if kind == "raw":
         try:
-            return yaml.safe_load(text)
+            return _load_yaml(name, text)
         except yaml.YAMLError:
             return raw
     return raw  # other spec types (bits, bytes, jsonarg): Ansible validates them itself
+
+
+def _load_yaml(name: str, text: str) -> Any:
+    """A YAML --set value within MAX_VALUES (safe_io.check_yaml, the rule inventories follow too)."""
+    try:
+        return safe_io.load_yaml(text, max_nodes=MAX_VALUES)
+    except safe_io.UnsafeYaml as exc:
+        raise SettingError(f"--set {name}: {exc}") from None
 

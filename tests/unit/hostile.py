@@ -1,8 +1,10 @@
 """Hostile things to put where Ansible reads an inventory (test_inventory.py names them case by case,
-test_cli_properties.py draws random trees of them), and a bounded run of the command line."""
+test_cli_properties.py draws random trees of them), alias bombs for YAML `--set` values, and a bounded
+run of the command line."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import subprocess
@@ -60,3 +62,20 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
                           timeout=TIMEOUT, check=False, stdin=subprocess.DEVNULL, cwd=cwd,
                           preexec_fn=_limit_memory)
+
+
+def alias_bomb(levels: int) -> list[str]:
+    """Flow YAML items `&a [x, ...]`, `&b [*a, ...]`...: together they stand for about 9**levels values."""
+    names = "abcdefghij"[:levels]
+    return [f"&{names[0]} [{', '.join(['x'] * 9)}]",
+            *(f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in itertools.pairwise(names))]
+
+
+def list_bomb(levels: int = 7) -> str:
+    """A flow YAML list (a list --set value) of 9**levels values once expanded."""
+    return "[" + ", ".join(alias_bomb(levels)) + "]"
+
+
+def dict_bomb(levels: int = 7) -> str:
+    """A flow YAML mapping (a dict --set value) of 9**levels values once expanded."""
+    return "{" + ", ".join(f"k{i}: {item}" for i, item in enumerate(alias_bomb(levels))) + "}"

@@ -146,3 +146,47 @@ def test_a_service_step_makes_service_settings_used(tmp_path: Path) -> None:
     check_used(["alumet_service_user"], specs, playbook, "install", only=["service"])
     with pytest.raises(SettingError, match=r"unused: step service \(role alumet_service\) is not run"):
         check_used(["alumet_service_user"], specs, playbook, "install", skip=["service"])
+
+
+# Non-UTF-8 bytes on the command line reach Python as lone surrogates (surrogateescape): b"a\xffb" is "a\udcffb".
+@pytest.mark.parametrize("command", ["install", "uninstall"])
+@pytest.mark.parametrize(("setting", "expected"), [
+    # Before: non-UTF-8 values passed and ansible-playbook failed on its extra vars ("YAML parsing failed").
+    ("alumet_config_output_path=a\udcffb", "--set alumet_config_output_path: the value is not UTF-8 text"),  # str
+    ("hidepid_fstab=/etc/\udcff", "--set hidepid_fstab: the value is not UTF-8 text"),  # path
+    ("perf_paranoid_value=\udcff", "--set perf_paranoid_value: the value is not UTF-8 text"),  # int
+    ("alumet_agent_environment={A: \udcff}", "--set alumet_agent_environment: the value is not UTF-8 text"),  # dict
+    ("prereqs_packages_extra=a,\udcff", "--set prereqs_packages_extra: the value is not UTF-8 text"),  # list
+    ('alumet_agent_environment={A: "\\udcff"}', "'\\udcff' is not UTF-8 text"),  # a YAML escape of one
+    ('prereqs_packages_extra=["\\ud83d"]', "'\\ud83d' is not UTF-8 text"),
+    # Before: a RecursionError (PyYAML builds documents recursively), a ValueError (a loop of aliases that
+    # hashing the settings could not serialise), or values the roles cannot use.
+    ("prereqs_packages_extra=" + "[" * 600 + "]" * 600, "YAML nested deeper than 100 levels: not loaded"),
+    ("alumet_agent_environment={A: " + "{a: " * 600 + "1" + "}" * 601, "YAML nested deeper than 100 levels"),
+    ("capabilities_ptrace=" + "[" * 600 + "]" * 600, "YAML nested deeper than 100 levels"),  # raw
+    ("alumet_agent_environment={A: &a [*a]}", "YAML alias *a inside the node it names (a loop): not loaded"),
+    ("alumet_agent_environment={A: [&a {b: *a}]}", "YAML alias *a inside the node it names"),
+    ("alumet_agent_environment={1: x}", "key 1 is not a string"),
+    ("alumet_agent_environment={A: [x, \"a\\nb\"]}", "control characters (newline, NUL...) not allowed"),
+    ("prereqs_packages_extra=[[a, b]]", "expected a list (a,b,c or a YAML list of plain values)"),
+    ("prereqs_packages_extra=[{a: b}]", "expected a list (a,b,c or a YAML list of plain values)"),
+])
+def test_hostile_structured_and_undecodable_settings(capsys: pytest.CaptureFixture[str], command: str, setting: str,
+                                                    expected: str) -> None:
+    line = _one_line_exit_2(capsys, command, "--set", setting)
+    assert expected in line and "\udcff" not in line  # shown escaped: the line stays printable
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    # Before: exit 2 too, but blaming "the rendered configuration" (tojson writes 😀 as a surrogate pair).
+    ("output_path=\U0001f600", "--set output_path: '\\U0001f600' cannot be written into a TOML configuration"),
+    ("csv_delimiter=\U0001f600", "--set csv_delimiter: '\\U0001f600' cannot be written into a TOML configuration"),
+    ("output_path=a\udcffb", "--set output_path: the value is not UTF-8 text"),
+    ("csv_delimiter=\udcff", "--set csv_delimiter: the value is not UTF-8 text"),
+    ("poll_interval=\udcff", "--set poll_interval: the value is not UTF-8 text"),
+])
+def test_config_render_blames_the_value_it_cannot_write(capsys: pytest.CaptureFixture[str], setting: str,
+                                                        expected: str) -> None:
+    line = _one_line_exit_2(capsys, "config", "render", "--set", setting)
+    assert expected in line and "rendered configuration" not in line
+

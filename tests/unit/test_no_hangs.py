@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from checkhelpers import FIXTURES, ScriptedHost, done, stand_in
+from hostile import cli, dict_bomb, list_bomb
 
 from alumet_setup import hosts
 from alumet_setup.findings import Context, Status
@@ -131,3 +132,28 @@ def test_doctor_over_ssh_to_a_host_that_never_answers_finishes(silent_port: int)
                          capture_output=True, text=True, timeout=90, check=False, stdin=subprocess.DEVNULL)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr == f"alumet-setup: error: root@127.0.0.1:{silent_port}: connection timed out\n"
+
+
+DICT_BOMB, LIST_BOMB = dict_bomb(), list_bomb()
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("alumet_agent_environment", DICT_BOMB),  # a dict setting
+    ("prereqs_packages_extra", LIST_BOMB),  # a list of str
+    ("alumet_group_members", LIST_BOMB),  # a list checked against FORMATS
+])
+def test_an_alias_bomb_in_a_setting_is_one_line_within_a_second(setting: str, value: str) -> None:
+    """Before: validation passed, then hashing the settings for the fast path expanded 9**7 values (the CLI
+    hung, its memory growing by about 45 MB/s). hostile.cli bounds the CLI's time and memory: a hang fails."""
+    from alumet_setup import resources
+    from alumet_setup.settings import SettingError, load_specs, parse_settings
+
+    specs = load_specs(resources.bundled("roles"))
+    start = time.monotonic()
+    with pytest.raises(SettingError, match=r"its YAML aliases expand to more than 10000 values \(an alias bomb\?\)"):
+        parse_settings([f"{setting}={value}"], specs)
+    assert time.monotonic() - start < 1
+    run = cli("install", "--check", "--host", "lab01", "--set", f"{setting}={value}")
+    assert run.returncode == 2 and run.stdout == "", run.stderr[-2000:]
+    assert run.stderr == (f"alumet-setup: error: --set {setting}: its YAML aliases expand to more than 10000 values "
+                          "(an alias bomb?): not loaded\n")
