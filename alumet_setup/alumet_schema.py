@@ -766,6 +766,39 @@ def substitute_env(text: str, env: Mapping[str, str]) -> str:
     return "".join(out)
 
 
+class TomlError(tomllib.TOMLDecodeError):
+    """Text that is not a TOML document alumet-setup reads: its syntax, or what Python's parser cannot
+    hold (a nesting that exhausts the recursion limit, an integer beyond int_max_str_digits). One line."""
+
+
+# Tables and arrays nest a few levels in a real configuration; tomllib recurses once per level and
+# raises RecursionError a few hundred levels down (a thread's stack may be deeper already).
+MAX_TOML_DEPTH = 64
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """tomllib.loads for text a user or a host supplied: TomlError (a TOMLDecodeError, so callers catch
+    one exception) for whatever it cannot parse, never RecursionError or another ValueError."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise
+    except RecursionError:
+        raise TomlError(f"tables or arrays nested too deep (more than {MAX_TOML_DEPTH} levels)") from None
+    except ValueError as exc:  # int() of more digits than sys.get_int_max_str_digits() allows
+        raise TomlError(f"a value Python cannot read ({str(exc).split(';')[0]})") from None
+    pending: list[tuple[Any, int]] = [(doc, 1)]
+    while pending:  # those who walk the document recurse too: refuse what they could not walk
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth >= MAX_TOML_DEPTH:
+                    raise TomlError(f"tables or arrays nested too deep (more than {MAX_TOML_DEPTH} levels)")
+                pending.append((child, depth + 1))
+    return doc
+
+
 def validate_text(text: str, env: Mapping[str, str] | None = None) -> list[str]:
     """`validate` for the text of a file, after the agent's ${VAR} substitution with `env` (default: ours)."""
     try:
@@ -773,7 +806,7 @@ def validate_text(text: str, env: Mapping[str, str] | None = None) -> list[str]:
     except ValueError as exc:
         return [f"env var substitution failed: {exc}"]
     try:
-        doc = tomllib.loads(text)
+        doc = parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
         return [f"not valid TOML: {exc}"]
     return validate(doc)

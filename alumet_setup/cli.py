@@ -180,10 +180,11 @@ def _require_toml(path: str) -> None:
     """An explicit --config must exist and parse: that is a usage error, not a finding."""
     import tomllib
 
+    from .alumet_schema import parse_toml
     from .safe_io import UnsafeFile, read_text
 
     try:
-        tomllib.loads(read_text(path))
+        parse_toml(read_text(path))
     except UnsafeFile as exc:
         fail(f"--config {path}: {exc}")
     except tomllib.TOMLDecodeError as exc:
@@ -391,9 +392,8 @@ def config_validate(file: str, run: str | None) -> None:
     if errors:
         sys.exit(EXIT_NOT_READY)
     if run == "service":
-        import tomllib
-
-        for warning in alumet_schema.event_only_measurements(tomllib.loads(alumet_schema.substitute_env(text, env))):
+        doc = alumet_schema.parse_toml(alumet_schema.substitute_env(text, env))  # valid: validate_text parsed it
+        for warning in alumet_schema.event_only_measurements(doc):
             click.echo(f"{file}: warning: {warning}")
     click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}" + (f" ({run})" if run else ""))
 

@@ -498,7 +498,11 @@ def connect(target: str | SshTarget | None, control: SshControl | None = None) -
             kwargs["ssh_extra_args"] = " ".join(shlex.quote(a) for a in target.extra_args)
         host = TestinfraHost.connect(target.spec(), name=target.name, **kwargs)
     else:
-        host = TestinfraHost.connect(target)
+        try:
+            host = TestinfraHost.connect(target)
+        except Exception as exc:  # testinfra's RuntimeError/ValueError for a URL it cannot use (an inventory's)
+            why = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise HostError(f"{target}: cannot connect: {why}") from None
     host.ping()
     return host
 
@@ -506,9 +510,10 @@ def connect(target: str | SshTarget | None, control: SshControl | None = None) -
 def ssh_target(spec: str) -> str | SshTarget:
     """A --host value without an inventory: a testinfra URL stays as it is; `[user@]host[:port]` is
     checked like install checks it (InventoryError) and becomes an SshTarget."""
+    from .inventory import LOCAL_NAMES, check_url, parse_host
+
     if "://" in spec:
-        return spec
-    from .inventory import LOCAL_NAMES, parse_host
+        return check_url(spec)
 
     if spec in LOCAL_NAMES:
         return "local"

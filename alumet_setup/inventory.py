@@ -113,6 +113,40 @@ def parse_host(spec: str) -> Target:
     return Target(name=name, spec=spec, address=host, user=user, port=port)
 
 
+# A testinfra URL's host part other than ssh's: a container, pod or inventory name (never an option).
+_URL_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:-]*")
+
+
+def check_url(spec: str) -> str:
+    """A doctor --host testinfra URL (`podman://NAME`, `ssh://[user@]host[:port]`...) checked before anything
+    is contacted: a backend testinfra has and can load, a URL that parses, a host that is no option."""
+    from urllib.parse import urlsplit
+
+    shown = repr(spec)
+    try:
+        url = urlsplit(spec)
+        url.port  # noqa: B018  (parsing the port is what raises)
+    except ValueError as exc:
+        raise InventoryError(f"--host {shown}: not a valid URL ({exc})") from None
+    from testinfra.backend import BACKENDS, get_backend_class  # only for a URL: doctor's start-up stays light
+
+    if url.scheme not in BACKENDS:
+        raise InventoryError(f"--host {shown}: unknown connection type {url.scheme!r} (testinfra's: "
+                             f"{', '.join(BACKENDS)})")
+    try:
+        get_backend_class(url.scheme)  # imports the backend, which needs its own package (paramiko, pywinrm...)
+    except (ImportError, RuntimeError) as exc:
+        raise InventoryError(f"--host {shown}: {str(exc).splitlines()[0]}") from None
+    if url.scheme in ("ssh", "safe-ssh", "paramiko"):
+        try:
+            parse_host(url.netloc)  # the same rules as a plain --host
+        except InventoryError as exc:
+            raise InventoryError(str(exc).replace(f"--host {url.netloc!r}", f"--host {shown}", 1)) from None
+    elif url.scheme != "local" and not _URL_HOST.fullmatch(url.netloc):
+        raise InventoryError(f"--host {shown}: {url.netloc!r} is not a host or container name")
+    return spec
+
+
 def _check_ipv6(text: str, shown: str) -> str:
     try:
         return str(ipaddress.IPv6Address(text))

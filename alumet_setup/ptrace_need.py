@@ -116,8 +116,8 @@ def reasons(config_text: str | None, proc_options: str, group_gid: int | str | N
     if config_text is not None:
         try:
             doc = tomllib.loads(config_text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"the Alumet configuration is not valid TOML: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # TOMLDecodeError, an integer too long, a deep nesting
+            raise ValueError(f"the Alumet configuration is not valid TOML: {exc or 'nested too deep'}") from None
     gid = int(group_gid) if isinstance(group_gid, int) or (isinstance(group_gid, str) and group_gid.isdigit()) \
         else None
     return all_reasons(doc, _proc.parse_options(proc_options.strip()), gid)

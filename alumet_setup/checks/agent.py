@@ -190,8 +190,10 @@ def ptrace_reasons(ctx: Context, mounts: list[Mount]) -> list[str] | None:
     if text is not None:
         import tomllib  # only with a file to judge: doctor's start-up time counts
 
+        from ..alumet_schema import parse_toml
+
         try:
-            doc = tomllib.loads(text)
+            doc = parse_toml(text)
         except tomllib.TOMLDecodeError:
             return None
     proc = mount_at(mounts, "/proc")

@@ -234,9 +234,7 @@ def _probe(ctx: Context, agent: str) -> Finding:
         paranoid_text = (host.read_text(PARANOID_FILE) or "").strip()
     finally:
         host.run(["rm", "-rf", "--", tmp], timeout=10)
-    import tomllib
-
-    plugins = alumet_schema.enabled_plugins(tomllib.loads(text))
+    plugins = alumet_schema.enabled_plugins(alumet_schema.parse_toml(text))
     outcomes = judge(log, rows, plugins)
     summary = "; ".join(f"{o.plugin} {o.outcome}" + (f" ({o.message})" if o.message else "") for o in outcomes)
     who = " as root (an unprivileged user may fare worse)" if uid == "0" else ""

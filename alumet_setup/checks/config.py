@@ -61,7 +61,7 @@ def config_file(ctx: Context) -> Finding:
         problem = f"env var substitution failed: {exc}"
         return Finding(Status.FAIL, f"{path}: {problem}", install_step="config", data={**data, "problems": [problem]})
     try:
-        config = tomllib.loads(text)
+        config = alumet_schema.parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
         return Finding(Status.FAIL, f"{path} is not valid TOML: {exc}", install_step="config", data=data)
     data["plugins"] = alumet_schema.enabled_plugins(config)

@@ -270,3 +270,21 @@ def test_validate_bad_for_is_a_usage_error(tmp_path: Path) -> None:
     config.write_text(profiles.render("rapl"))
     result = cli("config", "validate", "--for", "daemon", str(config))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "daemon" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("a = " + "{b = " * 340 + "1" + "}" * 340, "tables or arrays nested too deep (more than 64 levels)"),
+    ("a = " + "[" * 520 + "1" + "]" * 520, "tables or arrays nested too deep"),  # RecursionError
+    ("a = " + "9" * 5000, "a value Python cannot read (Exceeds the limit (4300 digits)"),  # int_max_str_digits
+    (f"[{'.'.join(['t'] * 65)}]\nx = 1", "tables or arrays nested too deep"),  # parses: refused for whoever walks it
+])
+def test_parse_toml_is_tomllib_with_one_exception_for_everything_it_cannot_hold(text: str, problem: str) -> None:
+    with pytest.raises(tomllib.TOMLDecodeError) as caught:  # what every caller already catches
+        alumet_schema.parse_toml(text)
+    assert str(caught.value).startswith(problem) and "\n" not in str(caught.value)
+    assert alumet_schema.validate_text(text)[0].startswith(f"not valid TOML: {problem}")
+
+
+def test_parse_toml_keeps_what_tomllib_reads() -> None:
+    text = f"[{'.'.join(['t'] * 60)}]\nx = [[1, {{a = 2}}]]\n"
+    assert alumet_schema.parse_toml(text) == tomllib.loads(text)

@@ -190,3 +190,44 @@ def test_config_render_blames_the_value_it_cannot_write(capsys: pytest.CaptureFi
     line = _one_line_exit_2(capsys, "config", "render", "--set", setting)
     assert expected in line and "rendered configuration" not in line
 
+
+NESTED_TOML = {
+    # Before: RecursionError and ValueError tracebacks from tomllib.
+    "tables": ("a = " + "{b = " * 340 + "1" + "}" * 340 + "\n", "tables or arrays nested too deep"),
+    "arrays": ("a = " + "[" * 520 + "1" + "]" * 520 + "\n", "tables or arrays nested too deep"),
+    "integer": ("a = " + "9" * 5000 + "\n", "a value Python cannot read (Exceeds the limit (4300 digits)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NESTED_TOML))
+def test_toml_that_python_cannot_parse_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                   case: str) -> None:
+    text, expected = NESTED_TOML[case]
+    path = tmp_path / "alumet-config.toml"
+    path.write_text(text)
+    assert f"--config {path}: not valid TOML: {expected}" in _one_line_exit_2(capsys, "doctor", "--config", str(path))
+    # config validate judges the file: invalid (exit 1), the reason on stdout, as for any TOML syntax error.
+    with pytest.raises(SystemExit) as caught:
+        main(["config", "validate", str(path)])
+    out, err = capsys.readouterr()
+    assert caught.value.code == 1 and err == "" and len(out.splitlines()) == 1, (out, err)
+    assert out.startswith(f"{path}: not valid TOML: {expected}")
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    # Before: tracebacks from testinfra (RuntimeError, ValueError), or a container name read as an option.
+    ("foo://x", "--host 'foo://x': unknown connection type 'foo' (testinfra's: local, ssh"),
+    ("://", "--host '://': unknown connection type ''"),
+    ("paramiko://x", "--host 'paramiko://x': You must install paramiko package"),
+    ("winrm://x", "--host 'winrm://x': You must install the pywinrm package"),
+    ("ssh://[::1", "--host 'ssh://[::1': not a valid URL (Invalid IPv6 URL)"),
+    ("ssh://x:abc", "--host 'ssh://x:abc': not a valid URL (Port could not be cast to integer value"),
+    ("ssh://-oProxyCommand=x", "--host 'ssh://-oProxyCommand=x': a host cannot start with '-'"),
+    ("ssh://", "--host 'ssh://': empty host"),
+    ("ssh://a;b", "--host 'ssh://a;b': ';' not allowed"),
+    ("podman://--privileged", "--host 'podman://--privileged': '--privileged' is not a host or container name"),
+    ("docker://a b", "'a b' is not a host or container name"),
+])
+def test_testinfra_urls_are_checked_before_any_connection(capsys: pytest.CaptureFixture[str], host: str,
+                                                          expected: str) -> None:
+    assert expected in _one_line_exit_2(capsys, "doctor", "--host", host)
