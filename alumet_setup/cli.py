@@ -200,9 +200,14 @@ def _doctor_targets(hosts: Sequence[str], inventory: str | None) -> list[Any]:
         if inventory is not None:
             resolve_targets(hosts, inventory)  # unknown names: the same one-line error as install
             return ssh_targets(inventory, list(hosts))
-        return [ssh_target(spec) for spec in hosts] or [None]
+        targets = [ssh_target(spec) for spec in hosts] or [None]
     except InventoryError as exc:
         fail(str(exc))
+    # A host given twice (or this machine as both local and localhost) is checked once: one row per name.
+    unique: dict[str, Any] = {}
+    for target in targets:
+        unique.setdefault(_target_name(target), target)
+    return list(unique.values())
 
 
 def _target_name(target: Any) -> str:

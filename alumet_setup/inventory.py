@@ -9,6 +9,7 @@ read as syntax (`;`, spaces, a leading `-` that ssh takes for an option) is refu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import ipaddress
 import os
@@ -357,15 +358,27 @@ def resolve_targets(specs: Sequence[str], inventory: str | None = None, user: st
                 known = ", ".join([*groups, *hosts][:12])
                 raise InventoryError(f"--host {name!r} is not a host or group of {inventory} (known: {known})")
         return [Target(name=name, spec=name, from_inventory=True) for name in dict.fromkeys(chosen)]
-    targets = [parse_host(spec) for spec in specs] or [Target(name="localhost", spec="localhost")]
-    seen: dict[str, int] = {}
+    return unique_names([parse_host(spec) for spec in specs] or [Target(name="localhost", spec="localhost")])
+
+
+def unique_names(targets: Sequence[Target]) -> list[Target]:
+    """One Target per login (the same user, address and port given twice, or this machine under both its
+    names, is one host and runs once), each under a name no other has: a second login to one address
+    (another user) is `NAME_2`, `NAME_3`... skipping the names other --host values have of their own, so
+    `--host a@h --host b@h --host h_2` is h, h_3, h_2 and no host is left out or shown twice."""
+    distinct: dict[tuple[Any, ...], Target] = {}
+    for target in targets:
+        distinct.setdefault((target.address, target.user, target.port, target.local), target)
+    own = {t.name for t in distinct.values()}
+    used: set[str] = set()
     unique: list[Target] = []
-    for target in targets:  # two specs for one address (other users): keep both, distinct names
-        count = seen.get(target.name, 0)
-        seen[target.name] = count + 1
-        if count:
-            target = Target(**{**target.__dict__, "name": f"{target.name}_{count + 1}"})
-        unique.append(target)
+    for target in distinct.values():
+        name, count = target.name, 1
+        while name in used or (count > 1 and name in own):
+            count += 1
+            name = f"{target.name}_{count}"
+        used.add(name)
+        unique.append(dataclasses.replace(target, name=name))
     return unique
 
 

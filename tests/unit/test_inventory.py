@@ -10,6 +10,8 @@ from pathlib import Path
 
 import hostile as hostile_trees
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alumet_setup.inventory import (
     InventoryError,
@@ -91,6 +93,49 @@ def test_inventory_problems(tmp_path: Path) -> None:
 
 def test_duplicate_addresses_get_distinct_names() -> None:
     assert [t.name for t in resolve_targets(["a@h", "b@h"])] == ["h", "h_2"]
+
+
+def test_a_numbered_name_never_takes_another_hosts_own_name() -> None:
+    """Before: labuser@X:2400 was named X_2400_2, the third host's own name, so the generated inventory held
+    two hosts (one never ran) and the summary showed X_2400_2 twice."""
+    targets = resolve_targets(["root@X:2400", "labuser@X:2400", "X_2400_2"])
+    assert [(t.name, t.user, t.address, t.port) for t in targets] == [
+        ("X_2400", "root", "X", 2400), ("X_2400_3", "labuser", "X", 2400), ("X_2400_2", None, "X_2400_2", None)]
+    hosts = build_inventory(targets, user="ops", is_root=True)["all"]["hosts"]
+    assert {name: (v["ansible_host"], v.get("ansible_port"), v["ansible_user"]) for name, v in hosts.items()} == {
+        "X_2400": ("X", 2400, "root"), "X_2400_3": ("X", 2400, "labuser"), "X_2400_2": ("X_2400_2", None, "ops")}
+
+
+def test_one_login_given_twice_runs_once() -> None:
+    targets = resolve_targets(["h", "a@h", "h", "local", "localhost", "a@h"])
+    assert [(t.name, t.user, t.local) for t in targets] == [("h", None, False), ("h_2", "a", False),
+                                                            ("localhost", None, True)]
+
+
+_USERS = st.sampled_from([None, "root", "ops", "a"])
+_HOSTS = st.sampled_from(["X", "x", "X_2400", "X_2400_2", "X_2400_3", "X_2", "::1", "__1", "__1_22", "h", "h_2",
+                          "127.0.0.1", "127.0.0.1_22", "localhost", "local", "a.b", "a_b"])
+
+
+@st.composite
+def _spec(draw: st.DrawFn) -> str:
+    host, user, port = draw(_HOSTS), draw(_USERS), draw(st.sampled_from([None, 22, 2400]))
+    if host in ("localhost", "local"):
+        return host
+    where = f"[{host}]" if ":" in host and port else host
+    return (f"{user}@" if user else "") + where + (f":{port}" if port else "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs=st.lists(_spec(), max_size=8))
+def test_every_host_given_runs_under_a_name_of_its_own(specs: list[str]) -> None:
+    targets = resolve_targets(specs)
+    names = [t.name for t in targets]
+    assert len(names) == len(set(names)), specs
+    logins = {(t.address, t.user, t.port, t.local) for t in (parse_host(s) for s in specs)} if specs else {
+        (None, None, None, True)}
+    assert {(t.address, t.user, t.port, t.local) for t in targets} == logins and len(targets) == len(logins), specs
+    assert list(build_inventory(targets, user="root", is_root=True)["all"]["hosts"]) == names  # none overwritten
 
 
 def test_generated_inventory() -> None:
