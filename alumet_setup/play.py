@@ -74,7 +74,8 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
             extravars["alumet_setup_up_to_date"] = done  # the play leaves them out (playbooks/install.yml)
 
     password = None
-    if not ask_become_pass and any(t.local for t in targets):
+    # A become password in the environment (ANSIBLE_BECOME_PASS...) is answered at the prompt by the runner.
+    if not ask_become_pass and any(t.local for t in targets) and runner.env_become_password() is None:
         from .local_become import NoEscalation, needs_password
 
         try:

@@ -7,7 +7,9 @@ Known ansible-runner traps handled here (see docs/architecture.md):
   (which removed whatever the directory held: a stray file failed every later run, two runs at once
   failed each other, a symlinked directory lost its target's content);
 * the runner copies the whole environment into the run and into artifacts/command: only ANSIBLE_*
-  and ENV_ALLOW reach it;
+  and ENV_ALLOW reach it, and no variable whose name says it holds a secret (SECRET_NAME; Ansible's
+  become password variables are answered at the prompt instead); every secret value is redacted from
+  the run's files at its end;
 * `passwords=` given to ansible_runner.run() is dumped to env/passwords on disk: RunnerConfig is
   built directly so the become password stays in memory, answered through pexpect;
 * ssh_key= is written to disk: never used (the ssh agent or ansible_ssh_private_key_file are);
@@ -46,6 +48,15 @@ _STATS_KEYS = {"ok": "ok", "changed": "changed", "failed": "failures", "unreacha
 ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TERM",
              "TZ", "TMPDIR", "SSH_AUTH_SOCK", "SSH_AGENT_PID", "XDG_RUNTIME_DIR", "VIRTUAL_ENV")
 BECOME_PROMPT = r"^BECOME password[^:\n]*:\s*$"
+# Environment variables that hold a secret, by name: never handed to ansible-playbook (ansible-runner
+# would write them into the run's `command` file). ANSIBLE_ASK_PASS and the like are flags, not secrets.
+SECRET_NAME = re.compile(r"(?:_PASS|_PASSWD|_PASSWORD|_PASSPHRASE|_TOKEN)$|SECRET", re.IGNORECASE)
+_ASK_FLAG = re.compile(r"(?:^|_)ASK_(?:[A-Z]+_)?PASS$", re.IGNORECASE)
+# Ansible's become password, under the names of its become plugins: the user's choice, honoured through
+# the in-memory prompt answer (as -K is) rather than the environment.
+BECOME_PASSWORD_VARS = ("ANSIBLE_BECOME_PASS", "ANSIBLE_SUDO_PASS", "ANSIBLE_SU_PASS", "ANSIBLE_RUNAS_PASS")
+REDACTED = "<redacted>"
+MIN_SECRET = 4
 # Where the hosts keep this tool's Ansible temporary files and async job status (not ~/.ansible/tmp and
 # ~/.ansible_async, which stayed behind after uninstall). In the login user's and the become user's home,
 # never a guessable name in a world-writable directory; playbooks/uninstall.yml removes it at its very end.
@@ -454,15 +465,62 @@ def render_summary(stats: Mapping[str, Mapping[str, int]], hosts: Iterable[str] 
     return lines
 
 
+def is_secret(name: str) -> bool:
+    """Whether an environment variable's name says it holds a password, passphrase, token or secret."""
+    return SECRET_NAME.search(name) is not None and _ASK_FLAG.search(name) is None
+
+
+def secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `env` that hold a secret (is_secret), with a value of MIN_SECRET characters or more
+    (none is passed on anyway; redacting a "1" or a "yes" from the logs would only garble them)."""
+    return {name: value for name, value in env.items() if is_secret(name) and len(value) >= MIN_SECRET}
+
+
+def env_become_password(env: Mapping[str, str] | None = None) -> str | None:
+    """The become password the user's environment gives Ansible (BECOME_PASSWORD_VARS), if any."""
+    if env is None:
+        from .ansible_config import users_environment
+
+        with users_environment():  # ANSIBLE_* variables are kept from this process's own Ansible
+            return env_become_password(dict(os.environ))
+    return next((env[name] for name in BECOME_PASSWORD_VARS if env.get(name)), None)
+
+
 def _environment(runner_env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """What ansible-playbook sees: ANSIBLE_*, ENV_ALLOW, whatever the runner itself set or changed."""
+    """What ansible-playbook sees: ANSIBLE_*, ENV_ALLOW, whatever the runner itself set or changed; never
+    a secret (is_secret)."""
     keep = {}
     for name, value in runner_env.items():
         set_by_runner = os.environ.get(name) != value
-        if name.startswith(("ANSIBLE_", "LC_")) or name in ENV_ALLOW or set_by_runner:
+        if (name.startswith(("ANSIBLE_", "LC_")) or name in ENV_ALLOW or set_by_runner) and not is_secret(name):
             keep[name] = value
     keep.update(extra)
     return keep
+
+
+def redact(directory: Path, values: Iterable[str]) -> None:
+    """Replace every one of `values` by REDACTED in the regular files under `directory` (links are not
+    followed): what Ansible or a program it ran printed into the run's log, job events or command file."""
+    needles = sorted({v.encode("utf-8", "surrogateescape") for v in values if v}, key=len, reverse=True)
+    if not needles:
+        return
+    for parent, _dirs, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(parent, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue
+            with os.fdopen(fd, "r+b") as handle:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                data = original = handle.read()
+                for needle in needles:
+                    data = data.replace(needle, REDACTED.encode())
+                if data != original:
+                    handle.seek(0)
+                    handle.write(data)
+                    handle.truncate()
 
 
 def run_playbook(
@@ -495,6 +553,12 @@ def run_playbook(
     from .ansible_config import users_environment
     from .inventory import write_inventory
 
+    with users_environment():  # the user's variables, kept from this process's own Ansible
+        hidden = secrets(os.environ)
+        if become_password is None:
+            become_password = env_become_password(dict(os.environ))
+    if become_password is not None:
+        hidden["become password"] = become_password
     runs = runs_directory(runs_dir)
     with claim_run(runs, keep) as artifact_dir:
         private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
@@ -574,6 +638,7 @@ def run_playbook(
 
             close_masters(str(private / "cp"))
             shutil.rmtree(private, ignore_errors=True)
+            redact(artifact_dir, hidden.values())
 
         if not progress.stats:
             detail = progress.errors[0] if progress.errors else _last_output_line(artifact_dir) or status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -139,6 +140,50 @@ def test_become_password_prompt_is_hidden_and_kept_off_disk(tmp_path: Path) -> N
     for path in (tmp_path / "state").rglob("*"):
         if path.is_file():
             assert b"Hidden-pw-4471" not in path.read_bytes(), path
+
+
+SECRETS = {  # variable -> a value found nowhere else
+    "ANSIBLE_BECOME_PASS": "Become-pw-5521", "ANSIBLE_SUDO_PASS": "Sudo-pw-7730", "ANSIBLE_SU_PASS": "Su-pw-1184",
+    "ANSIBLE_PRIVATE_KEY_PASSPHRASE": "Phrase-9902", "ANSIBLE_GALAXY_SERVER_X_TOKEN": "Tok-3307",
+    "ANSIBLE_VAULT_SECRET_NOTE": "Vault-6648", "ANSIBLE_NET_PASSWORD": "Net-pw-4415", "MY_API_TOKEN": "Api-2290",
+    "DB_PASSWORD": "Db-pw-8812", "AWS_SECRET_ACCESS_KEY": "Aws-5573",
+}
+
+
+@pytest.mark.usefixtures("tiny_playbook")
+def test_secrets_in_the_environment_are_written_to_no_file_of_the_run(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: ansible-runner wrote every ANSIBLE_* variable, ANSIBLE_BECOME_PASS included, into the run
+    directory's `command` file. The become password is still honoured: answered at the prompt from memory."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ANSIBLE_ASK_PASS", "False")  # a flag, not a secret: passed on as it was
+    with pytest.raises(SystemExit) as caught:  # main(): the user's ANSIBLE_* kept from the tool's own Ansible
+        main(["install", "--only", "sysctl"])
+    assert caught.value.code == 0
+    runs = tmp_path / "state" / "alumet-setup" / "runs"
+    files = [p for p in runs.rglob("*") if p.is_file()]
+    assert any(p.name == "command" for p in files) and any(p.parent.name == "job_events" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for name, value in SECRETS.items():
+            assert value.encode() not in data, (path, name)
+    (command,) = (json.loads(p.read_text()) for p in files if p.name == "command")
+    assert "--ask-become-pass" in command["command"]  # the environment's password, answered from memory
+    assert command["env"]["ANSIBLE_ASK_PASS"] == "False" and not set(SECRETS) & set(command["env"])
+
+
+def test_redact_replaces_a_value_in_every_file_under_a_run(tmp_path: Path) -> None:
+    (tmp_path / "job_events").mkdir()
+    (tmp_path / "stdout").write_text("sudo: Sudo-pw-7730 Sudo-pw-7730\n")
+    (tmp_path / "job_events" / "1-x.json").write_text('{"stdout": "Sudo-pw-7730"}')
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.write_text("Sudo-pw-7730")
+    (tmp_path / "link").symlink_to(outside)  # a link is not followed
+    runner.redact(tmp_path, ["Sudo-pw-7730", ""])
+    assert (tmp_path / "stdout").read_text() == "sudo: <redacted> <redacted>\n"
+    assert (tmp_path / "job_events" / "1-x.json").read_text() == '{"stdout": "<redacted>"}'
+    assert outside.read_text() == "Sudo-pw-7730"
 
 
 @pytest.mark.usefixtures("tiny_playbook")
