@@ -5,6 +5,8 @@ Nothing generated can reach a host or start a play: run_playbook and connect are
 that stop the run (exit 1 and exit 2 respectively), so the property covers everything before them.
 Inventory trees run the real command line in a subprocess, bounded in time and memory (a regression
 there would hang on a FIFO or read /dev/zero for ever); their hosts are 127.0.0.1 port 1 or no host at all.
+Every other example runs in a forked child that is killed after PER_RUN_SECONDS (a hang fails the example
+instead of hanging the suite; an alias bomb used to) with a bound on its memory.
 The number of examples is bounded so that the file runs in about a minute.
 """
 
@@ -12,10 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import resource
+import select
+import signal
 import subprocess
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,10 +35,13 @@ from alumet_setup import hosts, profiles, resources, runner
 from alumet_setup.cli import main
 from alumet_setup.settings import STEPS, load_specs
 
-SETTING_NAMES = sorted(load_specs(resources.bundled("roles")))
+SPECS = load_specs(resources.bundled("roles"))
+SETTING_NAMES = sorted(SPECS)
+STRUCTURED = sorted(name for name, option in SPECS.items() if option.type in ("dict", "list", "raw"))
 PROFILE_PARAMS = sorted({p.name for profile in profiles.PROFILES.values() for p in profile.parameters})
 EXAMPLES = 40  # per test (but the inventory trees'), each example a few hundred ms at most
 PER_RUN_SECONDS = 20.0  # a hang is what this catches; the CI machine is shared and slow
+MEMORY_LIMIT = 2 << 30  # bytes of data per example: an alias bomb grew by about 45 MB/s
 
 
 def _stop_play(*_args: object, **_kwargs: object) -> None:
@@ -69,7 +79,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 hostile = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["{{ lookup('pipe', 'touch MARK') }}", "{% raw %}", "$(touch MARK)", "`touch MARK`", ";", "\n",
-                     "\0", "-oProxyCommand=touch MARK", "..", "/dev/zero", "", " ", ",", ",,,", "é", "\x1b[31m"]),
+                     "\0", "-oProxyCommand=touch MARK", "..", "/dev/zero", "", " ", ",", ",,,", "é", "\x1b[31m",
+                     # non-UTF-8 bytes of a command line (surrogateescape), and what tojson cannot write in TOML
+                     "a\udcffb", "\udcff", "\U0001f600"]),
 )
 word = st.one_of(hostile, st.from_regex(r"[a-z0-9_.@:\[\]-]{1,20}", fullmatch=True))
 setting = st.one_of(
@@ -81,27 +93,92 @@ steps = st.lists(st.one_of(st.sampled_from(STEPS), hostile), max_size=3).map(","
 content = st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode), st.sampled_from([
     b"[lab]\nlab01 ansible_host=10.0.0.1\n", b"all:\n  hosts:\n    h1: {}\n", b'[plugins.csv]\noutput_path = "x"\n',
     b"a: &a [x, x]\nb: [*a, *a, *a]\n", b"\xff\xfe\x00",
+    # what Python's parsers cannot hold: deep nesting (RecursionError), 5,000 digits (int_max_str_digits)
+    b"a = " + b"{b = " * 340 + b"1" + b"}" * 340 + b"\n", b"a = " + b"[" * 520 + b"1" + b"]" * 520 + b"\n",
+    b"a = " + b"9" * 5000 + b"\n", b"a: " + b"[" * 600 + b"]" * 600 + b"\n", b"a: &a [*a]\n",
 ]))
+
+
+# YAML a dict, list or raw --set value may hold: nested flow collections, anchors and aliases (also to an
+# anchor not yet closed: a loop), YAML escapes of surrogates, raw surrogates, control characters, templates.
+yaml_scalar = st.one_of(st.sampled_from([
+    "x", "1", "-1", "1e999", "true", "null", "~", "''", "'a b'", '"\\udcff"', '"\\ud83d"', '"a\\nb"', "*a", "*b",
+    "A_B", "1: 2", "!!binary aGk=", "!!python/name:os.system", "2024-01-01", "?", "-", "&", "*",
+]), hostile)
+yaml_value = st.recursive(yaml_scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"),
+    st.lists(st.tuples(inner, inner), max_size=4).map(lambda kv: "{" + ", ".join(f"{k}: {v}" for k, v in kv) + "}"),
+    st.tuples(st.sampled_from(["a", "b"]), inner).map(lambda anchored: f"&{anchored[0]} {anchored[1]}"),
+), max_leaves=16)
+yaml_extreme = st.one_of(
+    st.integers(1, 8).map(hostile_trees.list_bomb),  # 9**n values
+    st.integers(1, 8).map(hostile_trees.dict_bomb),
+    st.integers(50, 700).map(lambda n: "[" * n + "]" * n),
+    st.integers(50, 700).map(lambda n: "{a: " * n + "1" + "}" * n),
+    st.sampled_from(["&a [*a]", "{a: &a [*a]}", "{a: &a {b: [*a]}}", "a\udcffb", "{A: \udcff}", "[\udcff]"]),
+)
+structured_setting = st.builds(lambda k, v: f"{k}={v}", st.sampled_from(STRUCTURED),
+                               st.one_of(yaml_value, yaml_extreme))
 
 
 def _marks(text: str, mark: Path) -> str:
     return text.replace("MARK", str(mark))
 
 
-def run_cli(args: list[str], work: Path) -> tuple[int, str, str]:
-    """main(args) in this process: exit code, stdout, stderr; with the invariants that hold for any input."""
-    before = {p: p.stat().st_mtime_ns for p in work.iterdir()}
+def _main_in_child(args: list[str], pipe: int) -> None:
+    """The forked child: main(args) with a bound on memory; [exit code, stdout, stderr] as JSON on `pipe`.
+    An exception that escapes main is written out as the traceback it would have printed."""
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
     out, err = io.StringIO(), io.StringIO()
-    start = time.monotonic()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main(args)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    took = time.monotonic() - start
-    stderr = err.getvalue()
-    assert took < PER_RUN_SECONDS, (args, took)
+        except BaseException:  # what escapes main is the defect this test reports
+            traceback.print_exc()
+            code = 70
+    with os.fdopen(pipe, "wb") as handle:
+        handle.write(json.dumps([code, out.getvalue(), err.getvalue()]).encode())
+
+
+def _run_forked(args: list[str]) -> tuple[int, str, str]:
+    """main(args) in a forked child (the stand-ins installed here are its too), killed after PER_RUN_SECONDS."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            _main_in_child(args, write_end)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    deadline = time.monotonic() + PER_RUN_SECONDS
+    chunks: list[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"no answer within {PER_RUN_SECONDS} s (a hang): {args!a}")
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert chunks, f"the child died without a word (memory beyond {MEMORY_LIMIT} bytes?): {args!a}"
+    code, out, err = json.loads(b"".join(chunks))
+    return code, out, err
+
+
+def run_cli(args: list[str], work: Path) -> tuple[int, str, str]:
+    """main(args), forked: exit code, stdout, stderr; with the invariants that hold for any input."""
+    before = {p: p.stat().st_mtime_ns for p in work.iterdir()}
+    code, stdout, stderr = _run_forked(args)
+    out = io.StringIO(stdout)
     assert code in (0, 1, 2), (args, code, stderr)
     assert "Traceback" not in stderr and "Traceback" not in out.getvalue(), (args, stderr)
     if code == 2:
@@ -145,7 +222,26 @@ def test_install_and_uninstall(work: Path, command: str, host_list: list[str], s
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(host=word, config=st.one_of(st.none(), content), plugins=st.one_of(st.none(), hostile),
+@given(command=st.sampled_from(["install", "uninstall"]), sets=st.lists(structured_setting, min_size=1, max_size=2))
+def test_dict_and_list_settings(work: Path, command: str, sets: list[str]) -> None:
+    """Nested values, aliases (bombs and loops), deep nesting, non-UTF-8: refused in one line or accepted,
+    never a hang, a traceback or a template run."""
+    args = [command, "--check", "--host", "lab01"]
+    for value in sets:
+        args += ["--set", _marks(value, work / "MARK")]
+    code, _out, _err = run_cli(args, work)
+    assert code in (1, 2)  # 1: everything validated, and the stand-in stopped the play
+
+
+# testinfra URL forms, well and badly formed: doctor checks them before anything is contacted.
+SCHEMES = ["ssh", "podman", "docker", "ansible", "local", "paramiko", "winrm", "salt", "foo", ""]
+url = st.builds(lambda scheme, rest: f"{scheme}://{rest}", st.sampled_from(SCHEMES),
+                st.one_of(word, st.sampled_from(["[::1", "[::1]:22", "x:abc", "-oProxyCommand=touch MARK",
+                                                 "--privileged", "root@h:22", "h?sudo=true"])))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=st.one_of(word, url), config=st.one_of(st.none(), content), plugins=st.one_of(st.none(), hostile),
        checks=st.one_of(st.none(), hostile))
 def test_doctor(work: Path, host: str, config: bytes | None, plugins: str | None, checks: str | None) -> None:
     args = ["doctor", "--host", _marks(host, work / "MARK")]
