@@ -107,9 +107,9 @@ def parse_host(spec: str) -> Target:
                     raise InventoryError(f"--host {shown}: {host!r} is not a valid IPv4 address") from None
     port = None
     if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        port = port_number(port_text)
+        if port is None:
             raise InventoryError(f"--host {shown}: port must be a number from 1 to 65535")
-        port = int(port_text)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", host) + (f"_{port}" if port else "")
     return Target(name=name, spec=spec, address=host, user=user, port=port)
 
@@ -146,6 +146,14 @@ def check_url(spec: str) -> str:
     elif url.scheme != "local" and not _URL_HOST.fullmatch(url.netloc):
         raise InventoryError(f"--host {shown}: {url.netloc!r} is not a host or container name")
     return spec
+
+
+def port_number(text: str) -> int | None:
+    """A TCP port from its text, None unless 1 to 65535 in ASCII digits (str.isdigit() takes '²', and
+    int() refuses more than 4300 digits with a ValueError)."""
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 1 <= int(text) <= 65535:
+        return None
+    return int(text)
 
 
 def _check_ipv6(text: str, shown: str) -> str:
@@ -236,10 +244,12 @@ def _ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
                 extra = tuple(shlex.split(var("common_args") or "") + shlex.split(var("extra_args") or ""))
             except ValueError as exc:
                 raise InventoryError(f"--inventory {path}: {name}: bad ansible_ssh_common_args: {exc}") from None
-            if port is not None and not port.isdigit():
-                raise InventoryError(f"--inventory {path}: {name}: ansible_port {port!r} is not a number")
+            number = port_number(port) if port is not None else None
+            if port is not None and number is None:
+                raise InventoryError(f"--inventory {path}: {name}: ansible_port {port[:40]!r} is not a number from "
+                                     "1 to 65535")
             targets.append(SshTarget(
-                name=name, destination=var("host") or name, user=var("user"), port=int(port) if port else None,
+                name=name, destination=var("host") or name, user=var("user"), port=number,
                 identity_file=os.path.expanduser(key) if key else None, extra_args=extra))
     return targets
 

@@ -41,6 +41,7 @@ def _one_line_exit_2(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     ("lab|01", "'|' not allowed"),
     ("-oProxyCommand=touch /tmp/x", "cannot start with '-'"),
     ("root@", "the host part is empty"),
+    ("lab01:" + "9" * 5000, "port must be a number from 1 to 65535"),  # before: int()'s ValueError, a traceback
 ])
 def test_malformed_hosts(capsys: pytest.CaptureFixture[str], command: str, host: str, expected: str) -> None:
     assert expected in _one_line_exit_2(capsys, command, "--host", host)
@@ -231,3 +232,17 @@ def test_toml_that_python_cannot_parse_is_one_line(capsys: pytest.CaptureFixture
 def test_testinfra_urls_are_checked_before_any_connection(capsys: pytest.CaptureFixture[str], host: str,
                                                           expected: str) -> None:
     assert expected in _one_line_exit_2(capsys, "doctor", "--host", host)
+
+
+@pytest.mark.parametrize(("port", "shown"), [
+    ("9" * 5000, "'" + "9" * 40 + "'"),  # before: int()'s ValueError (more than 4300 digits), a traceback
+    ("\u00b2", "'\u00b2'"),  # '²'.isdigit() is true, int('²') a ValueError: a traceback
+    ("99999", "'99999'"),  # before: handed to ssh ("Bad port")
+])
+def test_inventory_ports_are_checked_before_any_connection(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                           port: str, shown: str) -> None:
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"h1 ansible_port={port}\n", encoding="utf-8")
+    line = _one_line_exit_2(capsys, "doctor", "-i", str(inventory))
+    assert line == (f"alumet-setup: error: --inventory {inventory}: h1: ansible_port {shown} is not a number from 1 "
+                    "to 65535")
