@@ -213,8 +213,14 @@ def check_yaml(text: str, max_nodes: int = MAX_YAML_NODES, max_depth: int = MAX_
 
 
 def load_yaml(text: str, max_nodes: int = MAX_YAML_NODES, max_depth: int = MAX_YAML_DEPTH) -> Any:
-    """yaml.safe_load within check_yaml's bounds: UnsafeYaml beyond them, yaml.YAMLError for bad YAML."""
+    """yaml.safe_load within check_yaml's bounds: UnsafeYaml beyond them or for a value Python cannot hold,
+    yaml.YAMLError for bad YAML."""
     import yaml
 
     check_yaml(text, max_nodes, max_depth)
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise
+    except ValueError as exc:  # int() of more digits than sys.get_int_max_str_digits() allows
+        raise UnsafeYaml(f"a value Python cannot read ({str(exc).split(';')[0]})") from None

@@ -171,6 +171,9 @@ def test_a_service_step_makes_service_settings_used(tmp_path: Path) -> None:
     ("alumet_agent_environment={A: [x, \"a\\nb\"]}", "control characters (newline, NUL...) not allowed"),
     ("prereqs_packages_extra=[[a, b]]", "expected a list (a,b,c or a YAML list of plain values)"),
     ("prereqs_packages_extra=[{a: b}]", "expected a list (a,b,c or a YAML list of plain values)"),
+    # Before: PyYAML's int() raised ValueError (more than 4300 digits): a traceback.
+    ("alumet_agent_environment={A: " + "9" * 5000 + "}", "a value Python cannot read (Exceeds the limit (4300"),
+    ("prereqs_packages_extra=[" + "9" * 5000 + "]", "a value Python cannot read (Exceeds the limit (4300"),
 ])
 def test_hostile_structured_and_undecodable_settings(capsys: pytest.CaptureFixture[str], command: str, setting: str,
                                                     expected: str) -> None:

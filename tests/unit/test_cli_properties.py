@@ -103,7 +103,7 @@ content = st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encod
 # anchor not yet closed: a loop), YAML escapes of surrogates, raw surrogates, control characters, templates.
 yaml_scalar = st.one_of(st.sampled_from([
     "x", "1", "-1", "1e999", "true", "null", "~", "''", "'a b'", '"\\udcff"', '"\\ud83d"', '"a\\nb"', "*a", "*b",
-    "A_B", "1: 2", "!!binary aGk=", "!!python/name:os.system", "2024-01-01", "?", "-", "&", "*",
+    "A_B", "1: 2", "!!binary aGk=", "!!python/name:os.system", "2024-01-01", "?", "-", "&", "*", "9" * 5000,
 ]), hostile)
 yaml_value = st.recursive(yaml_scalar, lambda inner: st.one_of(
     st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"),
