@@ -38,9 +38,8 @@ class Parameter:
         return VARIABLE_PREFIX + self.name
 
     def parse(self, text: str) -> Any:
-        """`--set NAME=TEXT` -> the typed value, checked like the validator would, and as the templates
-        write it: a value the configuration cannot hold is refused here, naming the parameter, rather
-        than the rendered file as a whole."""
+        """`--set NAME=TEXT` -> the typed value, checked like the validator would (render() names the
+        value the templates cannot write)."""
         from .safe_io import is_utf8
 
         if not is_utf8(text):
@@ -56,9 +55,6 @@ class Parameter:
         alumet_schema.Scalar(self.kind, self.choices).check(value, f"--set {self.name}", errors)
         if errors:
             raise ProfileError(errors[0])
-        if isinstance(value, str) and not _writable(value):
-            raise ProfileError(f"--set {self.name}: {value!a} cannot be written into a TOML configuration by the "
-                               "profile templates")
         return value
 
 
@@ -173,37 +169,18 @@ def templates_dir() -> Path:
     return bundled("templates")
 
 
-def _environment(root: Path | None = None) -> Any:
-    """The Jinja2 environment the templates are rendered with (templates under `root`)."""
-    import jinja2  # here, not at import time: doctor must stay fast
-
-    # ansible.builtin.template's settings, so both give the same bytes: trim_blocks, and trailing
-    # newlines dropped by Jinja (included files' too) then restored for the top template only.
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(root)) if root is not None else None, undefined=jinja2.StrictUndefined,
-        trim_blocks=True, keep_trailing_newline=False, autoescape=False,
-    )
-
-
-def _writable(value: str) -> bool:
-    """Whether a string, written as the templates write every string (`tojson`), is a TOML string: tojson
-    escapes a character beyond U+FFFF (an emoji) as a surrogate pair, which TOML refuses."""
-    import tomllib
-
-    try:
-        tomllib.loads("v = " + _environment().from_string("{{ v | tojson }}").render(v=value))
-    except tomllib.TOMLDecodeError:
-        return False
-    return True
-
-
 def render(profile_name: str, values: Mapping[str, Any] | None = None, template_root: Path | None = None) -> str:
     """The configuration text of a profile; ProfileError when the result would not pass validation."""
     import jinja2  # here, not at import time: doctor must stay fast
 
     profile = get_profile(profile_name)
     root = (template_root or templates_dir()) / TEMPLATE_DIR
-    env = _environment(root)
+    # ansible.builtin.template's settings, so both give the same bytes: trim_blocks, and trailing
+    # newlines dropped by Jinja (included files' too) then restored for the top template only.
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined, trim_blocks=True,
+        keep_trailing_newline=False, autoescape=False,
+    )
     try:
         template = env.get_template(f"{profile.name}.toml.j2")
         text = template.render(variables(profile, values))
@@ -215,8 +192,23 @@ def render(profile_name: str, values: Mapping[str, Any] | None = None, template_
         raise ProfileError(f"profile {profile.name}: template error: {exc.message}") from None
     errors = alumet_schema.validate_text(text)
     if errors:
-        raise ProfileError(f"profile {profile.name}: rendered configuration is invalid: {'; '.join(errors)}")
+        raise ProfileError(_invalid(profile, values or {}, template_root, errors))
     return text
+
+
+def _invalid(profile: Profile, values: Mapping[str, Any], template_root: Path | None, errors: list[str]) -> str:
+    """The line for a rendering validation refuses. Each value passed its parameter's check, so when one
+    alone makes the file invalid it is how the templates write it (an emoji through `tojson` is a surrogate
+    pair TOML refuses): that value is named; else the errors of the whole file."""
+    if len(values) == 1:
+        ((name, value),) = values.items()
+        return f"--set {name}: {value!a} cannot be written into the configuration: {'; '.join(errors)}"
+    for name, value in values.items():
+        try:
+            render(profile.name, {name: value}, template_root)
+        except ProfileError as exc:
+            return str(exc)
+    return f"profile {profile.name}: rendered configuration is invalid: {'; '.join(errors)}"
 
 
 def _trailing_newlines(text: str) -> int:
