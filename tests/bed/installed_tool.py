@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,14 @@ class InstalledTool:
         kwargs.setdefault("env", self.env())
         return subprocess.run([str(self.program), *args], cwd=kwargs.pop("cwd", self.workdir), capture_output=True,
                               text=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+
+    def cli(self, *args: str, state: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
+        """`alumet-setup ARGS` as the end-to-end tests run it against hosts: XDG_STATE_HOME=state, `env` added,
+        and an ssh ControlPath directory of this run's own. Ansible keys its master connections by user, host
+        and port only, so a live master of an earlier run would let a wrong key or host key in unchecked."""
+        with tempfile.TemporaryDirectory(prefix="as-cp-") as control:
+            return self.run(*args, timeout=timeout, env=self.env(XDG_STATE_HOME=str(state),
+                                                                 ANSIBLE_SSH_CONTROL_PATH_DIR=control, **env))
 
 
 def user_env() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Throwaway bed containers driven by the real roles (ansible-playbook) or the real CLI.
+"""Throwaway bed containers driven by the real roles (ansible-playbook) or alumet-setup as the README installs it.
 
 Shared by test_faults.py and test_security.py: one podman container per test, host network, not
 privileged, the platform's apt cache bind-mounted as molecule/config.yml does.
@@ -6,6 +6,7 @@ privileged, the platform's apt cache bind-mounted as molecule/config.yml does.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from installed_tool import InstalledTool  # tests/bed, put on sys.path by tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -59,11 +61,10 @@ class Container:
                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
 
-    def cli(self, directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        """The real alumet-setup command against this container (through an inventory)."""
-        cmd = [str(BIN / "alumet-setup"), *args[:1], "-i", str(self.inventory(directory)), *args[1:]]
-        env = {**os.environ, "XDG_STATE_HOME": str(directory / "state")}
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    def cli(self, tool: InstalledTool, directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed alumet-setup against this container (through an inventory)."""
+        return tool.cli(*args[:1], "-i", str(self.inventory(directory)), *args[1:], state=directory / "state",
+                        ANSIBLE_COLLECTIONS_PATH=str(podman_collection(directory)))
 
     def checksums(self, roots: str = "/etc /opt /usr/local") -> str:
         """Entries with mode and owner, and the sha256 of every file: equal means nothing changed."""
@@ -86,11 +87,30 @@ def container(platform: str = "debian13", podman_args: Sequence[str] = ()) -> It
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, check=False)
 
 
+def podman_collection(directory: Path) -> Path:
+    """A collections path holding containers.podman alone: the connection these containers are reached by. The
+    tool depends on ansible-core, which lacks it (users reach hosts over SSH); the checkout's venv has it (the
+    `ansible` test extra). Nothing else of that venv comes with it."""
+    spec = importlib.util.find_spec("ansible_collections.containers.podman")
+    assert spec is not None and spec.submodule_search_locations, "containers.podman: pip install -e '.[test]'"
+    root = directory / "collections"
+    link = root / "ansible_collections" / "containers" / "podman"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(next(iter(spec.submodule_search_locations)))
+    return root
+
+
 def bed_vars(bed: dict[str, str]) -> dict[str, Any]:
     """The roles' download and build locations pointed at the bed services (as molecule/config.yml)."""
     return {"rustup_update_root": bed["rustup_update_root"], "rustup_dist_server": bed["mirror_url"],
             "rustup_toolchain": os.environ["BED_RUST_TOOLCHAIN"], "alumet_agent_git_url": bed["git_url"],
             "alumet_agent_poll_interval": 1}
+
+
+def bed_settings(bed: dict[str, str]) -> list[str]:
+    """bed_vars as install's --set options."""
+    return [arg for key, value in bed_vars(bed).items() for arg in ("--set", f"{key}={value}")]
 
 
 def install_summary(stdout: str) -> dict[str, list[str]]:

@@ -1,10 +1,11 @@
 """The agent run as alumet.service runs it finds per-process rows with the default profile (issue #10, item 1).
 
-In a bed container the real roles install the agent (the test bed's stand-in, which follows upstream's procfs
-process rule: under `run`, per-process rows come only from the "watcher" strategy), its capabilities, the
-default configuration profile and the unit. No systemd runs there, so the test starts the unit's ExecStart
-itself, as the unit says: its User and Group, its WorkingDirectory (StateDirectory), AmbientCapabilities
-with NoNewPrivileges (the binary's file capabilities are then ignored, as under systemd).
+In a bed container alumet-setup as the README installs it (the `tool` fixture) installs the agent (the test bed's
+stand-in, which follows upstream's procfs process rule: under `run`, per-process rows come only from the
+"watcher" strategy), its capabilities, the default configuration profile and the unit. No systemd runs there,
+so the test starts the unit's ExecStart itself, as the unit says: its User and Group, its WorkingDirectory
+(StateDirectory), AmbientCapabilities with NoNewPrivileges (the binary's file capabilities are then ignored,
+as under systemd).
 
 This host has no RAPL (not available, never faked). When the agent's own log says so (agent.probe's
 judge: rapl not-available), the same command runs again with `--plugins` naming the configuration's
@@ -19,13 +20,14 @@ import shlex
 import tomllib
 
 import pytest
-from bedhost import ROOT, Container, bed_vars, container
+from bedhost import Container, bed_settings, container
+from installed_tool import InstalledTool
 
 from alumet_setup.checks.agent_probe import csv_metric_rows, judge, parse_agent_log
 
 pytestmark = [pytest.mark.containers]
 
-ROLES = ["prereqs", "rustup", "alumet_agent", "alumet_group", "capabilities", "alumet_config", "alumet_service"]
+STEPS = "prereqs,rustup,agent,group,config,capabilities,service"
 UNIT = "/etc/systemd/system/alumet.service"
 # setpriv takes numbers: libcap-ng before 0.8 (Ubuntu 22.04) does not know "perfmon".
 CAP_NUMBERS = {"CAP_SYS_PTRACE": 19, "CAP_SYS_NICE": 23, "CAP_PERFMON": 38}
@@ -67,12 +69,12 @@ def service_command(c: Container, config: str | None = None, plugins: list[str] 
 
 
 @pytest.fixture(scope="module")
-def installed(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
-    """A debian13 container converged with the install roles and the service role, default profile."""
+def installed(bed: dict[str, str], tool: InstalledTool, tmp_path_factory: pytest.TempPathFactory):
+    """A debian13 container prepared by `alumet-setup install` with the service step, default profile."""
     tmp = tmp_path_factory.mktemp("service-run")
     with container() as c:
-        run = c.play(tmp, ROLES, {**bed_vars(bed), "alumet_config_template_dir": str(ROOT / "templates")})
-        assert run.returncode == 0, run.stdout[-3000:]
+        run = c.cli(tool, tmp, "install", "--only", STEPS, *bed_settings(bed))
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
         yield c
 
 

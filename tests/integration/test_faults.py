@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from bedhost import ROOT, bed_vars, container
+from installed_tool import InstalledTool
 
 pytestmark = [pytest.mark.containers]
 TRIPLE = "x86_64-unknown-linux-gnu"
@@ -296,13 +297,13 @@ def test_full_disk_keeps_the_previous_config(bed: dict[str, str], tmp_path: Path
         assert c.sh("ls -A /etc/alumet").stdout.split() == ["alumet-config.toml"]  # no partial temporary file
 
 
-def test_unsupported_distribution_refused_by_name(bed: dict[str, str], tmp_path: Path) -> None:
+def test_unsupported_distribution_refused_by_name(bed: dict[str, str], tool: InstalledTool, tmp_path: Path) -> None:
     with container() as c:
         c.sh("sed -i -e 's/^VERSION_ID=.*/VERSION_ID=\"11\"/' -e 's/^VERSION=.*/VERSION=\"11 (bullseye)\"/' "
              "-e 's/^DEBIAN_VERSION_FULL=.*/DEBIAN_VERSION_FULL=11.11/' -e 's/trixie/bullseye/' /usr/lib/os-release "
              "&& echo 11.11 > /etc/debian_version")
         before = c.checksums()
-        run = c.cli(tmp_path, "install")
+        run = c.cli(tool, tmp_path, "install")
         assert run.returncode == 1, run.stdout + run.stderr
         failures = [line for line in run.stdout.splitlines() if "FAILED" in line]
         assert len(failures) == 1 and "unsupported distribution Debian 11.11" in failures[0], run.stdout
@@ -326,7 +327,7 @@ def test_hidepid_edit_then_uninstall_restores_fstab_byte_for_byte(bed: dict[str,
         assert c.sh("test ! -e /etc/fstab.alumet-setup.bak", check=False).returncode == 0
 
 
-def test_check_mode_previews_every_step_without_python3_apt_or_rust_servers(bed: dict[str, str],
+def test_check_mode_previews_every_step_without_python3_apt_or_rust_servers(bed: dict[str, str], tool: InstalledTool,
                                                                             tmp_path: Path) -> None:
     # A minimal host (no python3-apt) that cannot reach the Rust servers: the dry run still goes
     # through all nine steps, names the download it would make, and changes nothing.
@@ -335,7 +336,7 @@ def test_check_mode_previews_every_step_without_python3_apt_or_rust_servers(bed:
         assert c.sh("python3 -c 'import apt_pkg'", check=False).returncode != 0
         before = c.checksums()
         unreachable = "http://127.0.0.1:1"
-        run = c.cli(tmp_path, "install", "--check", "--diff", "--set", f"rustup_update_root={unreachable}/rustup",
+        run = c.cli(tool, tmp_path, "install", "--check", "--diff", "--set", f"rustup_update_root={unreachable}/rustup",
                     "--set", f"rustup_dist_server={unreachable}", "--set", f"alumet_agent_git_url={bed['git_url']}")
         out = run.stdout + run.stderr
         assert run.returncode == 0, out[-4000:]

@@ -1,5 +1,6 @@
-"""A user's first install, end to end, as the README tells it: the real CLI against sshd containers on
-127.0.0.1 (tests/bed/sshd.py) that reach nothing but the bed's loopback Rust mirror and git daemon.
+"""A user's first install, end to end, as the README tells it: alumet-setup installed by the README's first
+command (the `tool` fixture) against sshd containers on 127.0.0.1 (tests/bed/sshd.py) that reach nothing but
+the bed's loopback Rust mirror and git daemon.
 
 lab:   a Debian 13 host, the agent's capabilities in its bounding set; also a login user without sudo.
 tight: the same, started with podman's default bounding set only (no CAP_PERFMON, CAP_SYS_NICE, ...): the
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,8 @@ from pathlib import Path
 import pytest
 import readme_commands  # tests/bed, put on sys.path by tests/conftest.py
 import sshd
+from installed_tool import InstalledTool
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.containers]
 
 
@@ -31,12 +30,13 @@ class Bed:
     ports: dict[str, int]
     containers: dict[str, str]
     inventory: Path
-    env: dict[str, str]
+    env: dict[str, str]  # added to the tool's environment
     settings: dict[str, str]
+    tool: InstalledTool
 
 
 @pytest.fixture(scope="module")
-def hosts(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+def hosts(bed: dict[str, str], tool: InstalledTool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     work = tmp_path_factory.mktemp("first")
     key = sshd.make_key(work / "id")
     started = sshd.start([("lab", "debian13"), ("tight", "debian13")], Path(f"{key}.pub"), cap_add={"tight": []})
@@ -45,18 +45,25 @@ def hosts(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iter
         inventory = sshd.write_inventory(work / "inventory.yml", sshd.inventory(started, key, known_hosts))
         # Ad-hoc --host targets (the README's form) get the same key and known_hosts through Ansible's own setting.
         ssh_args = f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i {key}"
-        env = {**os.environ, "XDG_STATE_HOME": str(work / "state"), "ANSIBLE_SSH_COMMON_ARGS": ssh_args}
-        yield Bed(work, {h.name: h.port for h in started}, {h.name: h.container for h in started}, inventory, env,
-                  {"rustup_mirror": bed["mirror_url"], "alumet_agent_git_url": bed["git_url"]})
+        yield Bed(work, {h.name: h.port for h in started}, {h.name: h.container for h in started}, inventory,
+                  {"ANSIBLE_SSH_COMMON_ARGS": ssh_args},
+                  {"rustup_mirror": bed["mirror_url"], "alumet_agent_git_url": bed["git_url"]}, tool)
     finally:
         sshd.remove(started)
 
 
 def cli(b: Bed, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory(prefix="as-cp-") as control:  # no ssh master shared between runs
-        return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
-                              env={**b.env, "ANSIBLE_SSH_CONTROL_PATH_DIR": control}, timeout=timeout, cwd=ROOT,
-                              check=False)
+    return b.tool.cli(*args, state=b.work / "state", timeout=timeout, **b.env)
+
+
+def readme_airgapped_args(b: Bed) -> list[str]:
+    """The README's air-gapped install against lab, its placeholders filled in with the bed's services. The one
+    addition: the bed's mirror serves only its own X.Y, not the default 1.89 (docs/testbed.md); the README says
+    so ("the channel rustup_toolchain names")."""
+    (argv,) = readme_commands.commands("Air-gapped labs")
+    assert argv[:2] == ["alumet-setup", "install"]
+    args = readme_commands.substitute(argv[1:], b.settings, host=f"root@127.0.0.1:{b.ports['lab']}")
+    return [*args, "--set", f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}"]
 
 
 def test_no_sudo_is_one_line_saying_what_to_do(hosts: Bed) -> None:
@@ -74,14 +81,29 @@ def test_no_sudo_is_one_line_saying_what_to_do(hosts: Bed) -> None:
     assert "modules failed to execute" not in out, out[-3000:]
 
 
+def test_readme_first_command_then_a_dry_run_and_doctor_on_a_fresh_host(hosts: Bed) -> None:
+    """What a new user does first: the README's first command (the `tool` fixture runs it as written, and it
+    ends with doctor on this machine), then `install --check` and `doctor` against a fresh Debian 13 host.
+    Before the wheel's filter plugin could load (e3a0927), the dry run failed at the capabilities step."""
+    first = hosts.tool.first_run
+    verdicts = [line for line in first.stdout.splitlines() if line.startswith(("Ready: ", "Not ready: "))]
+    assert len(verdicts) == 1, first.stdout[-2000:] + first.stderr[-2000:]  # doctor ran to its verdict
+    check = cli(hosts, *readme_airgapped_args(hosts), "--check")
+    out = check.stdout + check.stderr
+    assert check.returncode == 0, out[-4000:]
+    assert "FAILED" not in out and "Traceback" not in out, out[-4000:]
+    assert "alumet_agent: would run cargo install" in out, out[-4000:]
+
+    doctor = cli(hosts, "doctor", "--host", f"root@127.0.0.1:{hosts.ports['lab']}", "--json", timeout=120)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr  # answered; not ready before the install
+    (host,) = json.loads(doctor.stdout)["hosts"]
+    status = {c["id"]: c["status"] for c in host["checks"]}
+    assert "error" not in host and status["system.os"] == "ok", host
+    assert status["agent.binary"] == "fail", host["summary"]  # the dry run installed nothing
+
+
 def test_readme_airgapped_install_as_written(hosts: Bed) -> None:
-    (argv,) = readme_commands.commands("Air-gapped labs")
-    assert argv[:2] == ["alumet-setup", "install"]
-    args = readme_commands.substitute(argv[1:], hosts.settings, host=f"root@127.0.0.1:{hosts.ports['lab']}")
-    # The one addition: the bed's mirror serves only its own X.Y, not the default 1.89 (docs/testbed.md); the
-    # README says so ("the channel rustup_toolchain names").
-    args += ["--set", f"rustup_toolchain={os.environ['BED_RUST_TOOLCHAIN']}"]
-    run = cli(hosts, *args)
+    run = cli(hosts, *readme_airgapped_args(hosts))
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
     assert "FAILED" not in out, out[-4000:]

@@ -1,5 +1,5 @@
-"""Remote hosts and fleets, end to end: the real CLI (a subprocess of this interpreter) against sshd
-containers on 127.0.0.1 (tests/bed/sshd.py), host key checking on.
+"""Remote hosts and fleets, end to end: alumet-setup as the README installs it (the `tool` fixture, a wheel in
+a venv of its own) against sshd containers on 127.0.0.1 (tests/bed/sshd.py), host key checking on.
 
 Three hosts: u2404 (Ubuntu 24.04, glibc 2.39) builds alumet-agent for itself and for deb13 and deb13b
 (Debian 13, glibc 2.41): one build for the OS family, on its oldest glibc.
@@ -10,10 +10,7 @@ badhostkey (a known_hosts holding another host's key for deb13's port).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ import jsonschema
 import pytest
 import sshd  # tests/bed, put on sys.path by tests/conftest.py
 from bedhost import install_summary
+from installed_tool import InstalledTool
 
 from alumet_setup.settings import STEPS
 
@@ -41,6 +39,7 @@ class Fleet:
     work: Path
     settings: list[str]
     containers: dict[str, str]  # inventory name -> podman container
+    tool: InstalledTool
 
     def sh(self, name: str, script: str) -> str:
         """Run a shell script as root in a host's container (what an administrator does by hand)."""
@@ -77,7 +76,7 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def fleet(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(bed: dict[str, str], tool: InstalledTool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work = tmp_path_factory.mktemp("remote")
     key, wrong_key = sshd.make_key(work / "id"), sshd.make_key(work / "wrong")
     hosts = sshd.start([("deb13", "debian13"), ("deb13b", "debian13"), ("u2404", "ubuntu2404")],
@@ -99,18 +98,13 @@ def fleet(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iter
         settings = [f"rustup_dist_server={bed['mirror_url']}", f"rustup_update_root={bed['rustup_update_root']}",
                     "rustup_toolchain=1.95", f"alumet_agent_git_url={bed['git_url']}"]
         yield Fleet(inventory, work, [arg for s in settings for arg in ("--set", s)],
-                    {h.name: h.container for h in hosts})
+                    {h.name: h.container for h in hosts}, tool)
     finally:
         sshd.remove(hosts)
 
 
 def cli(fleet: Fleet, *args: str, timeout: int = 420) -> Run:
-    # A fresh ssh ControlPath directory per run: Ansible's master connections are keyed by user, host and
-    # port only, so a live one from an earlier run would let badkey/badhostkey in without a handshake.
-    with tempfile.TemporaryDirectory(prefix="as-cp-") as control:
-        env = {**os.environ, "XDG_STATE_HOME": str(fleet.work / "state"), "ANSIBLE_SSH_CONTROL_PATH_DIR": control}
-        proc = subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
-                              env=env, timeout=timeout, cwd=ROOT, check=False)
+    proc = fleet.tool.cli(*args, state=fleet.work / "state", timeout=timeout)
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -249,13 +243,11 @@ def test_host_keys_are_checked_on_every_install(fleet: Fleet) -> None:
     hk = {"hk": sshd.connection(port, key, known_hosts)}
     inventory = sshd.write_inventory(fleet.work / "hk.yml", sshd.inventory([], key, known_hosts, hk))
     # Not the cli() helper: no ANSIBLE_SSH_CONTROL_PATH_DIR of the test's own; the tool must choose it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_SSH_CONTROL_PATH")}
-    env["XDG_STATE_HOME"] = str(fleet.work / "state")
+    env = {k: v for k, v in fleet.tool.env(XDG_STATE_HOME=str(fleet.work / "state")).items()
+           if not k.startswith("ANSIBLE_SSH_CONTROL_PATH")}
 
     def install() -> Run:
-        proc = subprocess.run([sys.executable, "-m", "alumet_setup", "install", "--check", "--only", "sysctl",
-                               "-i", str(inventory)], capture_output=True, text=True, env=env, timeout=240,
-                              cwd=ROOT, check=False)
+        proc = fleet.tool.run("install", "--check", "--only", "sysctl", "-i", str(inventory), env=env, timeout=240)
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
     # Removed from known_hosts, then replaced by another host's keys (the fixture's wrong_known_hosts).

@@ -1,4 +1,5 @@
-"""The VM tier: the real CLI against Debian 13 and Ubuntu 24.04 virtual machines (tests/bed/vm.py).
+"""The VM tier: alumet-setup as the README installs it (the `tool` fixture) against Debian 13 and Ubuntu 24.04
+virtual machines (tests/bed/vm.py).
 
 What containers cannot show: a kernel of its own (perf_event_paranoid set at boot, /proc remounted from
 the fstab, perf_event_open under the kernel's rules), systemd and udev, and a reboot. One scenario runs
@@ -19,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import services  # noqa: E402
 import sshd  # noqa: E402
 import vm as vmbed  # noqa: E402
-from bedhost import container, install_summary  # noqa: E402
+from bedhost import container, install_summary, podman_collection  # noqa: E402
+from installed_tool import InstalledTool  # noqa: E402
 
 pytestmark = pytest.mark.vm
 
@@ -96,17 +97,15 @@ def each(vms: dict[str, vmbed.Vm], fn: Callable[[vmbed.Vm], Any]) -> dict[str, A
         return {name: f.result() for name, f in futures.items()}
 
 
-def cli(work: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory(prefix="as-cp-") as control:
-        env = {**os.environ, "XDG_STATE_HOME": str(work / "state"), "ANSIBLE_SSH_CONTROL_PATH_DIR": control,
-               # Fewer round trips per task: under TCG every Python start in the guest is slow.
-               "ANSIBLE_PIPELINING": "True"}
-        return subprocess.run([sys.executable, "-m", "alumet_setup", *args], capture_output=True, text=True,
-                              env=env, timeout=timeout, cwd=ROOT, check=False)
+def cli(tool: InstalledTool, work: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    # The builders are bed containers, reached through containers.podman; fewer round trips per task:
+    # under TCG every Python start in the guest is slow.
+    return tool.cli(*args, state=work / "state", timeout=timeout,
+                    ANSIBLE_COLLECTIONS_PATH=str(podman_collection(work)), ANSIBLE_PIPELINING="True")
 
 
-def doctor(work: Path, inventory: Path, names: list[str]) -> dict[str, dict]:
-    run = cli(work, "doctor", "-i", str(inventory), *[a for n in names for a in ("--host", n)], "--json",
+def doctor(tool: InstalledTool, work: Path, inventory: Path, names: list[str]) -> dict[str, dict]:
+    run = cli(tool, work, "doctor", "-i", str(inventory), *[a for n in names for a in ("--host", n)], "--json",
               timeout=300)
     assert run.returncode in (0, 1), f"doctor did not answer for every VM (rc {run.returncode}):\n{run.stderr}"
     return {h["host"]: h for h in json.loads(run.stdout)["hosts"]}
@@ -158,14 +157,15 @@ def service_checks(vm: vmbed.Vm) -> dict[str, Any]:
     return out
 
 
-def broken_fstab(vm: vmbed.Vm, work: Path, inventory: Path) -> tuple[subprocess.CompletedProcess, str]:
+def broken_fstab(vm: vmbed.Vm, tool: InstalledTool, work: Path,
+                 inventory: Path) -> tuple[subprocess.CompletedProcess, str]:
     """Install's hidepid step against an fstab findmnt --verify rejects: refused, nothing written.
     The fstab is put back afterwards, and the last reboot shows the VM still boots."""
     good = vm.ssh("cat /etc/fstab").stdout
     vm.ssh(f"printf %s '{BROKEN_LINE}' >> /etc/fstab")
     broken = vm.ssh("cat /etc/fstab").stdout
     try:
-        run = cli(work, "install", "-i", str(inventory), "--host", vm.name, "--only", "group,hidepid",
+        run = cli(tool, work, "install", "-i", str(inventory), "--host", vm.name, "--only", "group,hidepid",
                   timeout=900)
         after = vm.ssh("cat /etc/fstab").stdout
         return run, "unchanged" if after == broken else f"changed:\n{after}"
@@ -188,7 +188,7 @@ def builders(bed: dict[str, str]) -> Iterator[dict[str, dict]]:
 
 
 @pytest.fixture(scope="module")
-def seen(vms: dict[str, vmbed.Vm], vm_work: Path, builders: dict[str, dict]) -> Iterator[Seen]:
+def seen(vms: dict[str, vmbed.Vm], vm_work: Path, builders: dict[str, dict], tool: InstalledTool) -> Iterator[Seen]:
     s = Seen()
     names = list(vms)
     # The service is chosen per host (an inventory variable, as a fleet would): the VMs have systemd. They
@@ -204,20 +204,20 @@ def seen(vms: dict[str, vmbed.Vm], vm_work: Path, builders: dict[str, dict]) -> 
     set_args = [a for x in settings for a in ("--set", x)]
     s.before = each(vms, facts)
     t = time.monotonic()
-    s.install = cli(vm_work, "install", "-i", str(inventory), *[a for n in builders for a in ("--host", n)],
+    s.install = cli(tool, vm_work, "install", "-i", str(inventory), *[a for n in builders for a in ("--host", n)],
                     *host_args, *set_args, timeout=2400)
     s.timings["install_s"] = round(time.monotonic() - t, 1)
     assert s.install.returncode == 0, f"install failed:\n{s.install.stdout[-6000:]}\n{s.install.stderr[-2000:]}"
-    s.doctor_before_reboot = doctor(vm_work, inventory, names)
+    s.doctor_before_reboot = doctor(tool, vm_work, inventory, names)
     each(vms, vmbed.Vm.reboot)
     s.after_reboot = each(vms, facts)
-    s.doctor_after_reboot = doctor(vm_work, inventory, names)
+    s.doctor_after_reboot = doctor(tool, vm_work, inventory, names)
     s.checks = each(vms, service_checks)
     # The service step like every other (the container tier has no systemd to prove it): a dry run of the
     # installed host previews no change, a rerun changes nothing and leaves the agent up.
-    s.service_check = cli(vm_work, "install", "-i", str(inventory), *host_args, "--only", "service", "--check",
-                          "--diff", timeout=900)
-    s.service_rerun = cli(vm_work, "install", "-i", str(inventory), *host_args, "--only", "service", timeout=900)
+    s.service_check = cli(tool, vm_work, "install", "-i", str(inventory), *host_args, "--only", "service",
+                          "--check", "--diff", timeout=900)
+    s.service_rerun = cli(tool, vm_work, "install", "-i", str(inventory), *host_args, "--only", "service", timeout=900)
     s.inventory = inventory
     yield s
     for name, v in vms.items():
@@ -225,15 +225,15 @@ def seen(vms: dict[str, vmbed.Vm], vm_work: Path, builders: dict[str, dict]) -> 
 
 
 @pytest.fixture(scope="module")
-def undone(seen: Seen, vms: dict[str, vmbed.Vm], vm_work: Path) -> Seen:
+def undone(seen: Seen, vms: dict[str, vmbed.Vm], vm_work: Path, tool: InstalledTool) -> Seen:
     """The scenario's second half, run only for the tests that need it (`-k` on the first half's tests
     skips it): uninstall, the fstab that would not boot, a reboot."""
     assert seen.inventory is not None
     t = time.monotonic()
-    seen.uninstall = cli(vm_work, "uninstall", "-i", str(seen.inventory), *[a for n in vms for a in ("--host", n)],
-                         timeout=1800)
+    seen.uninstall = cli(tool, vm_work, "uninstall", "-i", str(seen.inventory),
+                         *[a for n in vms for a in ("--host", n)], timeout=1800)
     seen.timings["uninstall_s"] = round(time.monotonic() - t, 1)
-    seen.broken_fstab = each(vms, lambda v: broken_fstab(v, vm_work, seen.inventory))
+    seen.broken_fstab = each(vms, lambda v: broken_fstab(v, tool, vm_work, seen.inventory))
     each(vms, vmbed.Vm.reboot)
     seen.after_uninstall = each(vms, facts)
     return seen
