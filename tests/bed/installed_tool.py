@@ -59,6 +59,14 @@ def user_env() -> dict[str, str]:
     return env
 
 
+def readme_line(section: str, containing: str) -> str:
+    """The line of README.md's `section` (its ```sh blocks) that contains `containing`, as written."""
+    found = [line for line in readme_commands.lines(section) if containing in line]
+    if len(found) != 1:
+        raise LookupError(f"README.md's '{section}' has {len(found)} lines with '{containing}', not one")
+    return found[0]
+
+
 def readme_install_line() -> str:
     """The README's first command, as written (one line of its first ```sh block)."""
     lines = readme_commands.lines(SECTION)
@@ -67,25 +75,38 @@ def readme_install_line() -> str:
     return lines[0]
 
 
-def install(home: Path, workdir: Path) -> InstalledTool:
-    """Run the README's first command from the checkout with HOME=home; InstallFailed when no tool came of it.
+def as_user(line: str, home: Path, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """A README line run by bash as a user would, with HOME=home, from `cwd`.
 
-    As root on a machine without sudo, the leading `sudo ` is left out, as the README says to do there.
+    As root on a machine without sudo, `sudo ` is left out, as the README says to do there.
     """
-    line = readme_install_line()
     if os.geteuid() == 0 and shutil.which("sudo") is None:
         line = line.replace("sudo ", "")
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env={**user_env(), "HOME": str(home)},
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def package_dir(python: Path, cwd: Path) -> Path:
+    """Where `python` imports alumet_setup from (run from cwd, the checkout not importable); InstallFailed if not."""
+    where = subprocess.run([str(python), "-c", "import alumet_setup; print(alumet_setup.__file__)"],
+                           cwd=cwd, env=user_env(), capture_output=True, text=True, check=False)
+    if where.returncode != 0:
+        raise InstallFailed(f"{python} cannot import alumet_setup: {where.stderr}")
+    return Path(where.stdout.strip()).parent
+
+
+def install(home: Path, workdir: Path, source: Path = ROOT) -> InstalledTool:
+    """Run the README's first command from `source` (a tree of alumet-setup) with HOME=home; InstallFailed when
+    no tool came of it."""
+    line = readme_install_line()
     home.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["bash", "-c", line], cwd=ROOT, env={**user_env(), "HOME": str(home)},
-                          capture_output=True, text=True, timeout=900, check=False)
+    proc = as_user(line, home, source)
     program = home / VENV / "bin" / "alumet-setup"
     # The line ends with doctor on this machine: 0 ready, 1 a plugin blocked here; 2 or more is a failure.
     if proc.returncode not in (0, 1) or not program.is_file():
         raise InstallFailed(f"README command failed (exit {proc.returncode}): {line}\n{proc.stdout}\n{proc.stderr}")
-    where = subprocess.run([str(program.parent / "python"), "-c", "import alumet_setup; print(alumet_setup.__file__)"],
-                           cwd=workdir, env=user_env(), capture_output=True, text=True, check=False)
-    package = Path(where.stdout.strip())
-    if where.returncode != 0 or ROOT in package.parents or (home / VENV) not in package.parents:
-        raise InstallFailed(f"the installed alumet_setup is not the venv's own copy: {where.stdout}{where.stderr}")
+    package = package_dir(program.parent / "python", workdir)
+    if ROOT in package.parents or source in package.parents or (home / VENV) not in package.parents:
+        raise InstallFailed(f"the installed alumet_setup is not the venv's own copy: {package}")
     return InstalledTool(home=home, workdir=workdir, program=program, first_run=proc)

@@ -94,7 +94,8 @@ def test_readme_first_command_then_a_dry_run_and_doctor_on_a_fresh_host(hosts: B
     assert "FAILED" not in out and "Traceback" not in out, out[-4000:]
     assert "alumet_agent: would run cargo install" in out, out[-4000:]
 
-    doctor = cli(hosts, "doctor", "--host", f"root@127.0.0.1:{hosts.ports['lab']}", "--json", timeout=120)
+    # Doctor's ssh reads no Ansible setting: the inventory gives it the bed's key and known_hosts.
+    doctor = cli(hosts, "doctor", "-i", str(hosts.inventory), "--host", "lab", "--json", timeout=120)
     assert doctor.returncode == 1, doctor.stdout + doctor.stderr  # answered; not ready before the install
     (host,) = json.loads(doctor.stdout)["hosts"]
     status = {c["id"]: c["status"] for c in host["checks"]}
