@@ -11,7 +11,9 @@ from __future__ import annotations  # annotations stay strings: Python 3.8 targe
 import os
 import re
 import shutil
+import stat
 import tempfile
+from typing import Any
 
 DOCUMENTATION = r"""
 module: alumet_proc_fstab
@@ -22,13 +24,20 @@ description:
   - The fstab is verified with C(findmnt --verify --tab-file) before anything is changed (an invalid fstab
     is refused), the candidate is verified before it replaces the fstab, and the fstab is verified again
     afterwards (the previous content is restored on failure). The first edit keeps a backup copy.
+  - A symlinked fstab stays a link: the edit goes to the regular file it points to (replaced atomically in
+    that file's directory, with that file's mode and owner); a link to anything else is refused.
+  - restore puts the backup's content back the same way, only when nothing but /proc lines changed since
+    the backup was made, then removes the backup.
   - Returns the options a live remount needs (empty when /proc already matches); it never remounts.
 options:
   policy:
     description: keep (change nothing), exempt-group (keep the hidepid level, add gid=), disable (drop hidepid and gid).
     type: str
     choices: [keep, exempt-group, disable]
-    required: true
+  restore:
+    description: Put the backup back (only /proc lines may differ), remove it; policy is then not used.
+    type: bool
+    default: false
   gid:
     description: Group exempted from hidepid (exempt-group). May be missing in check mode only.
     type: int
@@ -37,7 +46,7 @@ options:
     type: path
     default: /etc/fstab
   backup:
-    description: Copy of the fstab kept before the first edit (never overwritten).
+    description: Copy of the fstab's content kept before the first edit (created new, never overwritten).
     type: path
     default: /etc/fstab.alumet-setup.bak
   mounts:
@@ -54,6 +63,7 @@ remount_options:
   description: Options for mount -o remount,OPTIONS /proc; empty when the live /proc already matches.
   type: str
 backup_file: {description: The backup copy, when this run made it, type: str}
+restored_options: {description: restore only: the /proc options of the restored fstab ("" when none), type: str}
 """
 
 # hidepid names (Linux >= 5.8) and numbers are the same levels (proc(5)).
@@ -138,19 +148,86 @@ def rewrite(line: str, options: str) -> str:
     return lead + "".join(tokens) + nl
 
 
+class FstabError(Exception):
+    """Why the fstab (or its backup) cannot be written safely: the module's one-line failure."""
+
+
+def regular_target(path: str) -> str:
+    """The file an edit of `path` must write: `path` itself, or the regular file a symlink resolves to.
+
+    A link is followed deliberately, so that it survives the edit (replacing it would turn the host's link
+    into a copy); a dangling link, or a path to a directory, FIFO, device or socket, is refused.
+    """
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        if target != path:
+            raise FstabError(f"{path} is a symlink to {target}, which does not exist: refusing to create it") from None
+        return path  # a new fstab
+    if not stat.S_ISREG(st.st_mode):
+        what = f"{path} (a symlink to {target})" if target != path else path
+        raise FstabError(f"{what} is not a regular file: refusing to write it")
+    return target
+
+
+def replace_content(path: str, text: str) -> None:
+    """Write `text` to the regular file `path` atomically: a new file in its directory, given its mode and
+    owner (0644 root for a new one), renamed over it. A link to `path` is left as it is."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".fstab.alumet-setup.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        if os.path.exists(path):
+            st = os.stat(path)
+            os.chown(tmp, st.st_uid, st.st_gid)
+            shutil.copystat(path, tmp)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_backup(path: str, text: str) -> None:
+    """Create `path` with `text`, 0600: O_EXCL|O_NOFOLLOW, so an existing file or link is never written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise FstabError(f"{path} is in the way (a link or a file appeared): refusing to write the backup") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def without_proc_lines(text: str) -> list:
+    """The lines of an fstab with its /proc lines blanked: what a restore requires unchanged."""
+    return ["" if is_proc_line(line) else line for line in text.splitlines()]
+
+
 def main() -> None:
     from ansible.module_utils.basic import AnsibleModule
 
     module = AnsibleModule(
         argument_spec={
-            "policy": {"type": "str", "required": True, "choices": ["keep", "exempt-group", "disable"]},
+            "policy": {"type": "str", "choices": ["keep", "exempt-group", "disable"]},
+            "restore": {"type": "bool", "default": False},
             "gid": {"type": "int"},
             "fstab": {"type": "path", "default": "/etc/fstab"},
             "backup": {"type": "path", "default": "/etc/fstab.alumet-setup.bak"},
             "mounts": {"type": "path", "default": "/proc/self/mounts"},
         },
+        required_if=[("restore", False, ("policy",))],
         supports_check_mode=True,
     )
+    try:
+        run(module)
+    except FstabError as error:
+        module.fail_json(msg=str(error))
+
+
+def run(module: Any) -> None:
     p = module.params
     policy, gid, fstab = p["policy"], p["gid"], p["fstab"]
     findmnt = module.get_bin_path("findmnt", required=True)
@@ -159,17 +236,22 @@ def main() -> None:
         rc, out, err = module.run_command([findmnt, "--verify", "--tab-file", path])
         return rc == 0, (out + err).strip()
 
+    target = regular_target(fstab)
+    if p["restore"]:
+        restore(module, fstab, target, p["backup"], verify)
+        return
+
     live = live_proc(p["mounts"])
     live_keyed = parse_options(live)
     live_level, live_gid = level(live_keyed.get("hidepid")), live_keyed.get("gid")
 
-    exists = os.path.exists(fstab)
+    exists = os.path.exists(target)
     before = ""
     if exists:
-        ok, report = verify(fstab)
+        ok, report = verify(target)
         if not ok:
             module.fail_json(msg=f"{fstab} is already invalid, refusing to edit it (findmnt --verify): {report}")
-        with open(fstab, encoding="utf-8") as f:
+        with open(target, encoding="utf-8") as f:
             before = f.read()
     lines = before.splitlines(keepends=True)
     idx = proc_lines(lines)
@@ -229,32 +311,63 @@ def main() -> None:
         result["diff"] = {"before": before, "after": after, "before_header": fstab, "after_header": fstab}
         msg.append(f"{fstab}: /proc options {fstab_opts or '(no /proc line)'} -> {new_opts}")
         if not module.check_mode:
-            if exists and not os.path.exists(p["backup"]):
-                shutil.copy2(fstab, p["backup"])
-                result["backup_file"] = p["backup"]
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(fstab), prefix=".fstab.alumet-setup.")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(after)
-            ok, report = verify(tmp)
+            with tempfile.TemporaryDirectory(prefix="alumet-setup-fstab.") as scratch:
+                candidate = os.path.join(scratch, "fstab")
+                with open(candidate, "w", encoding="utf-8") as f:
+                    f.write(after)
+                ok, report = verify(candidate)
             if not ok:
-                os.unlink(tmp)
                 module.fail_json(msg=f"the new {fstab} would be invalid, left unchanged (findmnt --verify): {report}")
-            if exists:
-                shutil.copystat(fstab, tmp)
-            else:
-                os.chmod(tmp, 0o644)
-            module.atomic_move(tmp, fstab)
-            ok, report = verify(fstab)
+            if exists and not os.path.lexists(p["backup"]):
+                write_backup(p["backup"], before)
+                result["backup_file"] = p["backup"]
+            elif exists and (os.path.islink(p["backup"]) or not os.path.isfile(p["backup"])):
+                raise FstabError(f"{p['backup']} is not a regular file: refusing to edit {fstab} without a backup")
+            replace_content(target, after)
+            ok, report = verify(target)
             if not ok:
-                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(fstab), prefix=".fstab.alumet-setup.")
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(before)
-                module.atomic_move(tmp, fstab)
+                replace_content(target, before)
                 module.fail_json(msg=f"{fstab} failed findmnt --verify after the edit and was restored: {report}")
     cur = proc_lines(after.splitlines())
     result["fstab_line"] = after.splitlines()[cur[0]] if cur else None
     result["msg"] = "; ".join(msg) if msg else f"{fstab} already matches policy {policy}"
     module.exit_json(**result)
+
+
+
+
+def restore(module: Any, fstab: str, target: str, backup: str, verify: Any) -> None:
+    """Put the backup's content back into the fstab (its link's target), then remove the backup."""
+    result: dict = {"changed": False, "restored_options": ""}
+    if not os.path.lexists(backup):
+        module.exit_json(msg=f"no backup {backup}: {fstab} is left as it is", **result)
+    if os.path.islink(backup) or not os.path.isfile(backup):
+        raise FstabError(f"{backup} is not a regular file: refusing to restore {fstab} from it")
+    with open(backup, encoding="utf-8") as f:
+        saved = f.read()
+    current = ""
+    if os.path.exists(target):
+        with open(target, encoding="utf-8") as f:
+            current = f.read()
+    if without_proc_lines(current) != without_proc_lines(saved):
+        module.fail_json(msg=f"hidepid: {fstab} changed beyond its /proc line since alumet-setup saved {backup}; "
+                             "restoring the backup would undo those changes, so it is left as is: put the backup's "
+                             "/proc line back by hand, then remove the backup", **result)
+    ok, report = verify(backup)
+    if not ok:
+        raise FstabError(f"{backup} fails findmnt --verify, {fstab} is left as it is: {report}")
+    saved_lines = saved.splitlines()
+    found = proc_lines(saved_lines)
+    fields = saved_lines[found[0]].split() if found else []
+    result["restored_options"] = fields[3] if len(fields) >= 4 and fields[2] == "proc" else ""
+    result["changed"] = True
+    if current != saved:
+        result["diff"] = {"before": current, "after": saved, "before_header": fstab, "after_header": fstab}
+    if not module.check_mode:
+        if current != saved:
+            replace_content(target, saved)
+        os.unlink(backup)
+    module.exit_json(msg=f"{fstab} restored from {backup}", **result)
 
 
 if __name__ == "__main__":

@@ -114,4 +114,5 @@ def _fstab_fix(entry: FstabEntry, level: str, gid: str) -> str:
     # Double quotes so that a $(getent ...) gid expands; the pattern holds no other shell syntax.
     script = ("s|^([[:space:]]*[^#[:space:]]+[[:space:]]+/proc[[:space:]]+[^[:space:]]+[[:space:]]+)"
               f"[^[:space:]]+|\\1{options}|")
-    return f'sudo sed -i{paths.FSTAB_BACKUP_SUFFIX} -E "{script}" /etc/fstab'
+    # --follow-symlinks: a symlinked fstab stays a link (plain -i would replace it with a copy).
+    return f'sudo sed --follow-symlinks -i{paths.FSTAB_BACKUP_SUFFIX} -E "{script}" /etc/fstab'

@@ -108,7 +108,7 @@ def test_hidepid2_without_gid_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     assert finding.data["live"] == {"hidepid": "invisible", "gid": None, "subset": None}
     assert finding.data["exempt_by"] is None
     assert finding.install_step == "hidepid"
-    assert finding.fix[0] == REMOUNT and finding.fix[1].startswith("sudo sed -i.alumet-setup.bak ")
+    assert finding.fix[0] == REMOUNT and finding.fix[1].startswith("sudo sed --follow-symlinks -i.alumet-setup.bak ")
 
 
 def test_hidepid2_exempt_by_ptrace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,21 +142,27 @@ def test_fstab_would_hide_again_at_boot(monkeypatch: pytest.MonkeyPatch) -> None
     assert finding.status is Status.WARN
     assert finding.detail == "exempt now (gid), but /etc/fstab mounts /proc with hidepid=invisible at boot"
     assert finding.data["fstab"] == {"hidepid": "invisible", "gid": None, "subset": None, "present": True}
-    assert len(finding.fix) == 1 and finding.fix[0].startswith("sudo sed -i.alumet-setup.bak -E ")
+    assert len(finding.fix) == 1 and finding.fix[0].startswith("sudo sed --follow-symlinks -i.alumet-setup.bak -E ")
 
 
-def test_fstab_fix_edits_only_the_proc_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("linked", [False, True], ids=["regular fstab", "symlinked fstab"])
+def test_fstab_fix_edits_only_the_proc_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked: bool) -> None:
     root = copy_fixture("hidepid/fstab-mismatch", tmp_path)
     fstab = root / "etc/fstab"
     before = fstab.read_text()
+    if linked:  # the fix edits the link's target and the link stays
+        fstab.rename(root / "etc/fstab.real")
+        fstab.symlink_to("fstab.real")
     finding = hidepid(root, monkeypatch)
     command = " && ".join(finding.fix).replace("sudo ", "").replace("/etc/fstab", str(fstab))
     subprocess.run(["bash", "-c", command], check=True, capture_output=True)
+    assert fstab.is_symlink() is linked
     after = parse_fstab(fstab.read_text())
     assert after[-1].options == {"nosuid": None, "nodev": None, "hidepid": "invisible", "gid": "998"}
     assert after[:-1] == parse_fstab(before)[:-1]
     assert "# proc /proc proc defaults 0 0" in fstab.read_text()  # comments untouched
-    assert (root / "etc/fstab.alumet-setup.bak").read_text() == before
+    assert (root / ("etc/fstab.real" if linked else "etc/fstab")).with_name(
+        ("fstab.real" if linked else "fstab") + ".alumet-setup.bak").read_text() == before
     assert hidepid(root, monkeypatch).status is Status.OK
 
 

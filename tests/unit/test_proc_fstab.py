@@ -4,6 +4,7 @@ fstab, the role and doctor must pick the same /proc line and judge it alike."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -96,3 +97,113 @@ def test_role_and_doctor_agree_on_one_fstab(case: str, tmp_path: Path, monkeypat
     # A proc line mounted elsewhere is left as it was.
     assert [ln for ln in fstab.read_text().splitlines() if " /tmp " in ln] == \
         [ln for ln in text.splitlines() if " /tmp " in ln]
+
+
+# ---- a symlinked fstab: the edit and the restore go to the link's target, the link survives --------------
+
+def module(tmp_path: Path, **args: object) -> dict:
+    """The module as Ansible runs it, with the backup and the mount table under tmp_path."""
+    mounts = tmp_path / "mounts"
+    mounts.write_text(LIVE)
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
+        "backup": str(tmp_path / "fstab.bak"), "mounts": str(mounts), "_ansible_diff": True, **args}}))
+    done = subprocess.run([sys.executable, str(MODULE), str(path)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    return json.loads(done.stdout)
+
+
+def linked_fstab(tmp_path: Path, relative: bool) -> tuple[Path, Path, str]:
+    """etc/fstab -> etc/fstab.d/real (absolute or relative link); the target 0640, owned 1234:1234 where we
+    may chown. Returns the link, the target and the link's text."""
+    etc = tmp_path / "etc"
+    (etc / "fstab.d").mkdir(parents=True)
+    real = etc / "fstab.d" / "real"
+    real.write_text(f"# the host's fstab\nproc /proc proc {PLAIN}")
+    real.chmod(0o640)
+    if os.geteuid() == 0:
+        os.chown(real, 1234, 1234)
+    link = etc / "fstab"
+    text = "fstab.d/real" if relative else str(real)
+    link.symlink_to(text)
+    return link, real, text
+
+
+def meta(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+
+@pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute link", "relative link"])
+def test_a_symlinked_fstab_stays_a_link_through_edit_and_restore(tmp_path: Path, relative: bool) -> None:
+    link, real, text = linked_fstab(tmp_path, relative)
+    original, owner = real.read_text(), meta(real)
+    edited = module(tmp_path, policy="exempt-group", gid=998, fstab=str(link))
+    assert not edited.get("failed") and edited["changed"], edited
+    assert link.is_symlink() and os.readlink(link) == text
+    assert "proc /proc proc hidepid=2,gid=998 0 0" in real.read_text()
+    assert meta(real) == owner  # the target keeps its mode and owner
+    backup = tmp_path / "fstab.bak"
+    assert not backup.is_symlink() and backup.read_text() == original
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real"]  # no temporary file left beside it
+
+    again = module(tmp_path, policy="exempt-group", gid=998, fstab=str(link))
+    assert not again.get("failed") and not again["changed"], again
+
+    restored = module(tmp_path, restore=True, fstab=str(link))
+    assert not restored.get("failed") and restored["changed"], restored
+    assert restored["restored_options"] == "hidepid=invisible"
+    assert link.is_symlink() and os.readlink(link) == text
+    assert real.read_text() == original and meta(real) == owner
+    assert not backup.exists()
+    assert module(tmp_path, restore=True, fstab=str(link))["changed"] is False  # nothing left to do
+
+
+@pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
+@pytest.mark.parametrize("target", ["missing", "fifo", "directory", "/dev/null"])
+def test_a_link_to_anything_but_a_regular_file_is_refused_and_nothing_is_written(tmp_path: Path,
+                                                                                   target: str) -> None:
+    pointed = Path(target) if target.startswith("/") else tmp_path / target
+    if target == "fifo":
+        os.mkfifo(pointed)
+    elif target == "directory":
+        pointed.mkdir()
+    link = tmp_path / "fstab"
+    link.symlink_to(pointed)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args in ({"policy": "exempt-group", "gid": 998}, {"restore": True}):
+        result = module(tmp_path, fstab=str(link), **args)
+        assert result.get("failed"), result
+        assert "refusing" in result["msg"] and "\n" not in result["msg"], result
+        assert link.is_symlink() and os.readlink(link) == str(pointed)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("args.json", "mounts")) == \
+        [name for name in before if name not in ("args.json", "mounts")]
+    assert target != "missing" or not pointed.exists()
+
+
+@pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
+def test_a_link_in_place_of_the_backup_is_never_written_through(tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"proc /proc proc {PLAIN}")
+    elsewhere = tmp_path / "elsewhere"
+    (tmp_path / "fstab.bak").symlink_to(elsewhere)  # dangling: os.path.exists() says False
+    result = module(tmp_path, policy="exempt-group", gid=998, fstab=str(fstab))
+    assert not elsewhere.exists(), result
+    assert result.get("failed") and "without a backup" in result["msg"], result
+    assert fstab.read_text() == f"proc /proc proc {PLAIN}"
+    # The restore refuses a backup that is a link.
+    refused = module(tmp_path, restore=True, fstab=str(fstab))
+    assert refused.get("failed") and "not a regular file" in refused["msg"], refused
+    assert not elsewhere.exists()
+
+
+@pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
+def test_restore_refuses_when_more_than_the_proc_line_changed(tmp_path: Path) -> None:
+    link, real, _ = linked_fstab(tmp_path, relative=True)
+    assert not module(tmp_path, policy="exempt-group", gid=998, fstab=str(link)).get("failed")
+    real.write_text(real.read_text() + "tmpfs /tmp tmpfs defaults 0 0\n")
+    edited = real.read_text()
+    refused = module(tmp_path, restore=True, fstab=str(link))
+    assert refused.get("failed") and "changed beyond its /proc line" in refused["msg"], refused
+    assert real.read_text() == edited and link.is_symlink() and (tmp_path / "fstab.bak").exists()
