@@ -1,10 +1,9 @@
 """Alumet configuration profiles: parameters, rendering (Jinja2) and validation before anything is written.
 
-The templates are templates/alumet-config/<profile>.toml.j2, the same files the alumet_config role
-renders with ansible.builtin.template: one source of truth. They read the role's variable names,
-`alumet_config_<parameter>`, so this module passes exactly those. Templates may only use what both
-ansible's templar and plain Jinja2 accept: `{% include %}` of a sibling file, `if`, and the
-`tojson` filter (JSON string and boolean literals are valid TOML too).
+The templates are templates/alumet-config/<profile>.toml.j2. They read the role's variable names,
+`alumet_config_<parameter>`, so `config render` and the alumet_config role (through its filter plugin,
+alumet_setup/config_filter.py) render them with this module alone: one renderer, one validation. Values
+reach the TOML through the `toml` filter (toml_value), never as raw text.
 """
 
 from __future__ import annotations
@@ -37,25 +36,37 @@ class Parameter:
     def variable(self) -> str:
         return VARIABLE_PREFIX + self.name
 
-    def parse(self, text: str) -> Any:
-        """`--set NAME=TEXT` -> the typed value, checked like the validator would (render() names the
-        value the templates cannot write)."""
+    def parse(self, text: str, label: str | None = None) -> Any:
+        """`--set NAME=TEXT` -> the typed value, checked like the validator would (`label` names it; render()
+        names the value the templates cannot write)."""
         from .safe_io import is_utf8
 
+        label = label or f"--set {self.name}"
         if not is_utf8(text):
-            raise ProfileError(f"--set {self.name}: the value is not UTF-8 text (bytes the terminal or locale "
-                               "could not decode)")
+            raise ProfileError(f"{label}: the value is not UTF-8 text (bytes the terminal or locale could not "
+                               "decode)")
         value: Any = text
         if self.kind == "bool":
             lowered = text.strip().lower()
             if lowered not in ("true", "false"):
-                raise ProfileError(f"--set {self.name}: expected true or false, got {text!r}")
+                raise ProfileError(f"{label}: expected true or false, got {text!r}")
             value = lowered == "true"
         errors: list[str] = []
-        alumet_schema.Scalar(self.kind, self.choices).check(value, f"--set {self.name}", errors)
+        alumet_schema.Scalar(self.kind, self.choices).check(value, label, errors)
         if errors:
             raise ProfileError(errors[0])
+        if isinstance(value, str):
+            toml_value(value)  # a lone surrogate cannot be written as UTF-8: refused here, not by the writer
         return value
+
+    def check(self, value: Any) -> Any:
+        """A typed value (the role's variable, YAML-typed) -> the value, or ProfileError naming the variable.
+        A string stands for a boolean only as true/false, as `--set` takes it."""
+        if self.kind == "bool":
+            return value if isinstance(value, bool) else self.parse(str(value), self.variable)
+        if not isinstance(value, str):
+            raise ProfileError(f"{self.variable}: expected a string, got {value!r}")
+        return self.parse(value, self.variable)
 
 
 # Defaults are upstream's own defaults (alumet_schema lists the sources) except where noted.
@@ -163,6 +174,38 @@ def variables(profile: Profile, values: Mapping[str, Any] | None = None) -> dict
     return {"alumet_config_profile": profile.name} | {VARIABLE_PREFIX + k: v for k, v in merged.items()}
 
 
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+                 "\r": "\\r"}
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a bool, int or str: the templates' `toml` filter.
+
+    Strings are basic strings holding every character as itself except the quote, the backslash and the
+    control characters TOML forbids raw (U+0000-U+001F, U+007F), which are escaped. Any other Unicode,
+    emoji and other non-BMP characters included, is written as UTF-8: Jinja's `tojson` wrote those as
+    JSON surrogate pairs ("\\ud83d\\ude00"), which TOML refuses. A lone surrogate has no UTF-8 form and
+    is refused.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str):
+        raise ProfileError(f"cannot write {value!r} as a TOML value")
+    out = []
+    for c in value:
+        if "\ud800" <= c <= "\udfff":
+            raise ProfileError(f"{value!a} is not valid Unicode (a lone surrogate)")
+        if c in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[c])
+        elif c < " " or c == "\x7f":
+            out.append(f"\\u{ord(c):04X}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
 def templates_dir() -> Path:
     from .resources import bundled
 
@@ -181,6 +224,7 @@ def render(profile_name: str, values: Mapping[str, Any] | None = None, template_
         loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined, trim_blocks=True,
         keep_trailing_newline=False, autoescape=False,
     )
+    env.filters["toml"] = toml_value
     try:
         template = env.get_template(f"{profile.name}.toml.j2")
         text = template.render(variables(profile, values))
@@ -198,8 +242,8 @@ def render(profile_name: str, values: Mapping[str, Any] | None = None, template_
 
 def _invalid(profile: Profile, values: Mapping[str, Any], template_root: Path | None, errors: list[str]) -> str:
     """The line for a rendering validation refuses. Each value passed its parameter's check, so when one
-    alone makes the file invalid it is how the templates write it (an emoji through `tojson` is a surrogate
-    pair TOML refuses): that value is named; else the errors of the whole file."""
+    alone makes the file invalid it is how the templates write it: that value is named; else the errors of
+    the whole file."""
     if len(values) == 1:
         ((name, value),) = values.items()
         return f"--set {name}: {value!a} cannot be written into the configuration: {'; '.join(errors)}"
@@ -209,6 +253,20 @@ def _invalid(profile: Profile, values: Mapping[str, Any], template_root: Path | 
         except ProfileError as exc:
             return str(exc)
     return f"profile {profile.name}: rendered configuration is invalid: {'; '.join(errors)}"
+
+
+def render_role(profile_name: str, template_root: Path, role_vars: Mapping[str, Any]) -> str:
+    """What the alumet_config role writes: `role_vars` (alumet_config_<parameter> -> its YAML-typed value)
+    checked parameter by parameter, then rendered and validated as `config render` does; ProfileError
+    (one line, naming the variable) before any text exists otherwise."""
+    profile = get_profile(profile_name)
+    values = {p.name: p.check(role_vars[p.variable]) for p in profile.parameters if p.variable in role_vars}
+    return render(profile.name, values, template_root)
+
+
+def role_variables(profile_name: str) -> list[str]:
+    """The role variables a profile reads, alumet_config_<parameter>: what the role hands render_role."""
+    return [p.variable for p in get_profile(profile_name).parameters]
 
 
 def _trailing_newlines(text: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from . import safe_io
+from . import profiles, safe_io
 
 # The install steps, in playbook order: each is a tag of playbooks/install.yml (docs/architecture.md).
 STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "hidepid", "powercap", "config", "capabilities",
@@ -59,6 +59,11 @@ FORMATS: dict[str, tuple[str, Any]] = {
     "alumet_agent_version": ("a git tag or branch name", _REF.fullmatch),
     "rustup_toolchain": ("a toolchain name such as 1.89 or stable", _REF.fullmatch),
     "alumet_agent_environment": ("an environment variable name", lambda v: _ENV_NAME.fullmatch(v) is not None),
+    # The config step's durations and delimiters, as profiles.py checks them for `config render` and the role:
+    # refused here, before any step runs, rather than by the config step after the earlier ones.
+    **{p.variable: ({"duration": 'a duration alumet-agent reads (humantime: "1s", "500ms", "1m 30s")',
+                     "char": "exactly one character"}[p.kind], lambda v, p=p: _fits(p, v))
+       for p in profiles.PARAMETERS if p.kind in ("duration", "char")},
 }
 
 # Values one dict, list or raw --set may stand for, its YAML aliases expanded: a command line holds a
@@ -68,6 +73,14 @@ MAX_VALUES = 10_000
 
 _TRUE = {"true", "yes", "on", "1", "y", "t"}
 _FALSE = {"false", "no", "off", "0", "n", "f"}
+
+
+def _fits(parameter: profiles.Parameter, value: str) -> bool:
+    try:
+        parameter.check(value)
+    except profiles.ProfileError:
+        return False
+    return True
 
 
 class SettingError(ValueError):

@@ -55,6 +55,11 @@ PLUGINS = {
         "alumet_ptrace_need.py", "alumet_ptrace_reasons", True,
         _filter("none | FILTER('rw,hidepid=invisible', 1000)"),
         lambda r: r.get("msg") == ["/proc is mounted hidepid=invisible without gid=1000"]),
+    # profiles.py and alumet_schema.py are loaded in turn: beside the link's target, or from the package.
+    "alumet_config_render": Plugin(
+        "alumet_config_render.py", "alumet_config_render", True,
+        _filter(f"('rapl' | FILTER('{ROOT / 'templates'}', {{'alumet_config_csv_delimiter': '\U0001f600'}})).text"),
+        lambda r: 'csv_delimiter = "\U0001f600"' in str(r.get("msg"))),
     "alumet_bounding_set_refusal": Plugin(
         "alumet_capabilities.py", "alumet_bounding_set_refusal", True,
         _filter("'CapBnd: 00000000800405fb' | FILTER('cap_perfmon,cap_sys_nice=ep')"),

@@ -85,3 +85,19 @@ def test_completion_of_commands_steps_settings_and_profiles():
         "alumet_config_nvml_mode=full", "alumet_config_nvml_mode=minimal"]
     assert "rapl-perf" in complete("alumet-setup config render --profile rapl")
     assert complete("alumet-setup settings --step cap") == ["capabilities"]
+
+
+@pytest.mark.parametrize(("pair", "message"), [
+    ("alumet_config_poll_interval=99999999999999999999999999999s",
+     "'99999999999999999999999999999s' is not a duration alumet-agent reads"),
+    ("alumet_config_retention_time=1.5ns", "'1.5ns' is not a duration alumet-agent reads"),
+    ("alumet_config_csv_delimiter=ab", "'ab' is not exactly one character"),
+])
+def test_config_values_the_agent_refuses_are_refused_before_any_step_runs(pair: str, message: str) -> None:
+    with pytest.raises(SettingError, match=message):
+        parse_settings([pair], SPECS)
+
+
+def test_an_emoji_delimiter_is_one_character_for_the_agent_and_is_accepted() -> None:
+    assert parse_settings(["alumet_config_csv_delimiter=\U0001f600"], SPECS) == \
+        {"alumet_config_csv_delimiter": "\U0001f600"}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -10,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alumet_setup import alumet_schema, profiles
 
@@ -173,16 +178,6 @@ def test_durations_are_read_as_humantime_2_3_reads_them(value: object, nanosecon
         assert alumet_schema.parse_duration(str(value)) == nanoseconds
 
 
-def test_the_role_duration_regex_agrees_with_the_parser_on_every_sample() -> None:
-    pattern = yaml.safe_load((ROOT / "roles" / "alumet_config" / "vars" / "main.yml").read_text())[
-        "alumet_config_duration_regex"]
-    # The regex cannot see precision (1.5ns, 1.0000000001s) nor u64 overflow: parse_duration can.
-    coarse = {"1.5ns", "1.0000000001s", "18446744073709551616s"}
-    for value, nanoseconds in DURATIONS:
-        if isinstance(value, str) and value not in coarse:
-            assert (re.search(pattern, value) is not None) is (nanoseconds is not None), value
-
-
 # ---- the CLI ------------------------------------------------------------------------------------
 
 def test_config_render_prints_the_golden_file() -> None:
@@ -237,18 +232,111 @@ def test_config_validate_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stderr.startswith("alumet-setup: error: ")
 
 
-def test_ansible_template_renders_every_profile_byte_for_byte_as_render_does(tmp_path: Path) -> None:
-    # The alumet_config role renders the same templates with ansible.builtin.template: one source, same bytes.
+def test_the_role_filter_renders_every_profile_byte_for_byte_as_render_does(tmp_path: Path) -> None:
+    """The alumet_config role writes what its filter plugin returns: real ansible-playbook, the filter loaded
+    through the role's link (roles/alumet_config/filter_plugins), so the modules beside its target."""
     plays = [{
-        "name": f"Render {name}", "hosts": "localhost", "gather_facts": False, "vars": profiles.variables(profile),
-        "tasks": [{"name": "Render", "ansible.builtin.template": {
-            "src": str(ROOT / "templates" / profile.template), "dest": str(tmp_path / f"{name}.toml")}}],
+        "name": f"Render {name}", "hosts": "localhost", "gather_facts": False,
+        "vars": {"role_vars": profiles.variables(profile)},
+        "tasks": [{"name": "Render", "ansible.builtin.copy": {
+            "content": f"{{{{ ({name!r} | alumet_config_render({str(ROOT / 'templates')!r}, role_vars)).text }}}}",
+            "dest": str(tmp_path / f"{name}.toml")}}],
     } for name, profile in profiles.PROFILES.items()]
+    # Values are data: a TOML-hostile and a Jinja-looking string reach the file as they were typed.
+    hostile = {"alumet_config_csv_delimiter": "\U0001f600",
+               "alumet_config_output_path": '{{ 6 * 7 }} "q" \\ \u2028.csv'}
+    plays.append({"name": "Render hostile values", "hosts": "localhost", "gather_facts": False, "tasks": [{
+        "name": "Render", "ansible.builtin.copy": {
+            "content": f"{{{{ ('rapl' | alumet_config_render({str(ROOT / 'templates')!r}, hostile)).text }}}}",
+            "dest": str(tmp_path / "hostile.toml")}}]})
     (tmp_path / "render.yml").write_text(yaml.safe_dump(plays))
+    quoted = {key: yaml.safe_dump(value, default_style='"').strip() for key, value in hostile.items()}
+    (tmp_path / "hostile.yml").write_text("hostile:\n" + "".join(
+        f"  {key}: !unsafe {text}\n" for key, text in quoted.items()))
     ansible = Path(sys.executable).with_name("ansible-playbook")
+    env = {**os.environ, "ANSIBLE_FILTER_PLUGINS": str(ROOT / "roles" / "alumet_config" / "filter_plugins")}
     run = subprocess.run([str(ansible), "-i", "localhost,", "-c", "local", "-e",
-                          f"ansible_python_interpreter={sys.executable}", str(tmp_path / "render.yml")],
-                         capture_output=True, text=True, timeout=300, check=False)
+                          f"ansible_python_interpreter={sys.executable}", "-e", f"@{tmp_path / 'hostile.yml'}",
+                          str(tmp_path / "render.yml")],
+                         capture_output=True, text=True, timeout=300, check=False, env=env)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     for name in profiles.PROFILES:
         assert (tmp_path / f"{name}.toml").read_text(encoding="utf-8") == profiles.render(name), name
+    csv = tomllib.loads((tmp_path / "hostile.toml").read_text(encoding="utf-8"))["plugins"]["csv"]
+    assert csv["csv_delimiter"] == "\U0001f600"
+    assert csv["output_path"] == hostile["alumet_config_output_path"]
+
+
+# ---- TOML values and the role's renderer (alumet_setup/config_filter.py) ------------------------------
+
+UNICODE_SAMPLES = ["\U0001f600", "é", "日本", "\U00010348", '"', "\\", "\x00", "\x1f", "\x7f", "\t", "\n", "\u2028",
+                   "\ufeff", "{{ 6 * 7 }}", "${HOME}", "'", "a\"b\\c\U0001f600"]
+
+
+@pytest.mark.parametrize("text", UNICODE_SAMPLES)
+def test_toml_value_writes_any_unicode_as_valid_toml(text: str) -> None:
+    literal = profiles.toml_value(text)
+    assert "\n" not in literal and tomllib.loads(f"k = {literal}\n")["k"] == text
+    assert "\\ud8" not in literal.lower()  # never a JSON surrogate pair, which TOML refuses
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=("Cs",))))
+def test_toml_value_round_trips_every_string(text: str) -> None:
+    assert tomllib.loads(f"k = {profiles.toml_value(text)}\n")["k"] == text
+
+
+def test_toml_value_refuses_what_utf_8_cannot_hold() -> None:
+    with pytest.raises(profiles.ProfileError, match="lone surrogate"):
+        profiles.toml_value("\ud83d")
+    assert [profiles.toml_value(v) for v in (True, False, 7)] == ["true", "false", "7"]
+
+
+def role_vars(profile: str, **overrides: object) -> dict[str, object]:
+    return profiles.variables(profiles.get_profile(profile)) | {f"alumet_config_{k}": v for k, v in overrides.items()}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"poll_interval": "99999999999999999999999999999s"},
+     "alumet_config_poll_interval: expected a duration such as \"1s\" or \"500ms\", got "
+     "'99999999999999999999999999999s' (humantime 2.3.0: number is too large)"),
+    ({"flush_interval": "1.5ns"}, "alumet_config_flush_interval: expected a duration"),
+    ({"csv_delimiter": ";;"}, "alumet_config_csv_delimiter: expected a string of exactly one character"),
+    ({"csv_delimiter": "\ud83d"}, "is not valid Unicode (a lone surrogate)"),
+    ({"csv_late_delimiter": ""}, "alumet_config_csv_late_delimiter: expected a string of exactly one character"),
+    ({"force_flush": "maybe"}, "alumet_config_force_flush: expected true or false, got 'maybe'"),
+    ({"output_path": 5}, "alumet_config_output_path: expected a string, got 5"),
+])
+def test_the_role_renderer_refuses_bad_values_naming_the_variable(overrides: dict, message: str) -> None:
+    with pytest.raises(profiles.ProfileError, match=re.escape(message)):
+        profiles.render_role("rapl", ROOT / "templates", role_vars("rapl", **overrides))
+
+
+def test_the_role_renderer_writes_what_config_render_writes() -> None:
+    for name in profiles.PROFILES:
+        assert profiles.render_role(name, ROOT / "templates", role_vars(name)) == profiles.render(name)
+    text = profiles.render_role("rapl", ROOT / "templates", role_vars("rapl", csv_delimiter="\U0001f600",
+                                                                      force_flush="false"))
+    assert text == profiles.render("rapl", {"csv_delimiter": "\U0001f600", "force_flush": False})
+    assert tomllib.loads(text)["plugins"]["csv"]["csv_delimiter"] == "\U0001f600"
+
+
+@pytest.mark.parametrize("form", ["link", "copy"])
+def test_the_filter_plugin_loads_in_every_form(tmp_path: Path, form: str) -> None:
+    """Through the role's link (checkout, collection): the modules beside the target; as a copy (the
+    wheel's _bundled/roles has no links): the installed alumet_setup package."""
+    link = ROOT / "roles" / "alumet_config" / "filter_plugins" / "alumet_config_render.py"
+    assert link.is_symlink() and link.resolve() == (ROOT / "alumet_setup" / "config_filter.py").resolve()
+    path = link
+    if form == "copy":
+        path = tmp_path / "alumet_config_render.py"
+        shutil.copyfile(link, path)
+    spec = importlib.util.spec_from_file_location(f"ansible_filter_{form}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    filters = module.FilterModule().filters()
+    assert filters["alumet_config_variables"]("rapl") == profiles.role_variables("rapl")
+    assert filters["alumet_config_render"]("rapl", str(ROOT / "templates"), role_vars("rapl")) == \
+        {"text": profiles.render("rapl"), "error": ""}
+    refused = filters["alumet_config_render"]("rapl", str(ROOT / "templates"), role_vars("rapl", csv_delimiter="ab"))
+    assert refused["text"] == "" and "alumet_config_csv_delimiter" in refused["error"]
+    assert filters["alumet_config_variables"]("bogus") == []
