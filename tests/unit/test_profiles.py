@@ -235,20 +235,19 @@ def test_config_validate_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 def test_the_role_filter_renders_every_profile_byte_for_byte_as_render_does(tmp_path: Path) -> None:
     """The alumet_config role writes what its filter plugin returns: real ansible-playbook, the filter loaded
     through the role's link (roles/alumet_config/filter_plugins), so the modules beside its target."""
-    plays = [{
-        "name": f"Render {name}", "hosts": "localhost", "gather_facts": False,
-        "vars": {"role_vars": profiles.variables(profile)},
-        "tasks": [{"name": "Render", "ansible.builtin.copy": {
-            "content": f"{{{{ ({name!r} | alumet_config_render({str(ROOT / 'templates')!r}, role_vars)).text }}}}",
-            "dest": str(tmp_path / f"{name}.toml")}}],
-    } for name, profile in profiles.PROFILES.items()]
+    templates = str(ROOT / "templates")
     # Values are data: a TOML-hostile and a Jinja-looking string reach the file as they were typed.
     hostile = {"alumet_config_csv_delimiter": "\U0001f600",
                "alumet_config_output_path": '{{ 6 * 7 }} "q" \\ \u2028.csv'}
-    plays.append({"name": "Render hostile values", "hosts": "localhost", "gather_facts": False, "tasks": [{
-        "name": "Render", "ansible.builtin.copy": {
-            "content": f"{{{{ ('rapl' | alumet_config_render({str(ROOT / 'templates')!r}, hostile)).text }}}}",
-            "dest": str(tmp_path / "hostile.toml")}}]})
+    plays = [{"name": "Render", "hosts": "localhost", "gather_facts": False,
+              "vars": {"role_vars": {name: profiles.variables(profile) for name, profile in profiles.PROFILES.items()}},
+              "tasks": [
+                  {"name": "Render every profile", "loop": sorted(profiles.PROFILES), "ansible.builtin.copy": {
+                      "content": f"{{{{ (item | alumet_config_render({templates!r}, role_vars[item])).text }}}}",
+                      "dest": f"{tmp_path}/{{{{ item }}}}.toml"}},
+                  {"name": "Render hostile values", "ansible.builtin.copy": {
+                      "content": f"{{{{ ('rapl' | alumet_config_render({templates!r}, hostile)).text }}}}",
+                      "dest": str(tmp_path / "hostile.toml")}}]}]
     (tmp_path / "render.yml").write_text(yaml.safe_dump(plays))
     quoted = {key: yaml.safe_dump(value, default_style='"').strip() for key, value in hostile.items()}
     (tmp_path / "hostile.yml").write_text("hostile:\n" + "".join(
