@@ -300,7 +300,7 @@ def role_vars(profile: str, **overrides: object) -> dict[str, object]:
      "'99999999999999999999999999999s' (humantime 2.3.0: number is too large)"),
     ({"flush_interval": "1.5ns"}, "alumet_config_flush_interval: expected a duration"),
     ({"csv_delimiter": ";;"}, "alumet_config_csv_delimiter: expected a string of exactly one character"),
-    ({"csv_delimiter": "\ud83d"}, "is not valid Unicode (a lone surrogate)"),
+    ({"csv_delimiter": "\ud83d"}, "alumet_config_csv_delimiter: the value is not UTF-8 text"),
     ({"csv_late_delimiter": ""}, "alumet_config_csv_late_delimiter: expected a string of exactly one character"),
     ({"force_flush": "maybe"}, "alumet_config_force_flush: expected true or false, got 'maybe'"),
     ({"output_path": 5}, "alumet_config_output_path: expected a string, got 5"),
