@@ -50,8 +50,8 @@ def removes(task: dict[str, Any]) -> bool:
         text = " ".join(map(str, argv)) if isinstance(argv, list) else str(argv or args.get("cmd") or "")
         words = set(re.findall(r"[\w-]+", text))
         first = str(argv[0]) if isinstance(argv, list) and argv else text.split()[0] if text.split() else ""
-        return first in REMOVING_COMMANDS - {"find"} and (first != "setcap" or "-r" in words) \
-            or ("find" in words and "-delete" in words)
+        by_name = first in REMOVING_COMMANDS - {"find"} and (first != "setcap" or "-r" in words)
+        return by_name or ("find" in words and "-delete" in words)
     return False
 
 
