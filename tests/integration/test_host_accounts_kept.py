@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bedhost import Container, container
+from bedhost import Container, container, quoted
 
 pytestmark = [pytest.mark.containers]
 
@@ -71,3 +71,22 @@ def test_existing_accounts_and_groups_are_never_modified_or_removed(bed: dict[st
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert accounts(c) == before
         assert c.sh("test -e /var/lib/alumet-setup/created.json", check=False).returncode != 0
+
+
+@pytest.mark.parametrize("original", ["# mine\nkernel.perf_event_paranoid=3\nvm.swappiness = 10\n",
+                                      "vm.swappiness = 10\n"], ids=["line-replaced", "line-added"])
+def test_a_sysctl_file_the_host_had_gets_its_own_line_back(bed: dict[str, str], tmp_path: Path,
+                                                         original: str) -> None:
+    """The sysctl step edits a file the host had: uninstall gives back exactly what was there."""
+    with container() as c:
+        c.sh(f"mkdir -p /etc/sysctl.d && printf %s {quoted(original)} > /etc/sysctl.d/local.conf")
+        before = c.sh("stat -c '%a %U:%G' /etc/sysctl.d/local.conf; cat /etc/sysctl.d/local.conf").stdout
+        run = c.cli(tmp_path, "install", "--only", "sysctl")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+        assert "kernel.perf_event_paranoid = 2" in c.sh("cat /etc/sysctl.d/local.conf").stdout
+        run = c.cli(tmp_path, "install", "--only", "sysctl", "--set", "perf_paranoid_value=1")  # a second edit
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+        run = c.cli(tmp_path, "uninstall", "--only", "sysctl")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+        assert c.sh("stat -c '%a %U:%G' /etc/sysctl.d/local.conf; cat /etc/sysctl.d/local.conf").stdout == before
+        assert c.sh("ls /var/lib/alumet-setup 2>/dev/null", check=False).stdout.split() in ([], ["choices.json"])
