@@ -49,7 +49,7 @@ def test_existing_accounts_and_groups_are_never_modified_or_removed(bed: dict[st
         assert "video:x:44:labuser" in c.sh("getent group video").stdout
         run = c.cli(tmp_path, "uninstall", "--only", "group", "--set", "alumet_group_name=video")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
-        assert "did not create it" in run.stdout
+        assert "ok: Uninstall | Say why the group stays" in run.stdout  # not created by alumet-setup: kept
         assert accounts(c) == before
 
         # An existing system account as the service user: used as it is, never removed. The group alumet
