@@ -5,6 +5,7 @@ Handlers and the shared alumet_common role resolve at run time only, so --syntax
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,34 +67,46 @@ def test_alumet_agent_alone_builds_and_handles_its_own_notification(tmp_path: Pa
         f"          ALUMET_TEST_URL: {url}\n          ALUMET_TEST_TAG: {tag}\n"
     )
     (tmp_path / "bin").mkdir()
-    run = play(tmp_path, body)
+    # The record of what the role created goes to tmp_path too (extra vars outrank the role's vars).
+    record = tmp_path / "state" / "created.json"
+    run = play(tmp_path, body, "-e", f"alumet_common_created_file={record}")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
     assert "was not found" not in out
+    # What it created is recorded (uninstall removes only that); tmp_path/bin was there before.
+    created = json.loads(record.read_text())["path"]
+    assert str(tmp_path / "opt" / "alumet" / "bin" / "alumet-agent") in created, created
+    assert str(tmp_path / "bin" / "alumet-agent") in created and str(tmp_path / "bin") not in created
     # The build notified 'alumet agent changed', and this role's own listener answered it.
     assert "RUNNING HANDLER [alumet_agent : Say the rewritten binary has no file capabilities" in out, out[-4000:]
     assert (tmp_path / "bin" / "alumet-agent").resolve() == tmp_path / "opt" / "alumet" / "bin" / "alumet-agent"
     # A rerun builds nothing and notifies nothing.
-    again = play(tmp_path, body)
+    again = play(tmp_path, body, "-e", f"alumet_common_created_file={record}")
     assert again.returncode == 0 and "RUNNING HANDLER" not in again.stdout, again.stdout[-3000:]
 
 
 def test_common_rmdir_keeps_package_owned_and_non_empty_directories(tmp_path: Path) -> None:
     """The uninstall's directory removal (roles/alumet_common/tasks/rmdir.yml): children first, only empty ones,
-    never one dpkg says a package owns (/usr/share/doc here: checked with dpkg-query first)."""
+    only those the record of what alumet-setup created lists, never one dpkg says a package owns
+    (/usr/share/doc here: checked with dpkg-query first)."""
     owned = "/usr/share/doc"
     if subprocess.run(["dpkg-query", "--search", owned], capture_output=True, check=False).returncode != 0:
         pytest.skip(f"no package owns {owned} on this machine")
     empty_child, parent, kept = tmp_path / "a" / "b", tmp_path / "a", tmp_path / "full"
+    not_ours = tmp_path / "not-ours"  # empty, but not in the record: there before alumet-setup
     empty_child.mkdir(parents=True)
     kept.mkdir()
+    not_ours.mkdir()
     (kept / "file").write_text("x")
+    record = [str(p) for p in (empty_child, parent, kept, tmp_path / "gone", Path(owned))]
     body = ("  tasks:\n    - name: Remove what is empty\n      ansible.builtin.import_role:\n"
             "        name: alumet_common\n        tasks_from: rmdir\n      vars:\n"
-            f"        alumet_common_rmdir_dirs: [{empty_child}, {parent}, {kept}, {tmp_path}/gone, {owned}]\n")
+            f"        alumet_common_rmdir_dirs: [{empty_child}, {parent}, {kept}, {tmp_path}/gone, {owned},"
+            f" {not_ours}]\n"
+            f"        alumet_common_created: {{path: {record}, user: [], group: [], member: []}}\n")
     check = play(tmp_path, body, "--check")
     assert check.returncode == 0, check.stdout[-3000:]
     assert empty_child.is_dir()  # check mode lists, changes nothing
     run = play(tmp_path, body)
     assert run.returncode == 0, run.stdout[-3000:]
-    assert not parent.exists() and kept.is_dir() and Path(owned).is_dir()
+    assert not parent.exists() and kept.is_dir() and Path(owned).is_dir() and not_ours.is_dir()
