@@ -69,7 +69,7 @@ def test_a_run_keeps_its_files_in_its_own_directory_and_leaves_none(tmp_path: Pa
 
 def test_a_failed_run_leaves_none_either(tmp_path: Path) -> None:
     before = _entries()
-    result, lines = _run(tmp_path, [*ASYNC_JOB, {"name": "Fail", "ansible.builtin.command": "false"}])
+    result, _lines = _run(tmp_path, [*ASYNC_JOB, {"name": "Fail", "ansible.builtin.command": "false"}])
     assert not result.ok
     assert result.artifact_dir.name not in _entries() and _entries() <= before
 
