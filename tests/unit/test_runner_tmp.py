@@ -36,7 +36,9 @@ LOCKED_PLAY = {"name": "tiny", "hosts": "all", "gather_facts": False,
 
 
 def _entries() -> set[str]:
-    return set(os.listdir(OURS)) if OURS.is_dir() else set()
+    """What ~/.alumet-setup holds, less the fixed tmp and async of earlier releases: other checkouts on this
+    machine may be running meanwhile."""
+    return set(os.listdir(OURS)) - {"tmp", "async"} if OURS.is_dir() else set()
 
 
 def _run(tmp_path: Path, tasks: list) -> tuple[runner.RunResult, list[str]]:
