@@ -17,10 +17,13 @@ import pytest
 import sshd  # tests/bed, put on sys.path by tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]
-# The whole tree but the kernel's (/proc, /sys, /dev) and the apt archive bind-mounted from this machine
-# (shared with other tests). /tmp and /run are listed: remote temporary files there must go too.
-LISTING = (r"find / \( -path /proc -o -path /sys -o -path /dev -o -path /var/cache/apt/archives \) -prune "
-           r"-o -printf '%p %M %u:%g %l\n' | sort")
+# The whole tree but the kernel's (/proc, /sys, /dev), the apt archive bind-mounted from this machine (shared
+# with other tests) and the OS's records of ssh logins (pam_motd, pam_wtmpdb, lastlog: made by sshd for any
+# login, not by a run). /tmp and /run are listed: remote temporary files there must go too.
+OS_LOGIN_RECORDS = ("/run/motd.dynamic", "/var/log/wtmp.db", "/var/log/wtmp", "/var/log/btmp", "/var/log/lastlog")
+LISTING = (r"find / \( -path /proc -o -path /sys -o -path /dev -o -path /var/cache/apt/archives "
+           + "".join(f"-o -path {p} " for p in OS_LOGIN_RECORDS)
+           + r"\) -prune -o -printf '%p %M %u:%g %l\n' | sort")
 
 pytestmark = [pytest.mark.containers]
 
@@ -41,10 +44,10 @@ class Host:
     def listing(self) -> list[str]:
         return self.sh(LISTING).splitlines()
 
-    def start(self, *args: str, state: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, state: str, settings: bool = False) -> subprocess.Popen[str]:
         env = {**os.environ, "XDG_STATE_HOME": str(self.work / state), "PYTHONUNBUFFERED": "1"}
         return subprocess.Popen([sys.executable, "-m", "alumet_setup", *args, "-i", str(self.inventory),
-                                 "--host", "deb13", *self.settings], stdout=subprocess.PIPE,
+                                 "--host", "deb13", *(self.settings if settings else [])], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
 
     def private_dirs(self, state: str) -> list[Path]:
@@ -74,7 +77,7 @@ def _diff(before: list[str], after: list[str]) -> list[str]:
 
 def test_check_mode_and_doctor_leave_the_host_as_it_was(host: Host) -> None:
     before = host.listing()
-    proc = host.start("install", "--check", state="check")
+    proc = host.start("install", "--check", state="check", settings=True)
     out, _ = proc.communicate(timeout=600)
     assert "Check mode: nothing was changed." in out, out[-4000:]
     diff = _diff(before, host.listing())
