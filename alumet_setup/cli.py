@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-from .exits import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, exit_code
+from .exits import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, Interrupted, exit_code
 from .textsafe import visible
 
 
@@ -403,19 +403,33 @@ def config_validate(file: str, run: str | None) -> None:
     click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}" + (f" ({run})" if run else ""))
 
 
+def _terminated(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: Click's usage errors become one line and exit 2. The whole run keeps the
-    user's Ansible configuration away from the tool's own Ansible (ansible_config.py)."""
+    """Console entry point: Click's usage errors become one line and exit 2; Ctrl-C and SIGTERM exit
+    128 + the signal's number (130, 143), after every finally block ran (the runner's cleanup among them).
+    The whole run keeps the user's Ansible configuration away from the tool's own Ansible (ansible_config.py)."""
+    import signal
+
     from .ansible_config import isolated
     from .resources import ResourceMissing
 
+    signal.signal(signal.SIGTERM, _terminated)  # the default would end the process without any cleanup
     try:
         with isolated():
             cli.main(args=list(argv) if argv is not None else None, prog_name="alumet-setup", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # `alumet-setup` alone: the help, not an error
         click.echo(exc.ctx.get_help())
         sys.exit(EXIT_OK)
-    except click.exceptions.Abort:
+    except Interrupted as exc:
+        click.echo(f"alumet-setup: interrupted ({exc})", err=True)
+        sys.exit(128 + exc.signum)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # Ctrl-C outside a play (a prompt)
+            click.echo("alumet-setup: interrupted (SIGINT)", err=True)
+            sys.exit(128 + signal.SIGINT)
         click.echo("alumet-setup: aborted", err=True)
         sys.exit(EXIT_USAGE)
     except click.UsageError as exc:

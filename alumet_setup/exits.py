@@ -1,4 +1,5 @@
-"""Exit codes, one policy for doctor and install/uninstall alike."""
+"""Exit codes, one policy for doctor and install/uninstall alike; a run stopped by a signal exits 128 + its
+number (Interrupted)."""
 
 from __future__ import annotations
 
@@ -11,3 +12,14 @@ def exit_code(unreachable: bool, ok: bool) -> int:
     if unreachable:
         return EXIT_USAGE
     return EXIT_OK if ok else EXIT_NOT_READY
+
+
+class Interrupted(BaseException):
+    """The run was stopped by SIGINT or SIGTERM (after its cleanup: runner.py). A BaseException, as
+    KeyboardInterrupt: no `except Exception` may swallow it. cli.main exits 128 + signum (130, 143)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

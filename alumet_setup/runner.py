@@ -17,7 +17,11 @@ Known ansible-runner traps handled here (see docs/architecture.md):
 * the runner turns host key checking off unless told otherwise: it stays on;
 * ssh ControlMaster sockets live in the private data dir, one set per run, and the masters are told to
   exit at its end: Ansible's default ~/.ansible/cp keeps a master for 60 s, which let the next run in
-  without a handshake, so a host whose key had changed or been removed from known_hosts was still accepted.
+  without a handshake, so a host whose key had changed or been removed from known_hosts was still accepted;
+* nothing of a run stays behind, whatever ends it: Ctrl-C and SIGTERM cancel ansible-playbook (killed with its
+  process group and waited for, so no child re-creates the private directory), then playbooks/cleanup.yml runs
+  (the run's remote temporary files, its modules still running, the host's lock), then the private directory
+  goes, and exits.Interrupted says which signal (exit 128 + its number).
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import stat
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -57,10 +64,30 @@ _ASK_FLAG = re.compile(r"(?:^|_)ASK_(?:[A-Z]+_)?PASS$", re.IGNORECASE)
 BECOME_PASSWORD_VARS = ("ANSIBLE_BECOME_PASS", "ANSIBLE_SUDO_PASS", "ANSIBLE_SU_PASS", "ANSIBLE_RUNAS_PASS")
 REDACTED = "<redacted>"
 MIN_SECRET = 4
-# Where the hosts keep this tool's Ansible temporary files and async job status (not ~/.ansible/tmp and
-# ~/.ansible_async, which stayed behind after uninstall). In the login user's and the become user's home,
-# never a guessable name in a world-writable directory; playbooks/uninstall.yml removes it at its very end.
+# Where the hosts keep a run's Ansible temporary files and async job status: REMOTE_DIR/<run id>, in the login
+# user's and the become user's home (never a guessable name in a world-writable directory), removed with
+# REMOTE_DIR itself by playbooks/cleanup.yml after every run (roles/alumet_common: alumet_common_remote_dir).
 REMOTE_DIR = "~/.alumet-setup"
+# How long the cleanup may take (seconds): it is a few raw commands per host, and a host that stopped
+# answering must not hold the user's terminal.
+CLEANUP_TIMEOUT = 120
+
+
+@contextlib.contextmanager
+def signals_caught() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM recorded (in the list yielded) instead of raised, while ansible-playbook runs: the
+    runner's cancel callback sees them and stops it properly. Outside the main thread: nothing caught."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class RunnerError(Exception):
@@ -546,10 +573,7 @@ def run_playbook(
 ) -> RunResult:
     """Run `playbook` and stream progress to `echo`. RunnerError when ansible-playbook could not run it;
     otherwise a RunResult whose `.ok` says whether every host succeeded."""
-    from ansible_runner.config.runner import RunnerConfig  # heavy: only install/uninstall pay for it
-    from ansible_runner.exceptions import AnsibleRunnerException
-    from ansible_runner.runner import Runner
-
+    from . import resources
     from .ansible_config import users_environment
     from .inventory import write_inventory
 
@@ -560,7 +584,8 @@ def run_playbook(
     if become_password is not None:
         hidden["become password"] = become_password
     runs = runs_directory(runs_dir)
-    with claim_run(runs, keep) as artifact_dir:
+    with signals_caught() as caught, claim_run(runs, keep) as artifact_dir:
+        ident = artifact_dir.name  # the run id: the host's lock and the cleanup know its files and modules by it
         private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
         progress = Progress(echo, verbosity, diff=diff, root_logins=root_logins(generated_inventory))
         status, rc = "unstarted", None
@@ -568,20 +593,13 @@ def run_playbook(
             sources = [str(Path(p).resolve()) for p in inventory]
             if generated_inventory is not None:
                 sources.append(str(write_inventory(private / "inventory", dict(generated_inventory))))
-            cmdline: list[str] = []
-            if extravars:
-                # Our own file rather than RunnerConfig(extravars=): every string in it is tagged !unsafe,
-                # so a value such as "{{ lookup('pipe', ...) }}" reaches the play as text, never as code.
-                from .ansible_data import to_yaml
-
-                vars_file = private / "extravars.yml"
-                vars_file.write_text(to_yaml(extravars), encoding="utf-8")
-                vars_file.chmod(0o600)
-                cmdline += ["--extra-vars", f"@{vars_file}"]
-            if check:
-                cmdline.append("--check")
-            if diff:
-                cmdline.append("--diff")
+            run_vars = {"alumet_setup_run": ident,
+                        "alumet_setup_lock_holder": f"run {ident} of {os.environ.get('USER') or os.getuid()}@"
+                                                    f"{socket.gethostname()} pid {os.getpid()}"}
+            # Our own file rather than RunnerConfig(extravars=): every string in it is tagged !unsafe,
+            # so a value such as "{{ lookup('pipe', ...) }}" reaches the play as text, never as code.
+            vars_file = _write_vars(private / "extravars.yml", {**(extravars or {}), **run_vars})
+            cmdline = ["--extra-vars", f"@{vars_file}"]
             if remote_user:
                 cmdline += ["--user", remote_user]
             passwords = None
@@ -601,51 +619,106 @@ def run_playbook(
                            # Both: an ansible.cfg control_path would otherwise win over the directory.
                            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
                            "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
-                           "ANSIBLE_REMOTE_TMP": f"{REMOTE_DIR}/tmp", "ANSIBLE_ASYNC_DIR": f"{REMOTE_DIR}/async",
+                           "ANSIBLE_REMOTE_TMP": f"{REMOTE_DIR}/{ident}/tmp",
+                           "ANSIBLE_ASYNC_DIR": f"{REMOTE_DIR}/{ident}/async",
                            # This machine's own temporary files go with the run's private directory.
                            "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
-                           # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns of
-                           # ~200 tasks are mostly these round trips. Needs sudo without requiretty (Debian, Ubuntu).
+                           # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns
+                           # of ~200 tasks are mostly these round trips. Needs sudo without requiretty.
                            "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True")}
-                config = RunnerConfig(
-                    private_data_dir=str(private),
-                    artifact_dir=str(runs),
-                    ident=artifact_dir.name,
-                    rotate_artifacts=0,  # claim_run rotates: the runner's own removes whatever is there
-                    playbook=str(playbook),
-                    inventory=sources or None,
-                    limit=limit,
-                    tags=",".join(tags) or None,
-                    skip_tags=",".join(skip_tags) or None,
-                    verbosity=verbosity or None,
-                    forks=forks,
-                    cmdline=shlex.join(cmdline) if cmdline else None,
-                    passwords=passwords,
-                    roles_path=[str(roles_path)] if roles_path else None,
-                    envvars=envvars,
-                    quiet=True,
-                )
-                config.prepare()
-                config.env = _environment(config.env, envvars)
-            runner = Runner(config, event_handler=progress)
+            common = {"private_data_dir": str(private), "inventory": sources or None, "limit": limit,
+                      "forks": forks, "passwords": passwords, "envvars": envvars, "quiet": True,
+                      "roles_path": [str(roles_path)] if roles_path else None}
+            run_args = [*cmdline, *(["--check"] if check else []), *(["--diff"] if diff else [])]
             try:
-                status, rc = runner.run()
-                artifact_dir = Path(config.artifact_dir)
-            except AnsibleRunnerException as exc:
-                raise RunnerError(f"ansible-runner failed: {_one_line(exc)}") from None
+                status, rc, artifact_dir = _run_ansible(
+                    dict(common, playbook=str(playbook), artifact_dir=str(runs), ident=ident,
+                         rotate_artifacts=0,  # claim_run rotates: the runner's own removes whatever is there
+                         tags=",".join(tags) or None, skip_tags=",".join(skip_tags) or None,
+                         verbosity=verbosity or None, cmdline=shlex.join(run_args)),
+                    envvars, progress, lambda: bool(caught))
+            finally:
+                # Whatever ended the play: the run's files and modules on the hosts, and the lock. Only a
+                # second signal stops the cleanup too. Hosts the play could not reach are left out (nothing
+                # was made there, and each would cost the ssh timeout again); those where root was out of
+                # reach get no second warning.
+                unreached = [f"!{h}" for h in progress.unreachable]
+                cleanup_limit = ",".join([limit or "all", *unreached]) if unreached else limit
+                _cleanup(dict(common, playbook=str(resources.bundled("playbooks") / "cleanup.yml"),
+                              roles_path=[str(resources.bundled("roles"))], artifact_dir=str(private / "cleanup"),
+                              ident="cleanup", cmdline=shlex.join(cmdline), limit=cleanup_limit),
+                         envvars, echo, lambda: len(caught) >= 2, quiet=set(progress.escalation))
         finally:
             from .hosts import close_masters
 
             close_masters(str(private / "cp"))
             shutil.rmtree(private, ignore_errors=True)
             redact(artifact_dir, hidden.values())
+    if caught:
+        from .exits import Interrupted
 
-        if not progress.stats:
-            detail = progress.errors[0] if progress.errors else _last_output_line(artifact_dir) or status
-            raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
-        return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
-                         artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
-                         unreachable=progress.unreachable, escalation=progress.escalation)
+        raise Interrupted(caught[0])
+
+    if not progress.stats:
+        detail = progress.errors[0] if progress.errors else _last_output_line(artifact_dir) or status
+        raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
+    return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
+                     artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
+                     unreachable=progress.unreachable, escalation=progress.escalation)
+
+
+def _write_vars(path: Path, variables: Mapping[str, Any]) -> Path:
+    from .ansible_data import to_yaml
+
+    path.write_text(to_yaml(dict(variables)), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def _run_ansible(settings: dict[str, Any], envvars: Mapping[str, str], handler: Callable[[Mapping[str, Any]], bool],
+                 cancel: Callable[[], bool], timeout: int | None = None) -> tuple[str, int | None, Path]:
+    """One ansible-playbook run: (status, rc, artifact dir). `cancel` is polled four times a second; when it
+    says so, ansible-playbook is killed with its process group and waited for."""
+    from ansible_runner.config.runner import RunnerConfig  # heavy: only install/uninstall pay for it
+    from ansible_runner.exceptions import AnsibleRunnerException
+    from ansible_runner.runner import Runner
+
+    from .ansible_config import users_environment
+
+    # The user's ANSIBLE_* variables and configuration are for the play (ansible_config.py).
+    with users_environment():
+        config = RunnerConfig(**settings, timeout=timeout)
+        config.prepare()
+        config.env = _environment(config.env, envvars)
+    config.pexpect_timeout = 0.25
+    runner = Runner(config, event_handler=handler, cancel_callback=cancel)
+    try:
+        status, rc = runner.run()
+    except AnsibleRunnerException as exc:
+        raise RunnerError(f"ansible-runner failed: {_one_line(exc)}") from None
+    return status, rc, Path(config.artifact_dir)
+
+
+def _cleanup(settings: dict[str, Any], envvars: Mapping[str, str], echo: Callable[[str], None],
+             cancel: Callable[[], bool], quiet: set[str]) -> None:
+    """playbooks/cleanup.yml on the run's hosts: silent, but for a host it could not clean (one line each)."""
+    failed: dict[str, str] = {}
+
+    def handler(event: Mapping[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        if event.get("event") in ("runner_on_failed", "runner_on_unreachable") and data.get("host") not in quiet:
+            failed.setdefault(data.get("host", "?"), failure_message(data.get("res") or {}))
+        return True
+
+    try:
+        status, _rc, _dir = _run_ansible(settings, envvars, handler, cancel, timeout=CLEANUP_TIMEOUT)
+    except RunnerError as exc:
+        echo(f"alumet-setup: warning: cleanup of the run's temporary files failed: {exc}")
+        return
+    for host, why in failed.items():
+        echo(f"alumet-setup: warning: {host}: the run's temporary files or lock may remain: {why}")
+    if status in ("canceled", "timeout"):
+        echo(f"alumet-setup: warning: cleanup of the run's temporary files {status}: some may remain on the hosts")
 
 
 def _last_output_line(artifact_dir: Path) -> str:
