@@ -27,8 +27,12 @@ def play(tmp_path: Path, settings: dict[str, str], tasks_from: str = "main") -> 
     playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": True, "tasks": [
         {"ansible.builtin.import_role": {"name": "alumet_config", "tasks_from": tasks_from}}]}]))
     extravars = tmp_path / "vars.yml"
+    # The record of what the role created goes under tmp_path too, not to this machine's /var/lib.
     quoted = {key: yaml.safe_dump(value, default_style='"').strip()
-              for key, value in {"alumet_config_template_dir": str(ROOT / "templates"), **settings}.items()}
+              for key, value in {"alumet_config_template_dir": str(ROOT / "templates"),
+                                 "alumet_common_created_file": str(tmp_path / "state" / "created.json"),
+                                 "alumet_common_created_legacy_user_file": str(tmp_path / "state" / "service-user"),
+                                 **settings}.items()}
     extravars.write_text("".join(f"{key}: !unsafe {text}\n" for key, text in quoted.items()))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e",
@@ -88,6 +92,7 @@ def test_a_link_or_special_file_at_the_config_path_is_never_written_over_nor_rem
     assert (os.readlink(config) if config.is_symlink() else "fifo", real.read_text()) == before
     undo = play(tmp_path, {"alumet_config_file": str(config)}, tasks_from="uninstall")
     assert undo.returncode == 0, undo.stdout[-3000:]
-    assert "not the file alumet-setup writes: it is left as it is" in undo.stdout, undo.stdout[-3000:]
+    # Install created nothing there, so the record does not name the path: uninstall does not even look at it.
+    assert "Remove " + str(config) in undo.stdout and f"changed: [localhost] => (item={config})" not in undo.stdout
     assert (os.readlink(config) if config.is_symlink() else "fifo", real.read_text()) == before
     assert os.path.lexists(config)
