@@ -344,5 +344,5 @@ def test_check_mode_previews_every_step_without_python3_apt_or_rust_servers(bed:
         assert "prereqs: would install with apt: gcc" in out, out[-4000:]
         assert f"rustup: would download {unreachable}/rustup/dist/{TRIPLE}/rustup-init" in out, out[-4000:]
         assert "alumet_agent: would run cargo install" in out, out[-4000:]
-        assert "Render the configuration file" in out, out[-4000:]  # the ninth step ran too
+        assert "Write the configuration file of profile" in out, out[-4000:]  # the ninth step ran too
         assert c.checksums() == before
