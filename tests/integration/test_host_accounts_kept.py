@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from bedhost import Container, container, quoted
+from installed_tool import InstalledTool
 
 pytestmark = [pytest.mark.containers]
 
@@ -24,7 +25,8 @@ def accounts(c: Container) -> str:
                 "find /home/labuser -type f -exec sha256sum {} +").stdout
 
 
-def test_existing_accounts_and_groups_are_never_modified_or_removed(bed: dict[str, str], tmp_path: Path) -> None:
+def test_existing_accounts_and_groups_are_never_modified_or_removed(bed: dict[str, str], tool: InstalledTool,
+                                                                    tmp_path: Path) -> None:
     with container() as c:
         c.sh("useradd --create-home --uid 1000 --shell /bin/bash labuser && echo notes > /home/labuser/notes.txt"
              " && useradd --system --shell /usr/sbin/nologin --home-dir /nonexistent --no-create-home svcacct")
@@ -32,42 +34,42 @@ def test_existing_accounts_and_groups_are_never_modified_or_removed(bed: dict[st
         assert "video:x:44:" in before
 
         # A login account as the service user: refused in preflight with one line naming it, nothing changed.
-        run = c.cli(tmp_path, "install", "--only", "service", "--set", "alumet_service_user=labuser")
+        run = c.cli(tool, tmp_path, "install", "--only", "service", "--set", "alumet_service_user=labuser")
         assert run.returncode != 0, run.stdout + run.stderr
         refusals = [line for line in (run.stdout + run.stderr).splitlines() if "labuser already exists" in line]
         assert len(refusals) == 1 and "login account" in refusals[0], run.stdout[-3000:]
         assert accounts(c) == before
         assert c.sh("test -e /etc/systemd/system/alumet.service", check=False).returncode != 0
-        run = c.cli(tmp_path, "uninstall", "--only", "service", "--set", "alumet_service_user=labuser")
+        run = c.cli(tool, tmp_path, "uninstall", "--only", "service", "--set", "alumet_service_user=labuser")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert accounts(c) == before
 
         # A group the host had: install joins labuser to it, uninstall takes only that membership out again.
-        run = c.cli(tmp_path, "install", "--only", "group", "--set", "alumet_group_name=video",
+        run = c.cli(tool, tmp_path, "install", "--only", "group", "--set", "alumet_group_name=video",
                     "--set", "alumet_group_members=labuser")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert "video:x:44:labuser" in c.sh("getent group video").stdout
-        run = c.cli(tmp_path, "uninstall", "--only", "group", "--set", "alumet_group_name=video")
+        run = c.cli(tool, tmp_path, "uninstall", "--only", "group", "--set", "alumet_group_name=video")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert "ok: Uninstall | Say why the group stays" in run.stdout  # not created by alumet-setup: kept
         assert accounts(c) == before
 
         # An existing system account as the service user: used as it is, never removed. The group alumet
         # the service step created (recorded) goes with the group step's uninstall.
-        run = c.cli(tmp_path, "install", "--only", "service", "--set", "alumet_service_user=svcacct")
+        run = c.cli(tool, tmp_path, "install", "--only", "service", "--set", "alumet_service_user=svcacct")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert "User=svcacct" in c.sh("cat /etc/systemd/system/alumet.service").stdout
         assert c.sh("getent group alumet", check=False).returncode == 0
-        run = c.cli(tmp_path, "uninstall", "--only", "service,group", "--set", "alumet_service_user=svcacct")
+        run = c.cli(tool, tmp_path, "uninstall", "--only", "service,group", "--set", "alumet_service_user=svcacct")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert accounts(c) == before
         assert c.sh("test -e /etc/systemd/system/alumet.service", check=False).returncode != 0
 
         # What install creates is still removed: the default service user and its group.
-        run = c.cli(tmp_path, "install", "--only", "service")
+        run = c.cli(tool, tmp_path, "install", "--only", "service")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert c.sh("getent passwd alumet", check=False).returncode == 0
-        run = c.cli(tmp_path, "uninstall", "--only", "service,group")
+        run = c.cli(tool, tmp_path, "uninstall", "--only", "service,group")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert accounts(c) == before
         assert c.sh("test -e /var/lib/alumet-setup/created.json", check=False).returncode != 0
@@ -75,18 +77,18 @@ def test_existing_accounts_and_groups_are_never_modified_or_removed(bed: dict[st
 
 @pytest.mark.parametrize("original", ["# mine\nkernel.perf_event_paranoid=3\nvm.swappiness = 10\n",
                                       "vm.swappiness = 10\n"], ids=["line-replaced", "line-added"])
-def test_a_sysctl_file_the_host_had_gets_its_own_line_back(bed: dict[str, str], tmp_path: Path,
+def test_a_sysctl_file_the_host_had_gets_its_own_line_back(bed: dict[str, str], tool: InstalledTool, tmp_path: Path,
                                                          original: str) -> None:
     """The sysctl step edits a file the host had: uninstall gives back exactly what was there."""
     with container() as c:
         c.sh(f"mkdir -p /etc/sysctl.d && printf %s {quoted(original)} > /etc/sysctl.d/local.conf")
         before = c.sh("stat -c '%a %U:%G' /etc/sysctl.d/local.conf; cat /etc/sysctl.d/local.conf").stdout
-        run = c.cli(tmp_path, "install", "--only", "sysctl")
+        run = c.cli(tool, tmp_path, "install", "--only", "sysctl")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert "kernel.perf_event_paranoid = 2" in c.sh("cat /etc/sysctl.d/local.conf").stdout
-        run = c.cli(tmp_path, "install", "--only", "sysctl", "--set", "perf_paranoid_value=1")  # a second edit
+        run = c.cli(tool, tmp_path, "install", "--only", "sysctl", "--set", "perf_paranoid_value=1")  # a second edit
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
-        run = c.cli(tmp_path, "uninstall", "--only", "sysctl")
+        run = c.cli(tool, tmp_path, "uninstall", "--only", "sysctl")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert c.sh("stat -c '%a %U:%G' /etc/sysctl.d/local.conf; cat /etc/sysctl.d/local.conf").stdout == before
         assert c.sh("ls /var/lib/alumet-setup 2>/dev/null", check=False).stdout.split() in ([], ["choices.json"])
