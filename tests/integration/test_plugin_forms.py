@@ -50,6 +50,10 @@ PLUGINS = {
         "alumet_sysctl_precedence.py", "alumet_sysctl_precedence", False,
         lambda _s: "key=kernel.perf_event_paranoid file=/etc/sysctl.d/local.conf",
         lambda r: isinstance(r.get("overriding_files"), list)),
+    "alumet_created": Plugin(
+        "alumet_created.py", "alumet_created", False,
+        lambda s: json.dumps({"phase": "before", "file": str(s / "created.json"), "track": {"path": [str(s / "no")]}}),
+        lambda r: [Path(p).name for p in r.get("absent", {}).get("path", [])] == ["no"]),
     # Its proc_fstab is loaded in turn: beside the link's target, or from the installed package.
     "alumet_ptrace_reasons": Plugin(
         "alumet_ptrace_need.py", "alumet_ptrace_reasons", True,

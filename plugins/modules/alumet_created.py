@@ -1,0 +1,1 @@
+../../roles/alumet_common/library/alumet_created.py
