@@ -221,6 +221,13 @@ def _duration_problem(value: Any) -> str | None:
     return None
 
 
+def _interval_problem(value: Any) -> str | None:
+    """A trigger's interval: the agent's trigger builder refuses zero, and rapl unwraps that refusal (a panic)."""
+    if (problem := _duration_problem(value)) is not None:
+        return problem
+    return None if parse_duration(value) > 0 else f"expected {_EXPECTED['interval']}, got {_show(value)}"
+
+
 def _string_list_problem(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return None
@@ -260,6 +267,8 @@ _EXPECTED = {
     "char": "a string of exactly one character",
     "string": "a string",
     "int": "a non-negative integer",
+    "u32": "an integer from 0 to 4294967295",
+    "interval": 'a duration above zero such as "1s" or "500ms"',
     "string_list": "a list of strings",
     "attribute": "a string, number or boolean",
 }
@@ -386,6 +395,8 @@ _KIND_CHECKS: dict[str, Any] = {
     "char": _simple("char", lambda v: isinstance(v, str) and len(v) == 1),
     "string": _simple("string", lambda v: isinstance(v, str)),
     "int": _simple("int", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "u32": _simple("u32", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF_FFFF),
+    "interval": _interval_problem,
     "string_list": _string_list_problem,
     "attribute": _simple("attribute", lambda v: isinstance(v, str | int | float | bool)),
     "regex": _regex_problem,
@@ -455,7 +466,7 @@ class Named:
 DURATION, BOOL, CHAR, STRING = Scalar("duration"), Scalar("bool"), Scalar("char"), Scalar("string")
 MEMORY_MODE = Scalar("string", ("quick", "slow_but_accurate"))
 
-_RAPL = Table({"poll_interval": DURATION, "flush_interval": DURATION, "no_perf_events": BOOL}, strict=True)
+_RAPL = Table({"poll_interval": Scalar("interval"), "flush_interval": DURATION, "no_perf_events": BOOL}, strict=True)
 
 # `enabled` has a serde default in every procfs sub-table; none of them denies unknown fields.
 _PROCFS = Table(
@@ -469,7 +480,7 @@ _PROCFS = Table(
                 "groups": TableList(Table(
                     {"exe_regex": Scalar("regex"), "poll_interval": DURATION, "flush_interval": DURATION,
                      "memory_mode": MEMORY_MODE},
-                    {"pid": Scalar("int"), "ppid": Scalar("int")},
+                    {"pid": Scalar("u32"), "ppid": Scalar("u32")},  # u32 in the agent
                 )),
                 "events": Table({"poll_interval": DURATION, "flush_interval": DURATION, "memory_mode": MEMORY_MODE}),
             },

@@ -52,9 +52,14 @@ _LEVEL_NAMES = {number: name for name, number in _proc.LEVELS.items()}
 SLOW = "slow_but_accurate"
 
 
-def _enabled(table: Any) -> bool:
-    """A `[plugins.X]`-style table is on unless `enabled`/`enable` says false."""
+def _plugin_enabled(table: Any) -> bool:
+    """A `[plugins.X]` table is on unless `enabled`, else `enable`, says false (docs/alumet-upstream.md)."""
     return isinstance(table, Mapping) and table.get("enabled", table.get("enable", True)) is not False
+
+
+def _sub_table_enabled(table: Any) -> bool:
+    """procfs's sub-tables read `enabled` only: `enable` there is an unknown key, and the table stays on."""
+    return isinstance(table, Mapping) and table.get("enabled", True) is not False
 
 
 def _processes(doc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -65,8 +70,8 @@ def _processes(doc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
         return {}
     plugins = doc.get("plugins")
     procfs = plugins.get("procfs") if isinstance(plugins, Mapping) else None
-    processes = procfs.get("processes") if _enabled(procfs) else None  # type: ignore[union-attr]
-    return processes if _enabled(processes) else None
+    processes = procfs.get("processes") if _plugin_enabled(procfs) else None  # type: ignore[union-attr]
+    return processes if _sub_table_enabled(processes) else None
 
 
 def config_reasons(doc: Mapping[str, Any] | None) -> list[str]:

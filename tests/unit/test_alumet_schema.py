@@ -288,3 +288,27 @@ def test_parse_toml_is_tomllib_with_one_exception_for_everything_it_cannot_hold(
 def test_parse_toml_keeps_what_tomllib_reads() -> None:
     text = f"[{'.'.join(['t'] * 60)}]\nx = [[1, {{a = 2}}]]\n"
     assert alumet_schema.parse_toml(text) == tomllib.loads(text)
+
+
+# ---- values the agent's types or builders refuse at start (issue 24, classes 3 and 4) ----------------------
+
+@pytest.mark.parametrize("interval", ["0", "0s", "0ms 0ns"])
+def test_a_zero_rapl_poll_interval_is_refused_where_the_agent_panics(interval: str) -> None:
+    """plugins/rapl/src/lib.rs unwraps the trigger builder's refusal of a zero interval."""
+    config = doc("rapl")
+    config["plugins"]["rapl"]["poll_interval"] = interval
+    assert alumet_schema.validate(config) == [
+        f'plugins.rapl.poll_interval: expected a duration above zero such as "1s" or "500ms", got {interval!r}']
+    config["plugins"]["rapl"]["poll_interval"] = "1ns"
+    assert alumet_schema.validate(config) == []
+
+
+@pytest.mark.parametrize("key", ["pid", "ppid"])
+def test_procfs_group_pid_and_ppid_are_u32(key: str) -> None:
+    config = doc("energy-attribution")
+    group = config["plugins"]["procfs"]["processes"]["groups"][0]
+    group[key] = 4294967295
+    assert alumet_schema.validate(config) == []
+    group[key] = 4294967296
+    assert alumet_schema.validate(config) == [
+        f"plugins.procfs.processes.groups[0].{key}: expected an integer from 0 to 4294967295, got 4294967296"]

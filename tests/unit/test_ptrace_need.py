@@ -4,6 +4,7 @@ very same file as its filter plugin, so both decide alike (docs/SECURITY.md, "ca
 from __future__ import annotations
 
 import importlib.util
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,14 @@ def test_the_shipped_profiles() -> None:
         if "memory_mode" in [p.name for p in profiles.get_profile(name).parameters]:
             slow = ptrace_need.reasons(profiles.render(name, {"memory_mode": "slow_but_accurate"}), "rw", 998)
             assert len(slow) == 1 and "smaps_rollup" in slow[0], name
+
+
+def test_procfs_sub_tables_read_only_enabled_not_the_plugin_switch_enable() -> None:
+    """`enable` is a switch of [plugins.X] tables only (core config.rs); procfs's sub-tables read `enabled`
+    (plugins/procfs/src/lib.rs, serde default true), so `enable = false` there leaves processes measured."""
+    sub_table_enable = EVENT_SLOW.replace('strategy = "event"', 'strategy = "event"\nenable = false')
+    assert ptrace_need.config_reasons(tomllib.loads(sub_table_enable)) != []
+    sub_table_enabled = EVENT_SLOW.replace('strategy = "event"', 'strategy = "event"\nenabled = false')
+    assert ptrace_need.config_reasons(tomllib.loads(sub_table_enabled)) == []
+    plugin_enable = "[plugins.procfs]\nenable = false\n" + EVENT_SLOW
+    assert ptrace_need.config_reasons(tomllib.loads(plugin_enable)) == []
