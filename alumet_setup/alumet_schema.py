@@ -465,24 +465,27 @@ class Named:
 
 DURATION, BOOL, CHAR, STRING = Scalar("duration"), Scalar("bool"), Scalar("char"), Scalar("string")
 MEMORY_MODE = Scalar("string", ("quick", "slow_but_accurate"))
+# Every source's poll_interval makes its trigger, whose builder refuses zero: rapl and procfs's kernel, memory and
+# network sources unwrap that refusal (a panic), the others fail to start (docs/alumet-upstream.md).
+INTERVAL = Scalar("interval")
 
-_RAPL = Table({"poll_interval": Scalar("interval"), "flush_interval": DURATION, "no_perf_events": BOOL}, strict=True)
+_RAPL = Table({"poll_interval": INTERVAL, "flush_interval": DURATION, "no_perf_events": BOOL}, strict=True)
 
 # `enabled` has a serde default in every procfs sub-table; none of them denies unknown fields.
 _PROCFS = Table(
     {
-        "kernel": Table({"poll_interval": DURATION}, {"enabled": BOOL}),
-        "memory": Table({"poll_interval": DURATION, "metrics": Scalar("meminfo")}, {"enabled": BOOL}),
-        "network": Table({"poll_interval": DURATION}, {"enabled": BOOL}),
+        "kernel": Table({"poll_interval": INTERVAL}, {"enabled": BOOL}),
+        "memory": Table({"poll_interval": INTERVAL, "metrics": Scalar("meminfo")}, {"enabled": BOOL}),
+        "network": Table({"poll_interval": INTERVAL}, {"enabled": BOOL}),
         "processes": Table(
             {
                 "refresh_interval": DURATION,
                 "groups": TableList(Table(
-                    {"exe_regex": Scalar("regex"), "poll_interval": DURATION, "flush_interval": DURATION,
+                    {"exe_regex": Scalar("regex"), "poll_interval": INTERVAL, "flush_interval": DURATION,
                      "memory_mode": MEMORY_MODE},
                     {"pid": Scalar("u32"), "ppid": Scalar("u32")},  # u32 in the agent
                 )),
-                "events": Table({"poll_interval": DURATION, "flush_interval": DURATION, "memory_mode": MEMORY_MODE}),
+                "events": Table({"poll_interval": INTERVAL, "flush_interval": DURATION, "memory_mode": MEMORY_MODE}),
             },
             {"enabled": BOOL, "strategy": Scalar("string", ("watcher", "event"))},
         ),
@@ -508,12 +511,12 @@ _CSV = Table(
     strict=True,
 )
 _PERF = Table(
-    {"poll_interval": DURATION, "flush_interval": DURATION, "hardware_events": Scalar("perf_hardware"),
+    {"poll_interval": INTERVAL, "flush_interval": DURATION, "hardware_events": Scalar("perf_hardware"),
      "software_events": Scalar("perf_software"), "cache_events": Scalar("perf_cache")},
     strict=True,
 )
 _NVML = Table(
-    {"poll_interval": DURATION, "flush_interval": DURATION, "mode": Scalar("string", ("full", "minimal"))},
+    {"poll_interval": INTERVAL, "flush_interval": DURATION, "mode": Scalar("string", ("full", "minimal"))},
     {"skip_failed_devices": BOOL},
     strict=True,
 )

@@ -293,13 +293,19 @@ def test_parse_toml_keeps_what_tomllib_reads() -> None:
 # ---- values the agent's types or builders refuse at start (issue 24, classes 3 and 4) ----------------------
 
 @pytest.mark.parametrize("interval", ["0", "0s", "0ms 0ns"])
-def test_a_zero_rapl_poll_interval_is_refused_where_the_agent_panics(interval: str) -> None:
-    """plugins/rapl/src/lib.rs unwraps the trigger builder's refusal of a zero interval."""
-    config = doc("rapl")
-    config["plugins"]["rapl"]["poll_interval"] = interval
+@pytest.mark.parametrize(("profile", "table"), [("rapl", "rapl"), ("energy-attribution", "procfs.kernel"),
+                                                ("energy-attribution", "procfs.processes.events")])
+def test_a_zero_poll_interval_is_refused_where_the_trigger_builder_refuses_it(
+        interval: str, profile: str, table: str) -> None:
+    """The trigger builder refuses a zero poll_interval; rapl and procfs's kernel source unwrap it (a panic)."""
+    config = doc(profile)
+    node = config["plugins"]
+    for key in table.split("."):
+        node = node.setdefault(key, {})
+    node["poll_interval"] = interval
     assert alumet_schema.validate(config) == [
-        f'plugins.rapl.poll_interval: expected a duration above zero such as "1s" or "500ms", got {interval!r}']
-    config["plugins"]["rapl"]["poll_interval"] = "1ns"
+        f'plugins.{table}.poll_interval: expected a duration above zero such as "1s" or "500ms", got {interval!r}']
+    node["poll_interval"] = "1ns"
     assert alumet_schema.validate(config) == []
 
 
