@@ -73,8 +73,8 @@ class Parameter:
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("poll_interval", "duration", "1s", "interval between two measurements (rapl, perf, nvml)",
               ("rapl", "perf", "nvml")),
-    Parameter("flush_interval", "duration", "5s", "interval between two flushes to the outputs", ("rapl", "perf",
-              "nvml", "procfs")),
+    Parameter("flush_interval", "duration", "5s", "interval between two flushes to the outputs (rapl, perf, nvml)",
+              ("rapl", "perf", "nvml")),
     Parameter("no_perf_events", "bool", False, "rapl: always read powercap, never perf_events", ("rapl",)),
     # Relative on purpose: the service runs in /var/lib/alumet (its StateDirectory), an interactive
     # `alumet-agent exec` writes next to the user, as upstream's default does.
@@ -89,6 +89,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("procfs_poll_interval", "duration", "5s", "procfs: kernel, memory and network interval",
               ("procfs",)),
     Parameter("process_poll_interval", "duration", "1s", "procfs: per-process interval (event strategy)",
+              ("procfs",)),
+    Parameter("process_flush_interval", "duration", "4s", "procfs: per-process flush interval (groups and events)",
               ("procfs",)),
     Parameter("memory_mode", "string", "quick", "procfs: per-process memory statistics", ("procfs",),
               ("quick", "slow_but_accurate")),

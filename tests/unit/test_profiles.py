@@ -339,3 +339,14 @@ def test_the_filter_plugin_loads_in_every_form(tmp_path: Path, form: str) -> Non
     refused = filters["alumet_config_render"]("rapl", str(ROOT / "templates"), role_vars("rapl", csv_delimiter="ab"))
     assert refused["text"] == "" and "alumet_config_csv_delimiter" in refused["error"]
     assert filters["alumet_config_variables"]("bogus") == []
+
+
+def test_procfs_flushes_every_4s_as_upstream_and_the_setting_reaches_groups_and_events() -> None:
+    """Upstream's procfs default is 4s for the watcher groups and the events (plugins/procfs/src/lib.rs); the
+    service runs the watcher, so a setting the groups never read would have no effect there."""
+    def flushes(values: dict[str, str] | None = None) -> tuple[str, str]:
+        processes = tomllib.loads(profiles.render("energy-attribution", values))["plugins"]["procfs"]["processes"]
+        return processes["groups"][0]["flush_interval"], processes["events"]["flush_interval"]
+    assert flushes() == ("4s", "4s")
+    assert flushes({"process_flush_interval": "7s"}) == ("7s", "7s")
+    assert flushes({"flush_interval": "9s"}) == ("4s", "4s")  # rapl, perf and nvml only
