@@ -781,20 +781,37 @@ def substitute_env(text: str, env: Mapping[str, str]) -> str:
 
 
 class TomlError(tomllib.TOMLDecodeError):
-    """Text that is not a TOML document alumet-setup reads: its syntax, or what Python's parser cannot
-    hold (a nesting that exhausts the recursion limit, an integer beyond int_max_str_digits). One line."""
+    """Text that is not a TOML document the agent reads: its syntax, an integer beyond i64, a nesting deeper
+    than the document walkers here go. One line."""
 
 
-# Tables and arrays nest a few levels in a real configuration; tomllib recurses once per level and
-# raises RecursionError a few hundred levels down (a thread's stack may be deeper already).
+# Tables and arrays nest a few levels in a real configuration; those who walk the document recurse once per
+# level (the toml crate stops a little deeper on its own).
 MAX_TOML_DEPTH = 64
+I64 = range(-(2**63), 2**63)  # the toml crate's integers; a literal beyond them is a parse error
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    """The agent's TOML: rtoml embeds the toml crate (toml_parser 1.1, TOML 1.1) that alumet-agent parses its
+    configuration with (docs/alumet-upstream.md); Python's tomllib is TOML 1.0 and refuses `\\e`, `\\xHH` or
+    multi-line inline tables. An Ansible that runs the collection without rtoml renders only alumet-setup's own
+    templates, which are TOML 1.0: tomllib reads those alike."""
+    try:
+        import rtoml  # here, not at import time: doctor reads TOML only when there is a configuration
+    except ImportError:
+        return tomllib.loads(text)
+    try:
+        doc = rtoml.loads(text)
+    except rtoml.TomlParsingError as exc:  # one line: "REASON at line L column C"
+        raise TomlError(" ".join(str(exc).split())) from None
+    return doc
 
 
 def parse_toml(text: str) -> dict[str, Any]:
-    """tomllib.loads for text a user or a host supplied: TomlError (a TOMLDecodeError, so callers catch
-    one exception) for whatever it cannot parse, never RecursionError or another ValueError."""
+    """The configuration as the agent's TOML parser reads `text` a user or a host supplied: TomlError (a
+    TOMLDecodeError, so callers catch one exception) for whatever it refuses, never another error."""
     try:
-        doc = tomllib.loads(text)
+        doc = _toml_loads(text)
     except tomllib.TOMLDecodeError:
         raise
     except RecursionError:
@@ -810,6 +827,8 @@ def parse_toml(text: str) -> dict[str, Any]:
                 if depth >= MAX_TOML_DEPTH:
                     raise TomlError(f"tables or arrays nested too deep (more than {MAX_TOML_DEPTH} levels)")
                 pending.append((child, depth + 1))
+            elif isinstance(child, int) and not isinstance(child, bool) and child not in I64:
+                raise TomlError(f"integer {child} out of range: the agent's TOML integers are 64-bit (i64)")
     return doc
 
 

@@ -2,7 +2,8 @@
 
 Used by doctor (agent.capabilities) and, unchanged, as the capabilities role's filter plugin
 `alumet_ptrace_reasons` (roles/capabilities/filter_plugins links here; it runs on the controller), so the
-role grants cap_sys_ptrace exactly where doctor says it is needed. Hence: standard library only.
+role grants cap_sys_ptrace exactly where doctor says it is needed. Hence: standard library only, and its
+siblings (proc_fstab, alumet_schema) found in every form the project ships in (`_sibling`).
 
 What the procfs plugin of alumet-agent v0.9.5 reads, and which of it is a ptrace access (docs/SECURITY.md,
 "cap_sys_ptrace"): per process /proc/PID/stat and statm (memory_mode "quick"): no ptrace check;
@@ -15,7 +16,8 @@ unless the reader is in the mount's gid= group (ignored by hidepid=ptraceable) o
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import sys
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -32,12 +34,15 @@ def _sibling(name: str) -> ModuleType:
     """
     if __name__.startswith("alumet_setup."):
         return importlib.import_module(f"alumet_setup.{name}")
-    beside = Path(__file__).resolve().with_name(f"{name}.py")
-    if beside.is_file():
-        spec = importlib.util.spec_from_file_location(f"_alumet_{name}", beside)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        return module
+    here = Path(__file__).resolve().parent
+    if (here / f"{name}.py").is_file():
+        # A package of their own (config_filter.py names it alike): dataclasses look their module up there.
+        package = "_alumet_setup_beside_" + str(abs(hash(str(here))))
+        if package not in sys.modules:
+            module = types.ModuleType(package)
+            module.__path__ = [str(here)]
+            sys.modules[package] = module
+        return importlib.import_module(f"{package}.{name}")
     try:
         return importlib.import_module(f"alumet_setup.{name}")
     except ImportError as error:
@@ -115,14 +120,14 @@ def hidepid_reason(options: Mapping[str, str | None], group_gid: int | None) -> 
 def reasons(config_text: str | None, proc_options: str, group_gid: int | str | None) -> list[str]:
     """Every reason, from the config file's text (None: absent), the /proc mount's options and the
     group's gid. Filter `alumet_ptrace_reasons` of the capabilities role; raises ValueError on bad TOML."""
-    import tomllib  # here: doctor only calls all_reasons, with the TOML it already parsed
-
     doc = None
     if config_text is not None:
+        # Read as the agent reads it (alumet_schema.parse_toml); loaded here: doctor only calls all_reasons,
+        # with the TOML it already parsed.
         try:
-            doc = tomllib.loads(config_text)
-        except (ValueError, RecursionError) as exc:  # TOMLDecodeError, an integer too long, a deep nesting
-            raise ValueError(f"the Alumet configuration is not valid TOML: {exc or 'nested too deep'}") from None
+            doc = _sibling("alumet_schema").parse_toml(config_text)
+        except ValueError as exc:  # its TomlError, a TOMLDecodeError
+            raise ValueError(f"the Alumet configuration is not valid TOML: {exc}") from None
     gid = int(group_gid) if isinstance(group_gid, int) or (isinstance(group_gid, str) and group_gid.isdigit()) \
         else None
     return all_reasons(doc, _proc.parse_options(proc_options.strip()), gid)

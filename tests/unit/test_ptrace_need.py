@@ -87,3 +87,8 @@ def test_procfs_sub_tables_read_only_enabled_not_the_plugin_switch_enable() -> N
     assert ptrace_need.config_reasons(tomllib.loads(sub_table_enabled)) == []
     plugin_enable = "[plugins.procfs]\nenable = false\n" + EVENT_SLOW
     assert ptrace_need.config_reasons(tomllib.loads(plugin_enable)) == []
+
+
+def test_a_toml_1_1_configuration_is_read_as_the_agent_reads_it() -> None:
+    """The capabilities role judges the file the agent will read: TOML 1.1 (`\\e`), which tomllib refuses."""
+    assert ptrace_need.reasons('title = "\\e"\n' + EVENT_SLOW, "rw", None) != []
