@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import tomllib
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,70 +320,24 @@ def perf_cache_name(name: str) -> str | None:
 
 
 # ---- exe_regex: what Rust's regex crate (1.12, Regex::new) refuses -----------------------------------
-# Python's `re` compiles the pattern; the constructs below are refused first because `re` accepts them
-# and regex-syntax does not. Patterns using syntax only Rust has are not judged (accepted).
-_RUST_REFUSES = (
-    (re.compile(r"\(\?<?[=!]"), "look-around is not supported"),
-    (re.compile(r"\(\?>"), "atomic groups are not supported"),
-    (re.compile(r"\(\?P="), "backreferences are not supported"),
-    (re.compile(r"\(\?\("), "conditional groups are not supported"),
-    (re.compile(r"\(\?#"), "comment groups are not supported"),
-    (re.compile(r"\\[0-9]"), "backreferences (and octal escapes) are not supported"),
-    (re.compile(r"\\Z"), "unrecognized escape sequence \\Z (Rust writes \\z)"),
-)
-_COUNTED = re.compile(r"\{\s*\d+\s*(?:,\s*\d*\s*)?\}")
-_RUST_ONLY = re.compile(r"\\[pP]|\\z|\\x\{|\\[<>]|\\b\{|\(\?<[A-Za-z_]|\(\?[a-zA-Z]*U|\[\[:|&&|--|~~")
-
-
-def _outside_classes(pattern: str) -> str:
-    """The pattern with escaped characters and `[...]` classes blanked, so that only operators remain."""
-    out, i, depth = [], 0, 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            # Keep a letter or digit after the backslash (\1, \Z); blank an escaped operator (\( is a literal).
-            after = pattern[i + 1] if pattern[i + 1].isascii() and pattern[i + 1].isalnum() else "_"
-            out.append("\\" + after if depth == 0 else "  ")
-            i += 2
-            continue
-        if c == "[":
-            depth += 1
-            if depth == 1 and pattern[i + 1:i + 2] == "]":
-                out.append("  ")  # "[]...]" : a leading ] is a literal in both engines
-                i += 2
-                continue
-        elif c == "]" and depth:
-            depth -= 1
-            out.append(" ")
-            i += 1
-            continue
-        out.append(c if depth == 0 else " ")
-        i += 1
-    return "".join(out)
-
-
 def rust_regex_problem(pattern: str) -> str | None:
-    """Why Rust's Regex::new would refuse `pattern`, or None. An empty pattern is upstream's "no filter"."""
+    """Why Rust's Regex::new refuses `pattern`, or None. An empty pattern is upstream's "no filter".
+
+    Asked of the crate itself: paula embeds regex 1.12.3 / regex-syntax 0.8.10 / regex-automata 0.4.14, the
+    agent regex 1.12.4 / 0.8.11 / 0.4.14, with Regex::new's default limits in both (docs/alumet-upstream.md).
+    """
     if pattern == "":
         return None
-    ops = _outside_classes(pattern)
-    for construct, message in _RUST_REFUSES:
-        if construct.search(ops):
-            return message
-    rust_only = _RUST_ONLY.search(pattern) is not None
-    # Python reads "a{" or "a{,3}" as literals or a range; regex-syntax wants {n}, {n,} or {n,m}.
-    if not rust_only and any(not _COUNTED.match(ops, m.start()) for m in re.finditer(r"\{", ops)):
-        return "invalid counted repetition: write {n}, {n,} or {n,m}, or \\{ for a literal"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FutureWarning on "[[" or "&&": Rust gives them meaning
-            re.compile(pattern)
-    except re.error as exc:
-        if rust_only or exc.msg == "multiple repeat":  # Rust accepts "a**" and its own syntax
-            return None
-        return exc.msg
-    except OverflowError:  # a{4294967296}: regex-syntax's counts are u32 as well
-        return "the repetition count is too large"
+        import paula  # here, not at import time: doctor compiles a regex only when a configuration has one
+    except ImportError:  # the collection run by an Ansible without it: alumet-setup's templates have none
+        return "cannot be judged here: the Python package paula (Rust's regex crate) is not installed"
+    try:
+        paula.Regex(pattern)
+    except ValueError as exc:
+        # regex-syntax's message is a drawing of the pattern, then "error: WHAT" on its last line.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return lines[-1].removeprefix("error: ") if lines else "refused"
     return None
 
 
