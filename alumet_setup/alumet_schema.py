@@ -659,6 +659,31 @@ def event_only_measurements(doc: Mapping[str, Any]) -> list[str]:
     return found
 
 
+# alumet.service (roles/alumet_service/templates/alumet.service.j2) runs the agent with ProtectSystem=strict
+# and PrivateTmp=: the only directory it can write and others can read is its StateDirectory, also its
+# working directory, where a relative path lands.
+SERVICE_STATE_DIRECTORY = "/var/lib/alumet"
+
+
+def service_write_problems(doc: Mapping[str, Any]) -> list[str]:
+    """The files this configuration makes the agent write where alumet.service cannot: the csv plugin opens
+    its output_path at start (plugins/csv), so the agent stops with a read-only file system error."""
+    import posixpath
+
+    csv = _enabled_sections(doc).get("csv")
+    if csv is None:
+        return []
+    output = csv.get("output_path", "alumet-output.csv")
+    if not isinstance(output, str):
+        return []  # validate() says why
+    where = posixpath.normpath(posixpath.join(SERVICE_STATE_DIRECTORY, output))
+    if where.startswith(SERVICE_STATE_DIRECTORY + "/"):
+        return []
+    return [f"plugins.csv.output_path = {output!r}: alumet.service can write only under {SERVICE_STATE_DIRECTORY} "
+            "(ProtectSystem=strict; its /tmp is private), so the agent would stop at start with a read-only file "
+            "system; use a path relative to it, e.g. \"alumet-output.csv\""]
+
+
 # What systemd puts in a `User=` service's environment (systemd.exec(5), "Environment Variables in Spawned
 # Processes"; STATE_DIRECTORY because the unit sets StateDirectory=), besides the unit's Environment= lines.
 # Only the names matter to the check; the values are stand-ins.

@@ -392,6 +392,9 @@ def config_validate(file: str, run: str | None) -> None:
         fail(f"{file}: {exc}")
     env = alumet_schema.service_environment(None, file) if run == "service" else None
     errors = alumet_schema.validate_text(text, env)
+    if not errors and run == "service":
+        errors = alumet_schema.service_write_problems(
+            alumet_schema.parse_toml(alumet_schema.substitute_env(text, env)))  # valid: validate_text parsed it
     for error in errors:
         click.echo(f"{file}: {error}")
     if errors:

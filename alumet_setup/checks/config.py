@@ -66,7 +66,7 @@ def config_file(ctx: Context) -> Finding:
         return Finding(Status.FAIL, f"{path} is not valid TOML: {exc}", install_step="config", data=data)
     data["plugins"] = alumet_schema.enabled_plugins(config)
     # One validator for doctor, `config render` and the templates' tests (alumet_schema.py).
-    found = alumet_schema.validate(config)
+    found = alumet_schema.validate(config) or (alumet_schema.service_write_problems(config) if by_service else [])
     if found:
         return Finding(Status.FAIL, f"{path}: {'; '.join(found)}",
                        install_step="config", data={**data, "problems": found})

@@ -342,3 +342,26 @@ def test_procfs_group_pid_and_ppid_are_u32(key: str) -> None:
 def test_parse_toml_reads_toml_1_1_as_the_agent_does(text: str) -> None:
     """The agent's toml crate is TOML 1.1 (docs/alumet-upstream.md); tomllib (TOML 1.0) refuses the first three."""
     assert alumet_schema.parse_toml(text)["a"] is not None
+
+
+# ---- what alumet.service can write (issue 24 class 9) ---------------------------------------------------------
+
+@pytest.mark.parametrize(("output", "writable"), [
+    ("alumet-output.csv", True), ("out/x.csv", True), ("/var/lib/alumet/x.csv", True),
+    ("/var/log/alumet-output.csv", False),  # upstream's packaged unit writes there, as root and unsandboxed
+    ("/tmp/x.csv", False), ("../x.csv", False), ("/var/lib/alumet-other/x.csv", False),
+])
+def test_the_service_writes_its_csv_only_under_its_state_directory(output: str, writable: bool) -> None:
+    config = doc("rapl")
+    config["plugins"]["csv"]["output_path"] = output
+    problems = alumet_schema.service_write_problems(config)
+    assert (problems == []) is writable, problems
+    assert all("ProtectSystem=strict" in p for p in problems)
+
+
+def test_config_validate_for_service_refuses_an_output_the_service_cannot_write(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(profiles.render("rapl", {"output_path": "/var/log/alumet-output.csv"}))
+    service = cli("config", "validate", "--for", "service", str(config))
+    assert service.returncode == 1 and "can write only under /var/lib/alumet" in service.stdout, service
+    assert cli("config", "validate", "--for", "exec", str(config)).returncode == 0

@@ -137,3 +137,11 @@ def test_a_rapl_profile_run_by_the_enabled_service_without_rapl_fails(tmp_path: 
 def test_without_rapl_the_procfs_profile_or_no_service_is_ok(tmp_path: Path) -> None:
     assert evaluate(service_host(tmp_path / "a", "procfs", rapl=False), "config.file").status is Status.OK
     assert evaluate(service_host(tmp_path / "b", "rapl", rapl=False, unit=None), "config.file").status is Status.OK
+
+
+def test_an_output_the_service_cannot_write_fails_only_when_the_service_runs_the_file(tmp_path: Path) -> None:
+    text = profiles.render("rapl", {"output_path": "/var/log/alumet-output.csv"})
+    f = evaluate(service_host(tmp_path / "a", "rapl", text=text), "config.file")
+    assert f.status is Status.FAIL and f.install_step == "config"
+    assert "alumet.service can write only under /var/lib/alumet" in f.detail
+    assert evaluate(service_host(tmp_path / "b", "rapl", text=text, unit=None), "config.file").status is Status.OK
