@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..findings import Context, Finding, Status, check, not_available
+from . import rapl
 
 PROFILE = "rapl"
 # Short intervals, so that one second of `sleep 1` yields rows; the agent flushes again when it stops.
@@ -34,25 +35,32 @@ PLUGIN_METRICS: dict[str, tuple[str, ...]] = {
     "perf": ("perf_",),
     "nvml": ("nvml_",),
 }
-# The rapl plugin's own explanations (plugins/rapl/src at v0.9.5), most telling first.
+# The rapl plugin's own explanations (checks/rapl.py holds their words), most telling first.
 RAPL_MESSAGES = (
-    "Both perf_events and powercap failed, unable to read RAPL counters",
+    rapl.AGENT_BOTH_FAILED,
     "I can use neither perf_events nor powercap",
-    "I could not use the powercap sysfs to read RAPL energy counters",
-    "I could not use perf_events to read RAPL energy counters",
+    rapl.AGENT_POWERCAP_REFUSED,
+    rapl.AGENT_PERF_REFUSED,
     "I could not determine how to use perf_events to read RAPL energy counters",
-    "At least one power zone is required for PowercapProbe",
+    rapl.AGENT_NO_ZONES,
     "Cannot read the list of RAPL domains available via the powercap interface",
     "Cannot read the list of RAPL domains available via the perf_events interface",
-    "/sys/devices/power does not exist",
+    rapl.AGENT_NO_PMU,
 )
-NO_PMU = "/sys/devices/power does not exist"  # no RAPL PMU: the hardware path is absent, not refused
-NO_ZONES = "At least one power zone is required for PowercapProbe"  # powercap has no RAPL zone here
-PERF_REFUSED = "I could not use perf_events to read RAPL energy counters"
+NO_PMU = rapl.AGENT_NO_PMU  # no RAPL PMU: the hardware path is absent, not refused
+NO_ZONES = rapl.AGENT_NO_ZONES  # powercap has no RAPL zone here
+PERF_REFUSED = rapl.AGENT_PERF_REFUSED
 # A failure of the pipeline itself, not of one plugin (core/alumet/src/agent/builder.rs).
 PIPELINE_FAILED = "Pipeline failed to build"
 PARANOID_FILE = "/proc/sys/kernel/perf_event_paranoid"
+# Said when rapl measures through powercap: WARN records, and the INFO record "Available RAPL domains (from
+# powercap): ..." (plugins/rapl/src/consistency.rs), hence INFO records are kept too.
 _FALLBACK = ("I will fallback to the powercap sysfs", "(from powercap)", "I will disable perf_events")
+# Rust's panic report: `thread 'NAME' panicked at FILE:LINE:COL:` then the message (Rust 1.73 and later), or
+# `thread 'NAME' panicked at 'MESSAGE', FILE:LINE:COL` (earlier); then a `note: run with RUST_BACKTRACE` line.
+_PANIC = re.compile(r"^thread '(?P<thread>[^']*)' panicked at (?:'(?P<old>.*)', (?P<old_at>\S+)|(?P<at>\S+?):?)$")
+_PANIC_IN_PLUGIN = re.compile(r"(?:^|/)plugins/(?P<dir>[\w-]+)/src/")
+_PLUGIN_OF_DIR = {"nvidia-nvml": "nvml"}  # the crate directories whose plugin has another name
 _RECORD = re.compile(r"^\[(?P<time>\S+) (?P<level>[A-Z]+)\s+(?P<target>[^\]]*)\] (?P<message>.*)$")
 # The contexts builder.rs puts on a plugin's failure, at each phase of the start.
 _FAILED_PLUGIN = re.compile(r"^plugin (?:failed to (?:start|initialize)|pre_pipeline_start failed"
@@ -69,6 +77,9 @@ class AgentLog:
     messages: list[str] = field(default_factory=list)  # first line of every WARN/ERROR record, in order
     error_chain: list[str] = field(default_factory=list)  # "Error: X" then each "Caused by" item
     failed_plugin: str | None = None
+    info: list[str] = field(default_factory=list)  # first line of every INFO record
+    panic: str | None = None  # the message of a Rust panic, on one line
+    panic_at: str | None = None  # its source location, FILE:LINE:COL
 
     @property
     def error(self) -> str | None:
@@ -79,8 +90,15 @@ class AgentLog:
         return PIPELINE_FAILED in self.error_chain
 
     def said(self, text: str) -> bool:
-        """Whether a WARN/ERROR record or an item of the error chain contains `text`."""
-        return any(text in m for m in self.messages + self.error_chain)
+        """Whether a WARN/ERROR record, an item of the error chain or a panic contains `text`."""
+        return any(text in m for m in [*self.messages, *self.error_chain, self.panic or ""])
+
+    @property
+    def stopped_because(self) -> str:
+        """Why the agent did not start, in its own words: the panic, else the error chain's last item."""
+        if self.panic:
+            return f"the agent panicked at {self.panic_at}: {self.panic}"
+        return self.error or "the agent did not start"
 
     def rapl_message(self) -> str | None:
         """The most telling RAPL message in the log or the error chain."""
@@ -95,9 +113,25 @@ class AgentLog:
 def parse_agent_log(text: str) -> AgentLog:
     """Parse the agent's stderr (env_logger records, then anyhow's `Error:` chain on failure)."""
     log = AgentLog(ready=False)
-    in_error = False
+    in_error = in_panic = False
+    panic_lines: list[str] = []
     for line in text.splitlines():
         record = _RECORD.match(line)
+        panicked = _PANIC.match(line)
+        if panicked and log.panic_at is None:
+            in_panic, in_error = True, False
+            log.panic_at = panicked["old_at"] or panicked["at"]
+            if panicked["old"] is not None:
+                panic_lines.append(panicked["old"])
+                in_panic = False
+        elif in_panic:
+            if line.startswith("note: ") or record:
+                in_panic = False
+            elif line.strip():
+                panic_lines.append(line.strip())
+            continue
+        if panicked:
+            continue
         if line.startswith("Error: "):
             in_error = True
             log.error_chain.append(line[len("Error: "):].strip())
@@ -116,12 +150,19 @@ def parse_agent_log(text: str) -> AgentLog:
                 log.ready = True
             if record["level"] in ("WARN", "ERROR"):
                 log.messages.append(record["message"].strip())
+            elif record["level"] == "INFO":
+                log.info.append(record["message"].strip())
         elif "[INFO]" in line and READY in line:
             log.ready = True  # a plainer format (the test bed's stand-in agent)
     for item in log.error_chain:
         match = _FAILED_PLUGIN.match(item)
         if match:
             log.failed_plugin = match["name"]
+    if log.panic_at is not None:
+        log.panic = " ".join(panic_lines)[:500] or "(no message)"
+        in_plugin = _PANIC_IN_PLUGIN.search(log.panic_at)
+        if in_plugin and log.failed_plugin is None:
+            log.failed_plugin = _PLUGIN_OF_DIR.get(in_plugin["dir"], in_plugin["dir"])
     return log
 
 
@@ -161,17 +202,20 @@ def judge(log: AgentLog, rows: dict[str, int], plugins: list[str]) -> list[Plugi
             if log.failed_plugin not in (None, plugin):
                 outcomes.append(PluginOutcome(plugin, "not-started", f"the agent stopped at {log.failed_plugin}"))
                 continue
-            message = (log.rapl_message() if plugin == "rapl" else None) or log.error or "the agent did not start"
+            message = (log.rapl_message() if plugin == "rapl" else None) or log.stopped_because
             outcomes.append(PluginOutcome(plugin, "not-available" if _rapl_absent(log, plugin) else "failed", message))
         elif produced:
             note = ""
-            if plugin == "rapl" and any(marker in m for m in log.messages for marker in _FALLBACK):
+            if plugin == "rapl" and any(marker in m for m in log.messages + log.info for marker in _FALLBACK):
                 if log.said(NO_PMU) and not log.said(PERF_REFUSED):
                     # Nothing refused perf_events: this host has no RAPL PMU, and powercap is the only way.
                     note = f"through powercap, the only RAPL interface here ({NO_PMU})"
                 else:
                     note = "through powercap: " + (log.rapl_message() or "perf_events was not usable")
-            outcomes.append(PluginOutcome(plugin, "measured", note or f"{produced} row{'s' * (produced != 1)}"))
+            note = note or f"{produced} row{'s' * (produced != 1)}"
+            if plugin == "rapl" and log.said(rapl.AGENT_INCONSISTENT):
+                note += f"; the agent warns: {rapl.AGENT_INCONSISTENT} (a kernel bug a newer kernel may fix)"
+            outcomes.append(PluginOutcome(plugin, "measured", note))
         else:
             what = ", ".join(prefixes) if prefixes else "any"
             outcomes.append(PluginOutcome(plugin, "no-data", f"started, but wrote no {what} rows"))
@@ -193,7 +237,7 @@ def _status(outcomes: list[PluginOutcome]) -> Status:
         return Status.FAIL
     if "not-available" in kinds:
         return Status.NOT_AVAILABLE
-    if any(o.message.startswith("through powercap:") for o in outcomes):
+    if any(o.message.startswith("through powercap:") or rapl.AGENT_INCONSISTENT in o.message for o in outcomes):
         return Status.WARN
     return Status.OK
 

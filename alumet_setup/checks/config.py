@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import paths
 from ..findings import Context, Finding, Status, check, ok
+from . import rapl
 
 # Where systemctl enable links a unit with WantedBy=multi-user.target.
 WANTS_DIR = "/etc/systemd/system/multi-user.target.wants"
@@ -82,8 +83,9 @@ def config_file(ctx: Context) -> Finding:
         # The rapl plugin's start fails without RAPL and the agent stops (docs/alumet-upstream.md):
         # an enabled service restarts it forever.
         status, state = (Status.FAIL, "enabled") if unit["enabled"] else (Status.WARN, "installed, not enabled")
+        words = rapl.agent_refusal(False, False, ctx.host.exists(rapl.POWERCAP_DIR))
         return Finding(status, f"{path} is run by alumet.service ({state}) and starts the rapl plugin, but this host "
-                       "has no RAPL: the agent stops at start-up (\"Both perf_events and powercap failed\")",
+                       f"has no RAPL: the agent stops at start-up (\"{words}\")",
                        fix=("sudo alumet-setup install --only config --set alumet_config_profile=procfs",
                             "sudo systemctl restart alumet.service"),
                        install_step="config", data={**data, "rapl_missing": True})

@@ -16,7 +16,24 @@ PMU_DIRS = ("/sys/devices/power", "/sys/bus/event_source/devices/power")
 POWERCAP_DIR = "/sys/devices/virtual/powercap/intel-rapl"
 DOMAINS = ("pkg", "cores", "gpu", "psys", "ram")
 AMD_FIXED = Version("5.17")  # AMD RAPL through perf_events reports wrong values before this kernel
-ALUMET_BOTH_FAILED = "Both perf_events and powercap failed, unable to read RAPL counters"
+# What the rapl plugin of alumet-agent v0.9.5 says when it cannot read RAPL, by case (docs/alumet-upstream.md,
+# "What the rapl plugin says"): its messages, as doctor quotes them and the probe finds them in the agent's log.
+AGENT_PERF_REFUSED = "I could not use perf_events to read RAPL energy counters"
+AGENT_POWERCAP_REFUSED = "I could not use the powercap sysfs to read RAPL energy counters"
+AGENT_BOTH_FAILED = "Both perf_events and powercap failed, unable to read RAPL counters"
+AGENT_NO_ZONES = "At least one power zone is required for PowercapProbe"
+AGENT_NO_PMU = "/sys/devices/power does not exist"
+AGENT_INCONSISTENT = "Powercap and perf_events don't report the same RAPL domains"
+
+
+def agent_refusal(has_pmu: bool, has_zones: bool, powercap_dir: bool) -> str:
+    """The words the rapl plugin stops with on a host where it can read neither interface."""
+    if has_zones:  # readable names, unreadable energy_uj: perf_events (if any) failed first, then powercap
+        return AGENT_POWERCAP_REFUSED
+    if has_pmu:  # no powercap zone: perf_events only, and it was refused
+        return AGENT_PERF_REFUSED
+    # No PMU: a powercap directory without zones leaves an empty list, no directory an error as well.
+    return AGENT_NO_ZONES if powercap_dir else AGENT_BOTH_FAILED
 
 _ZONE = re.compile(r"^intel-rapl:\d+$")
 _SUBZONE = re.compile(r"^intel-rapl:\d+:\d+$")
@@ -219,5 +236,6 @@ def access(ctx: Context) -> Finding:
     # Point at the least-privilege remedy: the agent's capabilities first, then powercap permissions.
     fixer = next((f for f in (ctx.finding("kernel.perf_event_paranoid"), ctx.finding("agent.capabilities"))
                   if has_pmu and f.status in (Status.FAIL, Status.WARN) and f.fix), None) or cap_f
-    return Finding(Status.FAIL, f"Alumet would say \"{ALUMET_BOTH_FAILED}\": {'; '.join(reasons)}",
+    words = agent_refusal(has_pmu, has_powercap, True)
+    return Finding(Status.FAIL, f"Alumet would say \"{words}\": {'; '.join(reasons)}",
                    fix=fixer.fix, install_step=fixer.install_step, data=data)

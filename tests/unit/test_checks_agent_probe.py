@@ -241,3 +241,31 @@ def test_probe_end_to_end_with_the_standin(monkeypatch: pytest.MonkeyPatch, stan
         assert f.status is Status.NOT_AVAILABLE and f.install_step is None
     else:
         assert f.data["plugins"]["rapl"]["outcome"] in ("measured", "failed"), f.detail
+
+
+@pytest.mark.parametrize(("name", "plugin", "at", "said"), [
+    ("panic-invalid-regex", "procfs", "plugins/procfs/src/serde_regex.rs:18:32", "error: unrecognized flag"),
+    ("panic-zero-poll-interval", "rapl", "plugins/rapl/src/lib.rs:167:14", "poll_interval must be non-zero"),
+])
+def test_a_panic_is_the_finding_not_a_generic_failure_to_start(name: str, plugin: str, at: str, said: str) -> None:
+    parsed = log(name)
+    assert not parsed.ready and parsed.failed_plugin == plugin and parsed.panic_at == at
+    assert said in parsed.panic and "\n" not in parsed.panic
+    [outcome] = judge(parsed, {}, [plugin])
+    assert outcome.outcome == "failed" and outcome.message.startswith(f"the agent panicked at {at}: called ")
+    assert said in outcome.message
+
+
+def test_measuring_through_powercap_is_told_by_the_info_record_too() -> None:
+    """`Available RAPL domains (from powercap)` is an INFO record: the only sign when no WARN says it."""
+    parsed = parse_agent_log("[2026-06-12T10:02:11Z INFO  plugin_rapl] Available RAPL domains (from powercap): "
+                             "package\n[2026-06-12T10:02:11Z INFO  alumet::agent::builder] 🔥 ALUMET agent is ready.\n")
+    [rapl] = judge(parsed, csv_metric_rows(RAPL_CSV), ["rapl"])
+    assert rapl.outcome == "measured" and rapl.message.startswith("through powercap")
+
+
+def test_inconsistent_rapl_domains_are_surfaced_as_a_warning() -> None:
+    parsed = log("rapl-inconsistent-domains")
+    outcomes = judge(parsed, csv_metric_rows(RAPL_CSV), ["rapl"])
+    assert "Powercap and perf_events don't report the same RAPL domains" in outcomes[0].message
+    assert agent_probe._status(outcomes) is Status.WARN

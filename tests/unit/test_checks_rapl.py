@@ -125,7 +125,8 @@ def test_access_through_perf_events(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     f = evaluate(tree(tmp_path, "rapl-intel-2s", 0o400, alumet_gid=os.getgid() + 4242), "rapl.access")
     assert f.status is status, f.detail
     if status is Status.FAIL:
-        assert rapl.ALUMET_BOTH_FAILED in f.detail and f.fix
+        # perf_events refused, then powercap's energy_uj (0400): the agent's last words are powercap's.
+        assert rapl.AGENT_POWERCAP_REFUSED in f.detail and f.fix
 
 
 def test_access_measured_by_the_probe_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,3 +156,16 @@ def test_this_machine_is_honest() -> None:
     assert all(f.status is not Status.ERROR for f in found.values()), found
     if not rapl.pmu_dir(host) and not rapl.zones(host):
         assert {f.status for f in found.values()} == {Status.NOT_AVAILABLE}
+
+
+@pytest.mark.parametrize(("pmu", "zones", "powercap_dir", "words"), [
+    (True, True, True, rapl.AGENT_POWERCAP_REFUSED),  # perf_events refused, the fallback to powercap too
+    (False, True, True, rapl.AGENT_POWERCAP_REFUSED),  # no PMU: powercap only, refused
+    (True, False, False, rapl.AGENT_PERF_REFUSED),  # no powercap zone: perf_events only, refused
+    (False, False, True, rapl.AGENT_NO_ZONES),  # an empty powercap directory: an empty list of zones
+    (False, False, False, rapl.AGENT_BOTH_FAILED),  # neither interface lists anything
+])
+def test_the_words_the_agent_stops_with_follow_its_own_paths(pmu: bool, zones: bool, powercap_dir: bool,
+                                                              words: str) -> None:
+    """plugins/rapl/src/lib.rs, consistency.rs, powercap.rs, perf_event.rs at v0.9.5 (docs/alumet-upstream.md)."""
+    assert rapl.agent_refusal(pmu, zones, powercap_dir) == words
