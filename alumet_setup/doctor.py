@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,8 @@ class Report:
     plugins: list[PluginVerdict]
     seconds: float
     error: str | None = None  # the host could not be reached: no check ran
+    asked: tuple[str, ...] = ()  # the plugins named with --plugin: each must be judged ready
+    checks_only: bool = False  # --only-check: the selected checks are the verdict, failures stay failures
 
     @classmethod
     def unreachable(cls, host: str, error: str, seconds: float = 0.0) -> Report:
@@ -99,7 +101,19 @@ class Report:
 
     @property
     def ready(self) -> bool:
-        return self.error is None and not any(p.verdict == Readiness.BLOCKED for p in self.plugins)
+        """Never said of what was not judged: a plugin asked for must be judged and available here, and a run
+        that judged no plugin (--only-check) is ready only when none of its checks failed."""
+        if self.error is not None or any(p.verdict == Readiness.BLOCKED for p in self.plugins):
+            return False
+        judged = {p.plugin: p.verdict for p in self.plugins}
+        if any(judged.get(name) in (None, Readiness.NOT_AVAILABLE) for name in self.asked):
+            return False
+        if not self.plugins or self.checks_only:
+            return not self.failed_checks()
+        return True
+
+    def failed_checks(self) -> list[str]:
+        return [r.id for r in self.results if r.finding.status in (Status.FAIL, Status.ERROR)]
 
     def summary(self) -> str:
         """One line: "ready for rapl, procfs; blocked for perf, csv (<first reason>); ..."."""
@@ -116,7 +130,16 @@ class Report:
                     by_reason.setdefault(p.reasons[0] if explained and p.reasons else "", []).append(p.plugin)
             for reason, names in by_reason.items():
                 parts.append(f"{label} {', '.join(names)}" + (f" ({reason})" if reason else ""))
-        return "; ".join(parts) if parts else "no plugin selected"
+        judged = {p.plugin for p in self.plugins}
+        unjudged = [name for name in self.asked if name not in judged]
+        if unjudged:
+            parts.append(f"not judged: {', '.join(unjudged)} (the selected checks do not cover it)")
+        if not self.plugins or self.checks_only:
+            failed = self.failed_checks()
+            checks = f"{len(self.results)} check{'s' * (len(self.results) != 1)} judged: " + (
+                f"failed {', '.join(failed)}" if failed else "none failed")
+            parts.append(checks)
+        return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -171,6 +194,15 @@ def run_checks(host: Host, options: Options | None = None, only: Iterable[str] |
     ]
 
 
+def required_checks(plugin: str, by_id: Mapping[str, CheckResult]) -> tuple[str, ...]:
+    """The checks whose failure blocks `plugin`: its own needs, and a configuration file the agent refuses
+    (config.file failing on a present file): the agent then starts no plugin at all."""
+    config = by_id.get("config.file")
+    refused = config is not None and config.finding.status in (Status.FAIL, Status.ERROR) \
+        and config.finding.data.get("present") is True
+    return PLUGINS[plugin].required + (("config.file",) if refused else ())
+
+
 def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None = None) -> list[PluginVerdict]:
     """ready / degraded / blocked / not-available per plugin, with the reasons that decided it."""
     by_id = {r.id: r for r in results}
@@ -180,7 +212,7 @@ def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None 
         if not all(c in by_id for c in needs.required):
             continue  # a --check selection left this plugin unjudgeable
         missing_hw, blocked, degraded = [], [], []
-        for check_id in needs.required:
+        for check_id in required_checks(plugin, by_id):
             f = by_id[check_id].finding
             reason = f"{check_id}: {f.detail}"
             if f.status is Status.NOT_AVAILABLE:
@@ -191,6 +223,8 @@ def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None 
                 degraded.append(reason)
         for check_id in needs.recommended:
             result = by_id.get(check_id)
+            if check_id in required_checks(plugin, by_id):
+                continue  # already judged as required
             if result and result.finding.status in (Status.WARN, Status.FAIL, Status.ERROR):
                 degraded.append(f"{check_id}: {result.finding.detail}")
         if missing_hw:
@@ -204,11 +238,14 @@ def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None 
     return verdicts
 
 
-def settle(results: Sequence[CheckResult], verdicts: Sequence[PluginVerdict]) -> list[CheckResult]:
+def settle(results: Sequence[CheckResult], verdicts: Sequence[PluginVerdict],
+           checks_only: bool = False) -> list[CheckResult]:
     """Make each check's state say what it does to the judged plugins, as the legend reads: a failure
     names the plugins it blocks, and a failure that blocks none (only recommended, or its plugin is not
     available here, or not selected) is a warning. The verdicts are unchanged by this (a warning on a
-    recommended check degrades as a failure does; not-available wins over both)."""
+    recommended check degrades as a failure does; not-available wins over both). With checks_only (the
+    user chose the checks), a failure stays a failure: the checks are the verdict."""
+    by_id = {r.id: r for r in results}
     blocked = [p.plugin for p in verdicts if p.verdict == Readiness.BLOCKED]
     settled = []
     for r in results:
@@ -216,9 +253,9 @@ def settle(results: Sequence[CheckResult], verdicts: Sequence[PluginVerdict]) ->
         if status not in (Status.FAIL, Status.ERROR):
             settled.append(r)
             continue
-        blocks = [p for p in blocked if r.id in PLUGINS[p].required]
+        blocks = [p for p in blocked if r.id in required_checks(p, by_id)]
         finding = r.finding
-        if status is Status.FAIL and not blocks:
+        if status is Status.FAIL and not blocks and not checks_only:
             finding = dataclasses.replace(finding, status=Status.WARN)
         settled.append(dataclasses.replace(r, finding=finding, blocks=blocks))
     return settled
@@ -229,7 +266,9 @@ def diagnose(host: Host, options: Options | None = None, plugins: Sequence[str] 
     start = time.perf_counter()
     results = run_checks(host, options, only)
     verdicts = judge_plugins(results, plugins)
-    return Report(host.name, settle(results, verdicts), verdicts, time.perf_counter() - start)
+    checks_only = only is not None
+    return Report(host.name, settle(results, verdicts, checks_only), verdicts, time.perf_counter() - start,
+                  asked=tuple(plugins or ()), checks_only=checks_only)
 
 
 def diagnose_many(connectors: Sequence[tuple[str, Callable[[], Host]]], options: Options | None = None,

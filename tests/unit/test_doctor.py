@@ -211,3 +211,38 @@ def test_json_fix_is_a_list_of_commands():
     checks[0]["fix"] = "a && b"  # the schema_version 1 shape is refused
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, SCHEMA)
+
+
+# Verdicts never say Ready when nothing was judged ready (issue 25, item 3).
+
+def test_a_configuration_the_agent_refuses_blocks_every_plugin_it_would_start():
+    refused = Finding(Status.FAIL, "alumet-config.toml: invalid regex", data={"present": True})
+    results = [_result("agent.binary", Status.OK), _result("procfs.hidepid", Status.OK),
+               doctor.CheckResult("config.file", "config", "config", refused, 0.0)]
+    verdicts = doctor.judge_plugins(results, ["procfs", "csv"])
+    assert [v.verdict for v in verdicts] == [doctor.Readiness.BLOCKED, doctor.Readiness.BLOCKED]
+    report = doctor.Report("h", doctor.settle(results, verdicts), verdicts, 0.0)
+    assert not report.ready
+    [config] = [r for r in report.results if r.id == "config.file"]
+    assert config.finding.status is Status.FAIL and config.blocks == ["procfs", "csv"]
+    # A missing file is the agent's default, not a refusal: it blocks nothing.
+    missing = Finding(Status.FAIL, "missing", data={"present": False})
+    results[-1] = doctor.CheckResult("config.file", "config", "config", missing, 0.0)
+    assert [v.verdict for v in doctor.judge_plugins(results, ["procfs"])] == [doctor.Readiness.READY]
+
+
+def test_a_plugin_asked_for_that_is_not_available_here_is_not_ready():
+    results = [_result("agent.binary", Status.OK), _result("rapl.access", Status.NOT_AVAILABLE, "no RAPL")]
+    verdicts = doctor.judge_plugins(results, ["rapl"])
+    asked = doctor.Report("h", doctor.settle(results, verdicts), verdicts, 0.0, asked=("rapl",))
+    assert not asked.ready and asked.summary() == "not available here: rapl"
+    assert doctor.Report("h", results, verdicts, 0.0).ready  # not asked for: nothing to say against the host
+
+
+def test_only_check_runs_say_what_they_judged_and_exit_by_it():
+    failing = [_result("system.os", Status.FAIL, "Debian 11 is not supported")]
+    report = doctor.Report("h", doctor.settle(failing, [], checks_only=True), [], 0.0, checks_only=True)
+    assert report.results[0].finding.status is Status.FAIL  # not turned into a warning
+    assert not report.ready and report.summary() == "1 check judged: failed system.os"
+    passing = doctor.Report("h", [_result("system.os", Status.OK)], [], 0.0, checks_only=True)
+    assert passing.ready and passing.summary() == "1 check judged: none failed"
