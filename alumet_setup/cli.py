@@ -121,12 +121,16 @@ def cli() -> None:
 @click.option("--check", "old_check_ids", multiple=True, hidden=True)
 @click.option("--list-checks", is_flag=True, help="List the check ids and titles, then exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show fix commands for passing checks too.")
+@click.option("--color", "color_choice", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="Colours in the text report; auto: on a terminal, unless NO_COLOR is set or "
+                                      "TERM=dumb.")
 @click.option("--probe", is_flag=True,
               help="Also start alumet-agent for a second (rapl + csv in a temporary directory) and report "
                    "what each plugin really measured (check agent.probe).")
 def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_path: str | None,
            agent_path: str | None, plugins: tuple[str, ...], check_ids: tuple[str, ...],
-           old_check_ids: tuple[str, ...], list_checks: bool, verbose: bool, probe: bool) -> None:
+           old_check_ids: tuple[str, ...], list_checks: bool, verbose: bool, color_choice: str,
+           probe: bool) -> None:
     """Tell whether a host is ready for each Alumet plugin, why not, and what fixes it.
 
     Exit code: 0 every host ready, 1 a host not ready, 2 a host unreachable (or bad input).
@@ -139,8 +143,18 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         check_ids += old_check_ids
     if list_checks:
         doc.check_ids()
+        if as_json:
+            import json
+
+            click.echo(json.dumps({"checks": [
+                {"id": spec.id, "title": spec.title, "group": spec.group,
+                 "blocks": [p for p, needs in doc.PLUGINS.items() if spec.id in needs.required],
+                 "degrades": [p for p, needs in doc.PLUGINS.items() if spec.id in needs.recommended]}
+                for spec in REGISTRY.values()]}, indent=2))
+            return
         for spec in REGISTRY.values():
-            click.echo(f"{spec.id:32} {spec.title}")
+            blocks = [p for p, needs in doc.PLUGINS.items() if spec.id in needs.required]
+            click.echo(f"{spec.id:32} {spec.title}" + (f" (blocks {', '.join(blocks)})" if blocks else ""))
         return
     selected_plugins = split_csv(plugins) or None
     unknown = sorted(set(selected_plugins or ()) - set(doc.PLUGINS))
@@ -169,8 +183,10 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
     if as_json:
         click.echo(doc.to_json(reports))
     else:
-        color = sys.stdout.isatty()
-        click.echo("\n\n".join(doc.render_text(r, color=color, verbose=verbose) for r in reports))
+        from .terminal import use_color
+
+        color = use_color(color_choice, sys.stdout)
+        click.echo("\n\n".join(doc.render_text(r, color=color, verbose=verbose) for r in reports), color=color)
         if len(reports) > 1:
             click.echo("\n" + doc.render_table(reports))
     sys.exit(exit_code(any(r.error is not None for r in reports), all(r.ready for r in reports)))

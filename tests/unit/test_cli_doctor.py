@@ -91,3 +91,33 @@ def test_text_report_has_no_orphan_or_duplicate_or_lines():
             assert before.startswith(("fix: ", "1. ", "2. ", "3. ", "4. ")), (before, line)
             assert line.strip().removeprefix("or: ") not in before, (before, line)
     assert any(line.strip() == "fix: alumet-setup install --only agent" for line in lines), result.stdout
+
+
+def test_colours_follow_the_terminal_conventions() -> None:
+    """--color decides; auto colours a terminal unless NO_COLOR (any non-empty value) or TERM=dumb (issue 25)."""
+    import io
+
+    from alumet_setup.terminal import use_color
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert use_color("auto", Tty(), {"TERM": "xterm"}) is True
+    assert use_color("auto", Tty(), {"TERM": "xterm", "NO_COLOR": "1"}) is False
+    assert use_color("auto", Tty(), {"TERM": "dumb"}) is False
+    assert use_color("auto", io.StringIO(), {}) is False  # a pipe
+    assert use_color("always", io.StringIO(), {"NO_COLOR": "1"}) is True
+    assert use_color("never", Tty(), {}) is False
+
+
+def test_color_always_paints_the_report_and_never_does_not() -> None:
+    painted = cli("doctor", "--only-check", "system.os", "--color", "always")
+    plain = cli("doctor", "--only-check", "system.os", "--color", "never")
+    assert "\x1b[" in painted.stdout and "\x1b[" not in plain.stdout
+
+
+def test_list_checks_json_names_what_each_check_blocks() -> None:
+    checks = {c["id"]: c for c in json.loads(cli("doctor", "--list-checks", "--json").stdout)["checks"]}
+    assert checks["rapl.access"]["blocks"] == ["rapl", "energy-attribution"]
+    assert checks["config.file"]["degrades"] == ["energy-attribution"]
