@@ -76,7 +76,7 @@ def config_file(ctx: Context) -> Finding:
         state = "enabled" if unit and unit["enabled"] else "installed, not enabled"
         return Finding(Status.WARN,
                        f"{path} is run by alumet.service ({state}) as `alumet-agent run`: {'; '.join(event_only)}",
-                       fix="sudo alumet-setup install --only config --set alumet_config_profile=energy-attribution",
+                       fix="alumet-setup install --only config --set alumet_config_profile=energy-attribution",
                        install_step="config", data={**data, "event_only": event_only})
     no_rapl = all(ctx.finding(c).status is Status.NOT_AVAILABLE for c in ("rapl.pmu", "rapl.powercap"))
     if by_service and unit and "rapl" in data["plugins"] and no_rapl:
@@ -86,7 +86,7 @@ def config_file(ctx: Context) -> Finding:
         words = rapl.agent_refusal(False, False, ctx.host.exists(rapl.POWERCAP_DIR))
         return Finding(status, f"{path} is run by alumet.service ({state}) and starts the rapl plugin, but this host "
                        f"has no RAPL: the agent stops at start-up (\"{words}\")",
-                       fix=("sudo alumet-setup install --only config --set alumet_config_profile=procfs",
+                       fix=("alumet-setup install --only config --set alumet_config_profile=procfs",
                             "sudo systemctl restart alumet.service"),
                        install_step="config", data={**data, "rapl_missing": True})
     return ok(f"{path}: plugins {', '.join(data['plugins']) or '(none)'}", **data)

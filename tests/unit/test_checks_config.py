@@ -89,7 +89,7 @@ def test_an_exec_profile_run_by_the_enabled_service_is_a_warning(tmp_path: Path)
                                '`alumet-agent run`: plugins.procfs.processes.strategy = "event" measures only')
     assert f.data["service"] == {"unit": "/etc/systemd/system/alumet.service", "enabled": True,
                                  "config": "/etc/alumet/alumet-config.toml"}
-    assert f.fix == ("sudo alumet-setup install --only config --set alumet_config_profile=energy-attribution",)
+    assert f.fix == ("alumet-setup install --only config --set alumet_config_profile=energy-attribution",)
 
 
 def test_perf_run_by_an_installed_but_disabled_service_is_a_warning_too(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_a_rapl_profile_run_by_the_enabled_service_without_rapl_fails(tmp_path: 
     f = evaluate(service_host(tmp_path, "energy-attribution", rapl=False), "config.file")
     assert f.status is Status.FAIL and f.install_step == "config"
     assert "has no RAPL: the agent stops at start-up" in f.detail and "(enabled)" in f.detail
-    assert f.fix == ("sudo alumet-setup install --only config --set alumet_config_profile=procfs",
+    assert f.fix == ("alumet-setup install --only config --set alumet_config_profile=procfs",
                      "sudo systemctl restart alumet.service")
     assert evaluate(service_host(tmp_path / "off", "rapl", rapl=False, enabled=False), "config.file").status \
         is Status.WARN
