@@ -88,3 +88,44 @@ def vms(bed_env: dict[str, str], vm_work: Path, request: pytest.FixtureRequest) 
         for name, v in running.items():
             print(f"vm {name}: {v.accel}, SSH after {v.timings['boot_s']} s", file=sys.stderr)
         yield running
+
+
+# ---- where the time goes: a per-tier table at the end of every run (CI's budget is printed, not guessed) ------
+_TIER_OF_FILE = {
+    "test_remote.py": "end-to-end over SSH (installed tool)",
+    "test_first_install.py": "end-to-end over SSH (installed tool)",
+    "test_agent_service_run.py": "end-to-end over SSH (installed tool)",
+    "test_host_accounts_kept.py": "end-to-end over SSH (installed tool)",
+    "test_no_trace.py": "end-to-end over SSH (installed tool)",
+    "test_tool_upgrade.py": "end-to-end over SSH (installed tool)",
+    "test_values_are_data_e2e.py": "end-to-end over SSH (installed tool)",
+    "test_faults.py": "faults (killed runs, containers)",
+}
+_TIER_SECONDS: dict[str, list[float]] = {}
+
+
+def _tier(item_path: str, nodeid: str) -> str:
+    name = Path(item_path).name
+    if "/vm/" in f"/{nodeid}":
+        return "VM (QEMU)"
+    if name == "test_molecule.py":
+        return f"molecule {nodeid.rsplit('[', 1)[-1].rstrip(']')}"
+    if name in _TIER_OF_FILE:
+        return _TIER_OF_FILE[name]
+    return "unit" if nodeid.startswith("tests/unit/") else "other integration (containers, lint, collection)"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    entry = _TIER_SECONDS.setdefault(_tier(report.fspath, report.nodeid), [0.0, 0])
+    entry[0] += report.duration
+    entry[1] += report.when == "call"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _TIER_SECONDS:
+        return
+    terminalreporter.section("time per tier (setup + call + teardown)")
+    total = sum(seconds for seconds, _ in _TIER_SECONDS.values())
+    for tier, (seconds, tests) in sorted(_TIER_SECONDS.items(), key=lambda item: -item[1][0]):
+        terminalreporter.write_line(f"{seconds:8.0f} s  {100 * seconds / total:5.1f} %  {tests:5d} tests  {tier}")
+    terminalreporter.write_line(f"{total:8.0f} s  in all")
