@@ -209,14 +209,14 @@ def _require_toml(path: str) -> None:
 
 def _doctor_targets(hosts: Sequence[str], inventory: str | None) -> list[Any]:
     """The --host values as connect() targets, every one checked before any host is contacted."""
-    from .hosts import ssh_target
+    from .hosts import SshTarget, ssh_target
     from .inventory import InventoryError, resolve_targets, ssh_targets
 
     try:
         if inventory is not None:
             resolve_targets(hosts, inventory)  # unknown names: the same one-line error as install
             return ssh_targets(inventory, list(hosts))
-        targets = [ssh_target(spec) for spec in hosts] or [None]
+        targets: list[str | SshTarget | None] = [ssh_target(spec) for spec in hosts] or [None]
     except InventoryError as exc:
         fail(str(exc))
     # A host given twice (or this machine as both local and localhost) is checked once: one row per name.
@@ -408,16 +408,16 @@ def config_validate(file: str, run: str | None) -> None:
         fail(f"{file}: {exc}")
     env = alumet_schema.service_environment(None, file) if run == "service" else None
     errors = alumet_schema.validate_text(text, env)
-    if not errors and run == "service":
-        errors = alumet_schema.service_write_problems(
-            alumet_schema.parse_toml(alumet_schema.substitute_env(text, env)))  # valid: validate_text parsed it
+    service_doc = None
+    if not errors and env is not None:
+        service_doc = alumet_schema.parse_toml(alumet_schema.substitute_env(text, env))  # validate_text parsed it
+        errors = alumet_schema.service_write_problems(service_doc)
     for error in errors:
         click.echo(f"{file}: {error}")
     if errors:
         sys.exit(EXIT_NOT_READY)
-    if run == "service":
-        doc = alumet_schema.parse_toml(alumet_schema.substitute_env(text, env))  # valid: validate_text parsed it
-        for warning in alumet_schema.event_only_measurements(doc):
+    if service_doc is not None:
+        for warning in alumet_schema.event_only_measurements(service_doc):
             click.echo(f"{file}: warning: {warning}")
     click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}" + (f" ({run})" if run else ""))
 

@@ -13,7 +13,7 @@ import copy
 import enum
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import choices, paths
@@ -31,20 +31,22 @@ class Status(enum.StrEnum):
     ERROR = "error"  # the check itself broke; its message says how
 
 
-@dataclass
+@dataclass(init=False)
 class Finding:
     status: Status
     detail: str
     # The exact shell commands that fix it, in order (one string is one command; none: ()), and the
     # alumet-setup step that would do it for you.
-    fix: tuple[str, ...] = ()
-    install_step: str | None = None
+    fix: tuple[str, ...]
+    install_step: str | None
     # Facts established by the check, for later checks, verdicts and --json.
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any]
 
-    def __post_init__(self) -> None:
-        fix: Any = self.fix
+    def __init__(self, status: Status, detail: str, fix: str | Iterable[str] | None = (),
+                 install_step: str | None = None, data: dict[str, Any] | None = None) -> None:
+        self.status, self.detail, self.install_step = status, detail, install_step
         self.fix = () if fix is None else (fix,) if isinstance(fix, str) else tuple(fix)
+        self.data = {} if data is None else data
 
     @property
     def install_command(self) -> str | None:

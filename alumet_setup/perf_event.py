@@ -22,6 +22,7 @@ import errno as errno_mod
 import os
 import struct
 import sys
+from collections.abc import Mapping
 
 # perf_event_open(2) has no libc wrapper: call it by number.
 SYSCALL_NR = {
@@ -52,35 +53,36 @@ def perf_event_attr(event_type: int, config: int, flags: int) -> ctypes.Array:
     return buf
 
 
-def _result(ok: bool, err: int | None = None, value: int | None = None, **extra: object) -> dict:
-    out = {"ok": ok, "errno": err, "error": None, "value": value}
+def _result(ok: bool, err: int | None = None, value: int | None = None,
+            extra: Mapping[str, object] | None = None) -> dict[str, object]:
+    out: dict[str, object] = {"ok": ok, "errno": err, "error": None, "value": value}
     if err is not None:
         out["error"] = f"{errno_mod.errorcode.get(err, 'E?')}: {os.strerror(err)}"
-    out.update(extra)
+    out.update(extra or {})
     return out
 
 
-def open_and_read(name: str, event_type: int, config: int, pid: int, cpu: int, flags: int) -> dict:
+def open_and_read(name: str, event_type: int, config: int, pid: int, cpu: int, flags: int) -> dict[str, object]:
     """Open one event, enable it, read its 8-byte count, close it; report errno on failure."""
-    extra = {"event": name, "pid": pid, "cpu": cpu}
+    extra: dict[str, object] = {"event": name, "pid": pid, "cpu": cpu}
     nr = SYSCALL_NR.get(os.uname().machine)
     if nr is None:
-        return _result(False, errno_mod.ENOSYS, arch=os.uname().machine, **extra)
+        return _result(False, errno_mod.ENOSYS, extra={**extra, "arch": os.uname().machine})
     libc = ctypes.CDLL(None, use_errno=True)
     attr = perf_event_attr(event_type, config, flags | ATTR_DISABLED)
     fd = libc.syscall(ctypes.c_long(nr), attr, ctypes.c_int(pid), ctypes.c_int(cpu), ctypes.c_int(-1),
                       ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))
     if fd < 0:
-        return _result(False, ctypes.get_errno(), **extra)
+        return _result(False, ctypes.get_errno(), extra=extra)
     try:
         import fcntl
 
         fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
         sum(range(10000))  # a little work, so the clock events have something to count
         raw = os.read(fd, 8)
-        return _result(True, value=struct.unpack("=Q", raw)[0] if len(raw) == 8 else None, **extra)
+        return _result(True, value=struct.unpack("=Q", raw)[0] if len(raw) == 8 else None, extra=extra)
     except OSError as exc:
-        return _result(False, exc.errno, **extra)
+        return _result(False, exc.errno, extra=extra)
     finally:
         os.close(fd)
 

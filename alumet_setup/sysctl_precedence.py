@@ -77,7 +77,7 @@ def sysctl_files(host: Any) -> list[str]:
     dirs = list(SYSCTL_DIRS)
     if host.realpath("/lib") != "/usr/lib":
         dirs.append(SPLIT_USR_DIR)
-    chosen = {}
+    chosen: dict[str, str | None] = {}
     for directory in dirs:
         for name in host.listdir(directory):
             if not name.endswith(".conf") or name in chosen:
@@ -90,7 +90,7 @@ def sysctl_files(host: Any) -> list[str]:
             if st is None or not st.is_file:
                 continue  # a dangling link or a directory is skipped and masks nothing
             chosen[name] = path
-    return [chosen[name] for name in sorted(chosen, key=_name_order) if chosen[name]]
+    return [path for name in sorted(chosen, key=_name_order) if (path := chosen[name])]
 
 
 class Setter(NamedTuple):

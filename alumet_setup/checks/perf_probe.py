@@ -135,10 +135,11 @@ def _judge(ctx: Context, python: str, first: CommandResult, raw: dict[str, Any] 
             return Finding(Status.WARN, "setpriv is missing: probed as root only, not with the agent's privileges",
                            fix="sudo apt-get install -y util-linux", data={**data, "judged": "root",
                                                                              "cpu_wide_ok": raw["cpu_wide"]["ok"]})
-        judged = parse(second)
-        if judged is None:
+        as_agent = parse(second)
+        if as_agent is None:
             return Finding(Status.ERROR, f"the probe as uid {NOBODY} did not run: {_failure(second)}",
                            data={**data, "caps": caps})
+        judged = as_agent
         data["probes"]["agent"] = judged
         data["judged"], data["caps"] = "agent", caps
         who = f"as uid {NOBODY} with {caps_text}"

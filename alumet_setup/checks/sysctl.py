@@ -114,10 +114,9 @@ def perf_event_paranoid(ctx: Context) -> Finding:
 
     setters = boot_setters(host)
     valid = [s for s in setters if s.int_value is not None]  # the kernel refuses the others
-    if valid:
-        boot, boot_file = valid[-1].int_value, valid[-1].file
-    else:
-        boot, boot_file = kernel_default(host), None
+    last = valid[-1].int_value if valid else None
+    boot = last if last is not None else kernel_default(host)
+    boot_file = valid[-1].file if valid else None
     sysctl_file = ctx.options.sysctl_file  # install's choice (perf_paranoid_sysctl_file), recorded
     over = overriding(setters, sysctl_file)
     data = {"live": live, "boot": boot, "boot_file": boot_file,

@@ -1,4 +1,4 @@
-"""The tree stays ruff and ansible-lint clean (production profile): CI enforces what the guide asks."""
+"""The tree stays ruff, mypy and ansible-lint clean (production profile): CI enforces what the guide asks."""
 
 from __future__ import annotations
 
@@ -18,4 +18,11 @@ def test_ruff_is_clean() -> None:
 def test_ansible_lint_is_clean_at_the_production_profile() -> None:
     result = subprocess.run([BIN / "ansible-lint", "--profile", "production", "roles", "playbooks"], cwd=ROOT,
                             capture_output=True, text=True, check=False, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+
+
+def test_mypy_is_clean() -> None:
+    """alumet_setup/ type-checks ([tool.mypy] in pyproject.toml; `type: ignore` comments that no longer
+    silence anything fail too)."""
+    result = subprocess.run([BIN / "mypy"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

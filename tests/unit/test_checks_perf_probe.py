@@ -21,7 +21,7 @@ from alumet_setup.hosts import CommandResult, LocalHost
 
 
 def event(name: str, err: int | None = None) -> dict:
-    return perf_event._result(err is None, err, 1234 if err is None else None, event=name, pid=-1, cpu=0)
+    return perf_event._result(err is None, err, 1234 if err is None else None, extra={"event": name, "pid": -1, "cpu": 0})
 
 
 def raw(uid: int, own: int | None = None, cpu_wide: int | None = None, rapl: bool = True) -> str:
