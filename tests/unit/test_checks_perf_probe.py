@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import pytest
-from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
+from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, stand_in
 
 from alumet_setup import perf_event
 from alumet_setup.checks import perf_probe
@@ -21,7 +21,8 @@ from alumet_setup.hosts import CommandResult, LocalHost
 
 
 def event(name: str, err: int | None = None) -> dict:
-    return perf_event._result(err is None, err, 1234 if err is None else None, extra={"event": name, "pid": -1, "cpu": 0})
+    return perf_event._result(err is None, err, 1234 if err is None else None,
+                              extra={"event": name, "pid": -1, "cpu": 0})
 
 
 def raw(uid: int, own: int | None = None, cpu_wide: int | None = None, rapl: bool = True) -> str:
@@ -153,7 +154,6 @@ def test_setpriv_missing_or_broken(agent: None) -> None:
     assert evaluate(host("Traceback ..."), "kernel.perf_probe").status is Status.ERROR
 
 
-@pytest.mark.usefixtures("peers")
 def test_this_machine() -> None:
     """The real probe, as doctor runs it here: measured results, an honest status, never a crash."""
     f = evaluate(LocalHost(), "kernel.perf_probe")

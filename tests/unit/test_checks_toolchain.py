@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from checkhelpers import ScriptedHost, done, evaluate, peers, stand_in  # noqa: F401  (peers is a fixture)
+from checkhelpers import ScriptedHost, done, evaluate, stand_in
 
 from alumet_setup.checks import toolchain
 from alumet_setup.findings import Status
@@ -95,7 +95,6 @@ def test_git_only_matters_for_a_rebuild_once_the_agent_is_installed(tmp_path: Pa
     assert f.status is Status.WARN and "only needed to rebuild" in f.detail and f.data["agent_installed"]
 
 
-@pytest.mark.usefixtures("peers")
 def test_this_machine() -> None:
     host = LocalHost()
     for check_id in CHECKS:

@@ -36,11 +36,16 @@ def test_a_check_that_raises_is_an_error_and_the_others_still_run(broken_check):
     assert len(results) == len(REGISTRY)
 
 
-def test_every_registered_check_has_a_unique_dotted_id_in_a_known_group():
-    ids = doctor.check_ids()
-    assert len(ids) == len(set(ids))
-    for check_id in ids:
-        assert REGISTRY[check_id].group in doctor.GROUPS
+def test_a_check_id_is_registered_once_in_a_known_group():
+    from alumet_setup.findings import RegistryError, check
+
+    existing = doctor.check_ids()[0]
+    first = REGISTRY[existing]
+    with pytest.raises(RegistryError, match="registered twice"):
+        check(existing, "again")(lambda ctx: Finding(Status.OK, "x"))
+    with pytest.raises(RegistryError, match="unknown group"):
+        check("nogroup.x", "x")
+    assert REGISTRY[existing] is first
 
 
 def test_plugins_only_name_registered_checks():
@@ -91,9 +96,14 @@ def test_report_on_this_machine_matches_the_json_schema():
     jsonschema.validate(document, SCHEMA)
     statuses = {c["id"]: c["status"] for c in document["hosts"][0]["checks"]}
     assert set(statuses) == set(REGISTRY)
-    # This machine has no RAPL and no NVIDIA GPU: that is "not available", never "ok".
-    assert statuses["rapl.pmu"] == "not-available"
-    assert statuses["nvml.device"] == "not-available"
+
+
+def test_missing_rapl_and_gpu_are_not_available_never_ok(tmp_path):
+    """On a host tree without the power PMU, powercap zones or an NVIDIA device (a fixture, whatever this
+    machine has): "not available", never "ok"."""
+    report = doctor.diagnose(LocalHost(root=str(tmp_path)), only=["rapl.pmu", "rapl.powercap", "nvml.device"])
+    statuses = {r.id: r.finding.status for r in report.results}
+    assert statuses == dict.fromkeys(["rapl.pmu", "rapl.powercap", "nvml.device"], Status.NOT_AVAILABLE)
 
 
 def test_text_report_groups_checks_and_ends_with_the_summary():
@@ -160,15 +170,13 @@ def test_a_check_that_broke_stays_an_error_and_names_what_it_blocks():
     assert not report.ready
 
 
-def test_on_this_machine_every_cross_is_a_blocker_and_the_exit_code_follows():
-    report = doctor.diagnose(LocalHost())
-    text = doctor.render_text(report)
-    crosses = [line for line in text.split("\nPlugins\n")[0].splitlines() if line.startswith("  ✗ ")]
-    blocked = [p.plugin for p in report.plugins if p.verdict == doctor.Readiness.BLOCKED]
-    assert bool(crosses) == bool(blocked) == (not report.ready)
-    for r in report.results:
-        if r.finding.status is Status.FAIL:
-            assert r.blocks
+def test_every_cross_is_a_blocker_and_the_exit_code_follows():
+    """A failure of a required check is a cross naming the plugin it blocks, and the host is not ready (the
+    same failure where no judged plugin requires it: test_a_failure_of_a_plugin_left_out_...)."""
+    blocking = _report({"agent.binary": Status.OK, "procfs.hidepid": Status.FAIL}, ["procfs"])
+    text = doctor.render_text(blocking)
+    assert _symbols(text)["procfs.hidepid"] == "✗" and "      blocks: procfs" in text.splitlines()
+    assert not blocking.ready
 
 
 def _check_result(finding: Finding, check_id: str = "config.file") -> doctor.CheckResult:
