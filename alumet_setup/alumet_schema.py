@@ -2,7 +2,7 @@
 
 The one home of these rules: doctor, `config render|validate`, the templates' tests read them here.
 docs/alumet-upstream.md lists every upstream source (alumet-dev/alumet at tag v0.9.5, humantime 2.3.0,
-regex 1.12.4) and the test that holds each rule; read it before changing a rule.
+regex 1.12.4, evalexpr 11.3.1) and the test that holds each rule; read it before changing a rule.
 """
 
 from __future__ import annotations
@@ -510,7 +510,8 @@ def validate(doc: Mapping[str, Any]) -> list[str]:
 
     An empty list means valid. Checks what serde would: names, required keys, unknown keys where the
     plugin denies them, the cheap types (durations, booleans, one-character delimiters), what the
-    plugins parse at start (perf event names, exe_regex) and the metrics the formulas name.
+    plugins parse at start (perf event names, exe_regex, formula expressions), the metrics the formulas
+    name, and metrics two plugins would register with another type or unit.
     """
     errors: list[str] = []
     _GENERAL.check(dict(doc), "(top level)", errors)
@@ -538,13 +539,14 @@ def validate(doc: Mapping[str, Any]) -> list[str]:
                 rest.pop("enable")
             schema.check(rest, path, errors)
             if name == "energy-attribution":
-                _check_formula_refs(rest, path, errors)
+                _check_formulas(rest, path, errors)
     if not errors:
+        errors.extend(metric_conflicts(doc))
         errors.extend(_formula_metric_errors(doc))
     return errors
 
 
-def _check_formula_refs(section: Mapping[str, Any], path: str, errors: list[str]) -> None:
+def _check_formulas(section: Mapping[str, Any], path: str, errors: list[str]) -> None:
     formulas = section.get("formulas")
     if not isinstance(formulas, dict):
         return
@@ -554,18 +556,306 @@ def _check_formula_refs(section: Mapping[str, Any], path: str, errors: list[str]
         ref, per_resource = formula.get("ref"), formula.get("per_resource")
         if isinstance(ref, str) and isinstance(per_resource, dict) and ref not in per_resource:
             errors.append(f"{path}.formulas.{name}.ref: {ref!r} is not a per_resource timeseries")
+        expr = formula.get("expr")
+        if isinstance(expr, str) and (reason := evalexpr_build_error(expr)):
+            errors.append(f"{path}.formulas.{name}.expr: evalexpr cannot compile {expr!r}: {reason}")
+
+
+# ---- formula expressions: the energy-attribution plugin compiles each `expr` at start -----------------
+# A port of evalexpr 11.3.1's build_operator_tree (tokenizer, then tree building), which the plugin calls
+# before the pipeline runs: what it refuses stops the agent. Variables are bound only when the formula is
+# evaluated, so unknown names, operand counts and types are not build errors and are not checked here.
+
+class ExprError(ValueError):
+    """evalexpr's reason, worded as its Display writes it."""
+
+
+# Rust's char::is_whitespace (the White_Space property): Python's isspace() also takes U+001C..U+001F.
+_RUST_WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+                             + "".join(chr(c) for c in range(0x2000, 0x200B)))
+_OPERATOR_CHARS = "+-*/%^=!><&|"
+_ASSIGNMENTS = frozenset({"=", "+=", "-=", "*=", "/=", "%=", "^=", "&&=", "||="})
+# Tokens that can end / start an operand: identifiers and values ("id", "value"), and the braces.
+_RIGHTSIDED = frozenset({")", "id", "value"})
+_LEFTSIDED = frozenset({"(", "id", "value"})
+
+
+def _rust_f64(text: str) -> bool:
+    """Whether Rust's `str::parse::<f64>` reads `text` (its grammar: no underscores, no spaces)."""
+    import re
+
+    return re.fullmatch(r"(?i)[+-]?(inf|infinity|nan|([0-9]+|[0-9]+\.[0-9]*|[0-9]*\.[0-9]+)(e[+-]?[0-9]+)?)",
+                        text) is not None
+
+
+def _rust_i64(literal: str) -> bool:
+    """evalexpr's parse_dec_or_hex: decimal, or hexadecimal after `0x`, within i64."""
+    digits, base = (literal[2:], 16) if literal.startswith("0x") else (literal, 10)
+    allowed = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if not digits or any(c not in allowed for c in digits) or len(digits.lstrip("0")) > 19:
+        return False  # (more digits than any i64 has: spares int() its limit on long strings)
+    return int(digits, base) < 2**63
+
+
+def _partial_tokens(expr: str) -> list[tuple[str, str]]:
+    """(kind, text) pieces: kind is "lit" (a run of other characters), "ws", "str", or the character."""
+    out: list[tuple[str, str]] = []
+    i, n = 0, len(expr)
+    while i < n:
+        c = expr[i]
+        i += 1
+        if c == '"':
+            text = []
+            while True:
+                if i >= n:
+                    raise ExprError("Found an unmatched double quote '\"'")
+                c = expr[i]
+                i += 1
+                if c == '"':
+                    break
+                if c == "\\":
+                    if i >= n:
+                        raise ExprError("Illegal escape sequence: \\")
+                    if expr[i] not in '"\\':
+                        raise ExprError(f"Illegal escape sequence: \\{expr[i]}")
+                    c = expr[i]
+                    i += 1
+                text.append(c)
+            out.append(("str", "".join(text)))
+            continue
+        if c == "/" and i < n and expr[i] == "/":  # a line comment
+            end = expr.find("\n", i)
+            i = n if end < 0 else end + 1
+            continue
+        if c == "/" and i < n and expr[i] == "*":
+            end = expr.find("*/", i + 1)
+            if end < 0:
+                raise ExprError("Error: unmatched inline comment")
+            i = end + 2
+            continue
+        if c in _OPERATOR_CHARS or c in "(),;":
+            out.append((c, c))
+        elif c in _RUST_WHITESPACE:
+            out.append(("ws", " "))
+        elif out and out[-1][0] == "lit":
+            out[-1] = ("lit", out[-1][1] + c)
+        else:
+            out.append(("lit", c))
+    return out
+
+
+def _tokens(expr: str) -> list[tuple[str, str]]:
+    """evalexpr's tokenize: (kind, text), kind an operator, "(", ")", ",", ";", "id" or "value"."""
+    parts = _partial_tokens(expr)
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(parts):
+        kind, text = parts[i]
+        second = parts[i + 1][0] if i + 1 < len(parts) else None
+        third = parts[i + 2] if i + 2 < len(parts) else None
+        step = 1
+        if kind == "ws":
+            pass
+        elif kind == "str":
+            out.append(("value", text))
+        elif kind == "lit":
+            if _rust_i64(text) or _rust_f64(text) or text in ("true", "false"):
+                out.append(("value", text))
+            elif second in ("+", "-") and third and third[0] == "lit" and _rust_f64(text + second + third[1]):
+                out.append(("value", text + second + third[1]))  # 2.5e-3: the exponent's sign splits a literal
+                step = 3
+            else:
+                out.append(("id", text))
+        elif kind in "&|":
+            if second is None:
+                raise ExprError(f"Found a partial token '{kind}' that should be followed by another partial token.")
+            if second != kind:
+                shown = f'"{parts[i + 1][1]}"' if second == "str" else parts[i + 1][1]
+                raise ExprError(f"Found a partial token '{kind}' that should not be followed by '{shown}'.")
+            step = 3 if third and third[0] == "=" else 2
+            out.append((kind * 2 + "=" * (step == 3), ""))
+        elif kind in "+-*/%^=!><" and second == "=":
+            out.append(({"=": "==", "!": "!="}.get(kind, kind + "="), ""))
+            step = 2
+        else:
+            out.append((kind, text))
+        i += step
+    return out
+
+
+# Operator: precedence, how many children it takes (None: a sequence takes any), left to right.
+_OPERATORS: dict[str, tuple[int, int | None]] = {
+    "root": (200, 1), "+": (95, 2), "sub": (95, 2), "neg": (110, 1), "*": (100, 2), "/": (100, 2),
+    "%": (100, 2), "^": (120, 2), "==": (80, 2), "!=": (80, 2), ">": (80, 2), "<": (80, 2), ">=": (80, 2),
+    "<=": (80, 2), "&&": (75, 2), "||": (70, 2), "!": (110, 1), **dict.fromkeys(_ASSIGNMENTS, (50, 2)),
+    ",": (40, None), ";": (0, None), "value": (200, 0), "id": (200, 0), "write": (200, 0), "call": (190, 1),
+}
+_MISSING_OPERATOR = ("Found an opening parenthesis that is preceded by something that does not take any arguments "
+                     "on the right, or found a closing parenthesis that is succeeded by something that does not "
+                     "take any arguments on the left.")
+
+
+class _Node:
+    __slots__ = ("arity", "children", "left_to_right", "op", "precedence", "unary")
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+        self.children: list[_Node] = []
+        self.precedence, self.arity = _OPERATORS[op]
+        self.unary = self.arity == 1 and op != "root"
+        self.left_to_right = op not in ("=", "call")
+
+    def too_many_children(self) -> bool:
+        return self.arity is not None and len(self.children) > self.arity
+
+
+def _goes_below(upper: _Node, node: _Node) -> bool:
+    return (upper.precedence < node.precedence or node.unary
+            or (upper.precedence == node.precedence and not upper.left_to_right and not node.left_to_right))
+
+
+def _insert(target: _Node, node: _Node, is_root: bool) -> None:
+    """evalexpr's insert_back_prioritized, its tail call as a loop."""
+    while True:
+        if not (is_root or _goes_below(target, node)):
+            raise ExprError("Tried to append a node to another node with higher precedence.")
+        if target.arity == 0:
+            raise ExprError("Tried to append a node to a leaf node.")
+        if len(target.children) != target.arity:
+            target.children.append(node)
+            return
+        last = target.children[-1]
+        if _goes_below(last, node):
+            target, is_root = last, False
+            continue
+        if node.arity == 0:
+            raise ExprError("Tried to append a node to a leaf node.")
+        target.children.pop()
+        if target.op == "root" and (target.children or node.op == "root"):
+            raise ExprError(_MISSING_OPERATOR)
+        if node.op == "root" and (node.children or last.op == "root"):
+            raise ExprError(_MISSING_OPERATOR)
+        target.children.append(node)
+        node.children.append(last)
+        return
+
+
+def _collapse_all_sequences(stack: list[_Node]) -> None:
+    if not stack:
+        raise ExprError("Found an unmatched closing parenthesis ')'.")
+    root = stack.pop()
+    while True:
+        if root.op == "root":
+            if root.too_many_children():
+                raise ExprError(_MISSING_OPERATOR)
+            stack.append(root)
+            return
+        if not stack:
+            raise ExprError("Found an unmatched closing parenthesis ')'.")
+        higher = stack.pop()
+        if root.arity is None:
+            higher.children.append(root)
+            root = higher
+        else:
+            if root.too_many_children():
+                raise ExprError(_MISSING_OPERATOR)
+            stack.extend((higher, root))
+            return
+
+
+# Building is quadratic in the depth of the tree (each operator walks down its right edge, as evalexpr's does);
+# a real formula is a line long, and a longer one is left unchecked rather than hang doctor.
+MAX_CHECKED_EXPR_CHARS = 1000
+
+
+def evalexpr_build_error(expr: str) -> str | None:
+    """Why evalexpr 11.3.1's build_operator_tree refuses `expr`, None when it builds a tree (or when `expr` is
+    longer than MAX_CHECKED_EXPR_CHARS: not checked)."""
+    if len(expr) > MAX_CHECKED_EXPR_CHARS:
+        return None
+    try:
+        tokens = _tokens(expr)
+        stack = [_Node("root")]
+        last_rightsided = False
+        for index, (kind, _) in enumerate(tokens):
+            following = tokens[index + 1][0] if index + 1 < len(tokens) else None
+            node: _Node | None
+            if kind == "(":
+                stack.append(_Node("root"))
+                node = None
+            elif kind == ")":
+                if len(stack) <= 1:
+                    raise ExprError("Found an unmatched closing parenthesis ')'.")
+                _collapse_all_sequences(stack)
+                node = stack.pop() if stack else None
+            elif kind == "id":
+                node = _Node("write" if following in _ASSIGNMENTS else "call" if following in _LEFTSIDED else "id")
+            elif kind == "-":
+                node = _Node("sub" if last_rightsided else "neg")
+            else:
+                node = _Node(kind)
+            if node is not None:
+                if not stack:
+                    raise ExprError("Found an unmatched closing parenthesis ')'.")
+                root = stack.pop()
+                if node.arity is None:  # a sequence: `,` or `;`
+                    if root.op == node.op:
+                        root.children.append(_Node("root"))
+                        stack.append(root)
+                    elif root.op == "root":
+                        node.children.extend((root, _Node("root")))
+                        stack.extend((_Node("root"), node))
+                    elif root.precedence < node.precedence:
+                        node.children.extend((root.children.pop(), _Node("root")))
+                        stack.extend((root, node))
+                    else:
+                        while True:  # collapse_root_stack_to
+                            if not stack:
+                                raise ExprError("Found an unmatched closing parenthesis ')'.")
+                            higher = stack.pop()
+                            if higher.precedence > node.precedence:
+                                higher.children.append(root)
+                                root = higher
+                            else:
+                                stack.append(higher)
+                                break
+                        node.children.append(root)
+                        stack.append(node)
+                elif root.arity is None:
+                    _insert(root.children[-1], node, True)
+                    stack.append(root)
+                else:
+                    _insert(root, node, True)
+                    stack.append(root)
+            last_rightsided = kind in _RIGHTSIDED
+        _collapse_all_sequences(stack)
+        if len(stack) > 1:
+            raise ExprError("Found an unmatched opening parenthesis '('.")
+    except ExprError as exc:
+        return str(exc)
+    return None
 
 
 # ---- metrics: what each plugin registers in start(), read by energy-attribution's formulas ------------
-PROCFS_KERNEL_METRICS = ("kernel_cpu_time", "kernel_context_switches", "kernel_new_forks", "kernel_n_procs_running",
-                         "kernel_n_procs_blocked")
-PROCFS_NETWORK_METRICS = ("network_bytes", "network_packets", "network_packet_drops", "network_errors")
-PROCFS_PROCESS_METRICS = ("cpu_time_delta", "cpu_percent", "memory_usage")
-NVML_MINIMAL_METRICS = ("nvml_energy_consumption", "nvml_instant_power")
-NVML_FULL_METRICS = (*NVML_MINIMAL_METRICS, "nvml_temperature_gpu", "nvml_gpu_utilization", "nvml_memory_utilization",
-                     "nvml_gpu_memory_info", "nvml_decoder_utilization", "nvml_decoder_sampling_period",
-                     "nvml_encoder_utilization", "nvml_encoder_sampling_period", "nvml_sm_utilization",
-                     "nvml_n_compute_processes", "nvml_n_graphic_processes")
+# Each metric is (name, value type, unit); create_metric refuses a name already registered with another
+# type or unit ("incompatible"), and the agent stops. Units are written as the agent prints them.
+PROCFS_KERNEL_METRICS = (("kernel_cpu_time", "u64", "ms"), ("kernel_context_switches", "u64", "1"),
+                         ("kernel_new_forks", "u64", "1"), ("kernel_n_procs_running", "u64", "1"),
+                         ("kernel_n_procs_blocked", "u64", "1"))
+PROCFS_NETWORK_METRICS = (("network_bytes", "u64", "B"), ("network_packets", "u64", "1"),
+                          ("network_packet_drops", "u64", "1"), ("network_errors", "u64", "1"))
+PROCFS_PROCESS_METRICS = (("cpu_time_delta", "u64", "ns"), ("cpu_percent", "f64", "%"), ("memory_usage", "u64", "B"))
+MEMINFO_METRIC = ("u64", "B")  # every procfs memory entry, converted to bytes
+PERF_METRIC = ("u64", "1")
+RAPL_METRICS = (("rapl_consumed_energy", "f64", "J"),)
+FORMULA_METRIC = ("f64", "J")  # the result of each energy-attribution formula, named after it
+NVML_MINIMAL_METRICS = (("nvml_energy_consumption", "f64", "mJ"), ("nvml_instant_power", "u64", "mW"))
+NVML_FULL_METRICS = (*NVML_MINIMAL_METRICS, ("nvml_temperature_gpu", "u64", "°C"),
+                     ("nvml_gpu_utilization", "u64", "%"), ("nvml_gpu_memory_info", "u64", "B"),
+                     ("nvml_decoder_sampling_period", "u64", "µs"), ("nvml_encoder_sampling_period", "u64", "µs"),
+                     ("nvml_n_compute_processes", "u64", "1"), ("nvml_n_graphic_processes", "u64", "1"),
+                     ("nvml_memory_utilization", "u64", "%"), ("nvml_decoder_utilization", "u64", "%"),
+                     ("nvml_encoder_utilization", "u64", "%"), ("nvml_sm_utilization", "u64", "%"))
 
 
 def meminfo_metric_name(entry: str) -> str:
@@ -587,38 +877,77 @@ def _sub(table: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) and value.get("enabled", True) is True else {}
 
 
-def produced_metrics(doc: Mapping[str, Any]) -> set[str] | None:
-    """The metric names the enabled plugins register, or None when one of them is a plugin we do not model."""
-    metrics: set[str] = set()
+@dataclass(frozen=True)
+class Registration:
+    """One create_metric call of an enabled plugin: `origin` is the configuration key that makes it."""
+
+    name: str
+    value_type: str
+    unit: str
+    origin: str
+
+
+def registered_metrics(doc: Mapping[str, Any]) -> tuple[list[Registration], bool]:
+    """The metrics the enabled plugins we model register, and whether every enabled plugin is modelled."""
+    found: list[Registration] = []
+    modelled = True
+
+    def add(origin: str, metrics: Any) -> None:
+        found.extend(Registration(name, value_type, unit, origin) for name, value_type, unit in metrics)
+
     for name, section in _enabled_sections(doc).items():
         if name == "rapl":
-            metrics.add("rapl_consumed_energy")
+            add("plugins.rapl", RAPL_METRICS)
         elif name == "procfs":
+            # start() registers them in this order: kernel, memory, network, processes.
             if _sub(section, "kernel"):
-                metrics.update(PROCFS_KERNEL_METRICS)
+                add("plugins.procfs.kernel", PROCFS_KERNEL_METRICS)
             if memory := _sub(section, "memory"):
                 entries = memory.get("metrics")
-                if isinstance(entries, list):
-                    metrics.update(meminfo_metric_name(m) for m in entries if isinstance(m, str) and m.isascii())
+                entries = entries if isinstance(entries, list) else []
+                add("plugins.procfs.memory.metrics",
+                    ((meminfo_metric_name(m), *MEMINFO_METRIC) for m in entries if isinstance(m, str) and m.isascii()))
             if _sub(section, "network"):
-                metrics.update(PROCFS_NETWORK_METRICS)
+                add("plugins.procfs.network", PROCFS_NETWORK_METRICS)
             if _sub(section, "processes"):
-                metrics.update(PROCFS_PROCESS_METRICS)
+                add("plugins.procfs.processes", PROCFS_PROCESS_METRICS)
         elif name == "perf":
             for key, kind, parse in (("hardware_events", "hardware", perf_hardware_name),
                                      ("software_events", "software", perf_software_name),
                                      ("cache_events", "cache", perf_cache_name)):
                 events = section.get(key)
                 events = events if isinstance(events, list) else []
-                metrics.update(f"perf_{kind}_{parse(e)}" for e in events if isinstance(e, str) and parse(e))
+                add(f"plugins.perf.{key}",
+                    ((f"perf_{kind}_{parse(e)}", *PERF_METRIC) for e in events if isinstance(e, str) and parse(e)))
         elif name == "nvml":
-            metrics.update(NVML_MINIMAL_METRICS if section.get("mode") == "minimal" else NVML_FULL_METRICS)
+            add("plugins.nvml", NVML_MINIMAL_METRICS if section.get("mode") == "minimal" else NVML_FULL_METRICS)
         elif name == "energy-attribution":
             formulas = section.get("formulas", {})
-            metrics.update(formulas if isinstance(formulas, dict) else ())
+            for formula in formulas if isinstance(formulas, dict) else ():
+                add(f"plugins.energy-attribution.formulas.{formula}", ((formula, *FORMULA_METRIC),))
         elif name != "csv":
-            return None
-    return metrics
+            modelled = False
+    return found, modelled
+
+
+def produced_metrics(doc: Mapping[str, Any]) -> set[str] | None:
+    """The metric names the enabled plugins register, or None when one of them is a plugin we do not model."""
+    found, modelled = registered_metrics(doc)
+    return {r.name for r in found} if modelled else None
+
+
+def metric_conflicts(doc: Mapping[str, Any]) -> list[str]:
+    """Metrics registered twice with another type or unit: whichever create_metric comes second fails and
+    the agent stops. The same name with the same type and unit is one metric (the registry returns the first)."""
+    first: dict[str, Registration] = {}
+    errors = []
+    for reg in registered_metrics(doc)[0]:
+        seen = first.setdefault(reg.name, reg)
+        if (seen.value_type, seen.unit) != (reg.value_type, reg.unit):
+            errors.append(f"{reg.origin}: metric {reg.name!r} ({reg.value_type}, {reg.unit}) is also registered by "
+                          f"{seen.origin} as ({seen.value_type}, {seen.unit}): the agent stops at start (This "
+                          f"metric has already been registered: {reg.name}); rename one of them")
+    return errors
 
 
 def _formula_metric_errors(doc: Mapping[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ Each rule names its upstream source in docs/alumet-upstream.md ("Schema rules").
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -162,6 +163,116 @@ def test_an_empty_formulas_table_is_valid_upstream() -> None:
     config = doc()
     config["plugins"]["energy-attribution"]["formulas"] = {}
     assert alumet_schema.validate(config) == []
+
+
+# ---- formula expressions: compiled by evalexpr 11.3.1's build_operator_tree at start (formula/prepared.rs) --
+
+EVALEXPR_CASES = json.loads((ROOT / "tests/fixtures/evalexpr/integration-11.3.1.json").read_text(encoding="utf-8"))
+
+
+def with_expr(expr: str) -> dict[str, Any]:
+    config = doc()
+    config["plugins"]["energy-attribution"]["formulas"]["attributed_energy"]["expr"] = expr
+    return config
+
+
+def test_the_issues_unclosed_parenthesis_is_refused_with_evalexprs_reason() -> None:
+    assert alumet_schema.validate(with_expr("cpu_energy * (cpu_usage / 100.0")) == [
+        "plugins.energy-attribution.formulas.attributed_energy.expr: evalexpr cannot compile "
+        "'cpu_energy * (cpu_usage / 100.0': Found an unmatched opening parenthesis '('."]
+
+
+@pytest.mark.parametrize(("expr", "reason"), [
+    ("cpu_energy * cpu_usage / 100.0)", "Found an unmatched closing parenthesis ')'."),
+    ("cpu_energy & cpu_usage", "Found a partial token '&' that should not be followed by ' '."),
+    ("cpu_energy | cpu_usage", "Found a partial token '|' that should not be followed by ' '."),
+    ("2 cpu_energy", "Tried to append a node to a leaf node."),
+    ("2 (cpu_usage)", "Found an opening parenthesis that is preceded by something that does not take any arguments "
+                      "on the right, or found a closing parenthesis that is succeeded by something that does not take "
+                      "any arguments on the left."),
+    ('cpu_energy * "x', "Found an unmatched double quote '\"'"),
+    ('"a\\n"', "Illegal escape sequence: \\n"),
+    ("cpu_energy /* the share", "Error: unmatched inline comment"),
+])
+def test_what_evalexpr_refuses_to_build_is_refused(expr: str, reason: str) -> None:
+    assert alumet_schema.evalexpr_build_error(expr) == reason
+    assert [e.split(": ", 2)[2] for e in alumet_schema.validate(with_expr(expr))] == [reason]
+
+
+@pytest.mark.parametrize("expr", [
+    "cpu_energy * (cpu_usage / 100.0)", "max(cpu_energy, 0.0) * min(cpu_usage, 100) / 1e2",
+    "if(cpu_usage > 50 && !(cpu_usage >= 99.5) || cpu_usage == 0, cpu_energy, 0.0)", "cpu_energy * 2.5E-3",
+    "cpu.energy_total * cpu_usage % 7 ^ 2", "math::ln(cpu_energy) // a comment", "cpu_energy /* x */ * 1",
+    "cpu_energy (cpu_usage)",  # a name before a value is a function call
+    "-cpu_energy * -(cpu_usage)", "0xff * cpu_energy", "cpu_energy\n*\tcpu_usage",
+    # built, then refused only when evaluated: the agent starts (variables are bound at each evaluation)
+    "", "cpu_energy +", "unknown_variable * 2",
+])
+def test_what_evalexpr_builds_is_accepted(expr: str) -> None:
+    assert alumet_schema.evalexpr_build_error(expr) is None
+    assert alumet_schema.validate(with_expr(expr)) == []
+
+
+def test_a_hostile_expression_is_judged_quickly_or_left_unchecked() -> None:
+    import time
+
+    start = time.monotonic()
+    assert alumet_schema.evalexpr_build_error("-" * 999 + "1") is None
+    assert alumet_schema.evalexpr_build_error("(" * 1001) is None  # too long: not checked, never refused
+    assert alumet_schema.evalexpr_build_error("(" * 999) == "Found an unmatched opening parenthesis '('."
+    assert time.monotonic() - start < 5
+
+
+def test_evalexprs_own_test_expressions_are_built_or_refused_as_it_does() -> None:
+    refused, accepted = EVALEXPR_CASES["refused"], EVALEXPR_CASES["accepted"]
+    assert len(refused) == 11 and len(accepted) == 332
+    assert {e for e in refused if alumet_schema.evalexpr_build_error(e) is None} == set()
+    assert [e for e in accepted if alumet_schema.evalexpr_build_error(e) is not None] == []
+
+
+# ---- metrics registered twice with another type or unit stop the agent (core/alumet/src/metrics/registry.rs) --
+
+def test_a_formula_named_like_a_procfs_metric_of_another_type_is_refused() -> None:
+    config = doc()
+    formulas = config["plugins"]["energy-attribution"]["formulas"]
+    formulas["memory_usage"] = formulas.pop("attributed_energy")
+    assert alumet_schema.validate(config) == [
+        "plugins.energy-attribution.formulas.memory_usage: metric 'memory_usage' (f64, J) is also registered by "
+        "plugins.procfs.processes as (u64, B): the agent stops at start (This metric has already been registered: "
+        "memory_usage); rename one of them"]
+
+
+def test_a_meminfo_entry_named_like_a_procfs_process_metric_is_refused() -> None:
+    config = doc()
+    config["plugins"]["procfs"]["memory"]["metrics"] = ["MemTotal", "cpu_percent"]
+    assert alumet_schema.validate(config) == [
+        "plugins.procfs.processes: metric 'cpu_percent' (f64, %) is also registered by "
+        "plugins.procfs.memory.metrics as (u64, B): the agent stops at start (This metric has already been "
+        "registered: cpu_percent); rename one of them"]
+
+
+def test_the_same_metric_with_the_same_type_and_unit_is_one_metric() -> None:
+    config = doc()
+    # u64 bytes both: memory_usage (processes), network_bytes; a formula's f64 joules: rapl's metric
+    config["plugins"]["procfs"]["memory"]["metrics"] = ["MemTotal", "memory_usage", "MemTotal", "network_bytes"]
+    formulas = config["plugins"]["energy-attribution"]["formulas"]
+    formulas["rapl_consumed_energy"] = formulas["attributed_energy"]
+    assert alumet_schema.metric_conflicts(config) == []
+    assert alumet_schema.validate(config) == []
+
+
+def test_conflicts_across_plugins_name_both_sides() -> None:
+    config = doc()
+    config["plugins"]["nvml"] = {"mode": "minimal"}
+    formulas = config["plugins"]["energy-attribution"]["formulas"]
+    formulas["nvml_energy_consumption"] = formulas["attributed_energy"]  # nvml's is f64 in mJ
+    config["plugins"]["procfs"]["memory"]["metrics"] = ["kernel_cpu_time"]  # procfs kernel's is u64 in ms
+    assert [e.split(" as (")[0] for e in alumet_schema.metric_conflicts(config)] == [
+        "plugins.procfs.memory.metrics: metric 'kernel_cpu_time' (u64, B) is also registered by plugins.procfs.kernel",
+        "plugins.nvml: metric 'nvml_energy_consumption' (f64, mJ) is also registered by "
+        "plugins.energy-attribution.formulas.nvml_energy_consumption"]
+    config["plugins"]["procfs"]["kernel"]["enabled"] = False
+    assert len(alumet_schema.metric_conflicts(config)) == 1
 
 
 def test_meminfo_entries_must_be_ascii_or_the_agent_panics() -> None:
