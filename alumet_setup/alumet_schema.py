@@ -266,6 +266,9 @@ _EXPECTED = {
     "string": "a string",
     "int": "a non-negative integer",
     "u32": "an integer from 0 to 4294967295",
+    "u16": "an integer from 0 to 65535",
+    "i32": "an integer from -2147483648 to 2147483647",
+    "number": "a number",
     "interval": 'a duration above zero such as "1s" or "500ms"',
     "string_list": "a list of strings",
     "attribute": "a string, number or boolean",
@@ -348,6 +351,10 @@ _KIND_CHECKS: dict[str, Any] = {
     "string": _simple("string", lambda v: isinstance(v, str)),
     "int": _simple("int", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
     "u32": _simple("u32", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF_FFFF),
+    "u16": _simple("u16", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF),
+    "i32": _simple("i32", lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**31) <= v < 2**31),
+    # serde reads an f64 from a TOML integer as well as from a float.
+    "number": _simple("number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
     "interval": _interval_problem,
     "string_list": _string_list_problem,
     "attribute": _simple("attribute", lambda v: isinstance(v, str | int | float | bool)),
@@ -415,6 +422,27 @@ class Named:
             self.item.check(item, f"{path}.{name}", errors)
 
 
+@dataclass(frozen=True)
+class Tagged:
+    """A Rust enum as serde reads it from TOML: a table with exactly one key, the variant's name, holding that
+    variant's fields; or, where the enum has unit variants, one of their names as a string."""
+
+    variants: Mapping[str, Any]
+    names: tuple[str, ...] = ()
+
+    def check(self, value: Any, path: str, errors: list[str]) -> None:
+        if isinstance(value, str) and self.names:
+            Scalar("string", self.names).check(value, path, errors)
+            return
+        if isinstance(value, dict) and len(value) == 1:
+            [(variant, item)] = value.items()
+            if variant in self.variants:
+                self.variants[variant].check(item, f"{path}.{variant}", errors)
+                return
+        wanted = [*map(repr, self.names), f"a table with one key of {', '.join(self.variants)}"]
+        errors.append(f"{path}: expected {' or '.join(wanted)}, got {_show(value)}")
+
+
 DURATION, BOOL, CHAR, STRING = Scalar("duration"), Scalar("bool"), Scalar("char"), Scalar("string")
 MEMORY_MODE = Scalar("string", ("quick", "slow_but_accurate"))
 # Every source's poll_interval makes its trigger, whose builder refuses zero: rapl and procfs's kernel, memory and
@@ -473,11 +501,103 @@ _NVML = Table(
     strict=True,
 )
 
-# Plugins whose configuration we check key by key; the others are only checked for their name.
+
+# The other plugins of the binary: their keys, which are required (no serde default), the simple types, and
+# whether they deny unknown keys. docs/alumet-upstream.md names each one's Config struct.
+U16, STRINGS, NUMBER = Scalar("u16"), Scalar("string_list"), Scalar("number")
+_SOCKET_CONTROL = Table({"socket_path": STRING}, strict=True)
+_RELAY_CLIENT = Table(
+    {"buffer_max_length": Scalar("int"), "buffer_timeout": DURATION,
+     "retry": Table({"max_times": U16, "initial_delay": DURATION, "max_delay": DURATION}, strict=True)},
+    {"client_name": STRING, "relay_server": STRING},
+    strict=True,
+)
+_RELAY_SERVER = Table({"address": STRING}, strict=True)
+_PROMETHEUS_EXPORTER = Table(
+    {"host": STRING, "prefix": STRING, "suffix": STRING, "port": U16, "add_attributes_to_labels": BOOL},
+    strict=True,
+)
+_INFLUXDB = Table(
+    {"host": STRING, "token": STRING, "org": STRING, "bucket": STRING,
+     "attributes_as": Scalar("string", ("tag", "field"))},
+    {"attributes_as_tags": STRINGS, "attributes_as_fields": STRINGS},
+    strict=True,
+)
+_MONGODB = Table(
+    {"host": STRING, "port": U16, "database": STRING, "collection": STRING},
+    {"username": STRING, "password": STRING},
+    strict=True,
+)
+_OPENTELEMETRY = Table(
+    {"collector_host": STRING, "prefix": STRING, "suffix": STRING, "use_unit_display_name": BOOL,
+     "add_attributes_to_labels": BOOL},
+    strict=True,
+)
+_GRACE_HOPPER = Table({"poll_interval": INTERVAL, "root_path": STRING}, strict=True)
+_JETSON = Table({"poll_interval": INTERVAL, "flush_interval": DURATION}, strict=True)
+_AMD_GPU = Table({"poll_interval": INTERVAL, "flush_interval": DURATION, "skip_failed_devices": BOOL}, strict=True)
+_QUARCH = Table(
+    {"quarch_ip": STRING, "quarch_port": U16, "qis_port": U16, "java_bin": STRING, "qis_jar_path": STRING,
+     "poll_interval": INTERVAL, "flush_interval": DURATION},
+    strict=True,
+)
+# None of the plugins below denies unknown keys: serde ignores them, and so do we.
+_K8S = Table(
+    {"token_retrieval": Tagged({"kubectl": Table(optional={"service_account": STRING, "namespace": STRING}),
+                                "file": STRING}, names=("kubectl", "file", "auto")),
+     "poll_interval": INTERVAL, "annotate_containers": BOOL},
+    {"k8s_node": STRING, "k8s_api_url": STRING, "annotate_foreign_measurements": BOOL},
+)
+_SLURM = Table(
+    {"poll_interval": INTERVAL, "ignore_non_jobs": BOOL,
+     "jobs_monitoring_level": Scalar("string", ("job", "step", "substep", "task"))},
+    {"cgroupv1_refresh_interval": DURATION, "add_source_in_pause_state": BOOL, "annotate_foreign_measurements": BOOL},
+)
+_OAR = Table(
+    {"oar_version": Scalar("string", ("oar2", "oar3")), "poll_interval": INTERVAL, "jobs_only": BOOL},
+    {"annotate_foreign_measurements": BOOL},
+)
+_CGROUPS = Table({"poll_interval": INTERVAL})
+_PROCESS_TO_CGROUP_BRIDGE = Table(
+    {"processes_metrics": STRINGS, "merge_similar_cgroups": BOOL, "keep_processed_measurements": BOOL})
+_AGGREGATION = Table({"interval": DURATION, "function": Scalar("string", ("Sum", "Mean")), "metrics": STRINGS})
+# Its poll_interval only divides the energy (no trigger): zero is not refused.
+_ENERGY_ESTIMATION_TDP = Table({"poll_interval": DURATION, "tdp": NUMBER, "nb_vcpu": NUMBER, "nb_cpu": NUMBER})
+_ELASTICSEARCH = Table({
+    "server_url": STRING, "allow_insecure": BOOL, "index_prefix": STRING, "metric_unit_as_index_suffix": BOOL,
+    "auth": Tagged({"api_key": Table({"key": STRING}), "basic": Table({"user": STRING, "password": STRING}),
+                    "basic_file": Table({"file": STRING}), "bearer": Table({"token": STRING})}),
+})
+_KWOLLECT_INPUT = Table(
+    {"site": STRING, "hostname": STRING, "metrics": STRINGS, "login": STRING, "password": STRING},
+    {"utc_offset": Scalar("i32")},
+)
+_KWOLLECT_OUTPUT = Table(
+    {"url": STRING, "append_unit_to_metric_name": BOOL, "use_unit_display_name": BOOL},
+    {"login": STRING, "password": STRING, "hostname": STRING},
+)
+_FILTER = Table(optional={"include": STRINGS, "exclude": STRINGS})
+# Every key has a serde default (on the whole struct).
+_ENERGY_TO_CARBON = Table(optional={
+    "mode": Scalar("string", ("intensity_override", "country", "world_avg")),
+    "intensity_override": Table({"intensity": NUMBER}), "country": Table({"code": STRING}),
+})
+
+# Every plugin of the binary, checked key by key.
 PLUGIN_SCHEMAS: dict[str, Table] = {
     "rapl": _RAPL, "procfs": _PROCFS, "energy-attribution": _ENERGY_ATTRIBUTION, "csv": _CSV, "perf": _PERF,
-    "nvml": _NVML,
+    "nvml": _NVML, "socket-control": _SOCKET_CONTROL, "relay-client": _RELAY_CLIENT, "relay-server": _RELAY_SERVER,
+    "prometheus-exporter": _PROMETHEUS_EXPORTER, "influxdb": _INFLUXDB, "mongodb": _MONGODB,
+    "opentelemetry": _OPENTELEMETRY, "grace-hopper": _GRACE_HOPPER, "jetson": _JETSON, "amd-gpu": _AMD_GPU,
+    "quarch": _QUARCH, "k8s": _K8S, "slurm": _SLURM, "oar": _OAR, "cgroups": _CGROUPS,
+    "process-to-cgroup-bridge": _PROCESS_TO_CGROUP_BRIDGE, "aggregation": _AGGREGATION,
+    "energy-estimation-tdp": _ENERGY_ESTIMATION_TDP, "elasticsearch": _ELASTICSEARCH,
+    "kwollect-input": _KWOLLECT_INPUT, "kwollect-output": _KWOLLECT_OUTPUT, "filter": _FILTER,
+    "energy-to-carbon": _ENERGY_TO_CARBON,
 }
+# Plugins of the binary whose configuration cannot be judged here, each with why; validate passes them and
+# unjudged_plugins() says so. Every name of PLUGINS is in PLUGIN_SCHEMAS or here (a unit test holds it).
+UNJUDGED_PLUGINS: dict[str, str] = {}
 # The agent's own keys outside `[plugins]` (GeneralConfig does not deny unknown keys).
 _GENERAL = Table(optional={"max_update_interval": DURATION, "source_channel_size": Scalar("int")})
 
@@ -540,10 +660,18 @@ def validate(doc: Mapping[str, Any]) -> list[str]:
             schema.check(rest, path, errors)
             if name == "energy-attribution":
                 _check_formulas(rest, path, errors)
+            if name == "filter" and "include" in rest and "exclude" in rest:  # refused by the plugin's init
+                errors.append(f"{path}: include and exclude together: the filter plugin refuses both")
     if not errors:
         errors.extend(metric_conflicts(doc))
         errors.extend(_formula_metric_errors(doc))
     return errors
+
+
+def unjudged_plugins(doc: Mapping[str, Any]) -> list[str]:
+    """One line for each enabled plugin whose configuration validate() cannot judge, naming it and why."""
+    return [f"plugins.{name}: not judged: {UNJUDGED_PLUGINS[name]}"
+            for name in _enabled_sections(doc) if name in UNJUDGED_PLUGINS]
 
 
 def _check_formulas(section: Mapping[str, Any], path: str, errors: list[str]) -> None:

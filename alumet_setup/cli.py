@@ -8,6 +8,7 @@ so `alumet-setup doctor` on this host stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -416,9 +417,14 @@ def config_validate(file: str, run: str | None) -> None:
         click.echo(f"{file}: {error}")
     if errors:
         sys.exit(EXIT_NOT_READY)
+    # Valid: validate_text substituted and parsed it alike (env is None when not for the service).
+    doc = service_doc if service_doc is not None else alumet_schema.parse_toml(
+        alumet_schema.substitute_env(text, os.environ))
+    warnings = alumet_schema.unjudged_plugins(doc)
     if service_doc is not None:
-        for warning in alumet_schema.event_only_measurements(service_doc):
-            click.echo(f"{file}: warning: {warning}")
+        warnings += alumet_schema.event_only_measurements(service_doc)
+    for warning in warnings:
+        click.echo(f"{file}: warning: {warning}")
     click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}" + (f" ({run})" if run else ""))
 
 

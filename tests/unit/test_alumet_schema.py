@@ -154,7 +154,7 @@ def test_formula_metrics_follow_the_plugins_switches_and_their_sub_tables() -> N
 def test_a_plugin_we_do_not_model_may_produce_the_metric_so_nothing_is_refused() -> None:
     config = doc()
     config["plugins"]["procfs"]["processes"]["enabled"] = False
-    config["plugins"]["cgroups"] = {}
+    config["plugins"]["cgroups"] = {"poll_interval": "5s"}
     assert alumet_schema.produced_metrics(config) is None
     assert alumet_schema.validate(config) == []
 
@@ -476,3 +476,166 @@ def test_config_validate_for_service_refuses_an_output_the_service_cannot_write(
     service = cli("config", "validate", "--for", "service", str(config))
     assert service.returncode == 1 and "can write only under /var/lib/alumet" in service.stdout, service
     assert cli("config", "validate", "--for", "exec", str(config)).returncode == 0
+
+
+# ---- every plugin of the binary (agent/src/bin/main.rs): its default_config() and its strictness ---------
+# Each plugin's `default_config()` as the agent writes it into a new configuration file (every plugin enabled),
+# read from the plugin's Config::default() at v0.9.5; durations as humantime_serde prints them, None omitted.
+# Runtime values (the host's name, the Grid'5000 site) are stand-ins. energy-attribution has none (Ok(None)).
+UPSTREAM_DEFAULTS: dict[str, str | None] = {
+    "csv": 'output_path = "alumet-output.csv"\nforce_flush = true\nuse_unit_display_name = true\n'
+           'append_unit_to_metric_name = true\ncsv_delimiter = ";"\ncsv_late_delimiter = ","',
+    "prometheus-exporter": 'host = "0.0.0.0"\nprefix = ""\nsuffix = "_alumet"\nport = 9091\n'
+                           'add_attributes_to_labels = true',
+    "influxdb": 'host = "http://localhost:8086"\ntoken = "FILL ME"\norg = "FILL ME"\nbucket = "FILL ME"\n'
+                'attributes_as = "field"',
+    "mongodb": 'host = "localhost"\nport = 27017\ndatabase = "FILL ME"\ncollection = "FILL ME"\n'
+               'username = "FILL ME"\npassword = "FILL ME"',
+    "relay-client": 'client_name = "node-1"\nrelay_server = "[::1]:50051"\nbuffer_max_length = 4096\n'
+                    'buffer_timeout = "30s"\n[retry]\nmax_times = 8\ninitial_delay = "500ms"\nmax_delay = "4s"',
+    "relay-server": 'address = "[::]:50051"',
+    "opentelemetry": 'collector_host = "http://localhost:4317"\nprefix = ""\nsuffix = "_alumet"\n'
+                     'use_unit_display_name = true\nadd_attributes_to_labels = true',
+    "aggregation": 'interval = "1m"\nfunction = "Sum"\nmetrics = []',
+    "energy-attribution": None,
+    "energy-estimation-tdp": 'poll_interval = "5s"\ntdp = 100.0\nnb_vcpu = 1.0\nnb_cpu = 1.0',
+    "elasticsearch": 'server_url = "http://localhost:9200"\nallow_insecure = false\nindex_prefix = "alumet"\n'
+                     'metric_unit_as_index_suffix = false\n[auth.basic]\nuser = "TODO"\npassword = "TODO"',
+    "kwollect-input": 'site = "cluster"\nhostname = "node"\nmetrics = ["metric"]\nlogin = "login"\n'
+                      'password = "password"\nutc_offset = 2',
+    "kwollect-output": 'url = "https://api.grid5000.fr/stable/sites/grenoble/metrics"\nhostname = "node-1"\n'
+                       'append_unit_to_metric_name = true\nuse_unit_display_name = true',
+    "filter": "",
+    "energy-to-carbon": 'mode = "world_avg"',
+    "socket-control": 'socket_path = "alumet-control.sock"',
+    "k8s": 'k8s_api_url = "http://127.0.0.1:8080"\ntoken_retrieval = "auto"\npoll_interval = "5s"\n'
+           'annotate_foreign_measurements = false\nannotate_containers = false',
+    "slurm": 'poll_interval = "1s"\nignore_non_jobs = true\njobs_monitoring_level = "job"\n'
+             'add_source_in_pause_state = false\nannotate_foreign_measurements = false',
+    "oar": 'oar_version = "oar3"\npoll_interval = "1s"\njobs_only = true\nannotate_foreign_measurements = false',
+    "cgroups": 'poll_interval = "5s"',
+    "grace-hopper": 'poll_interval = "1s"\nroot_path = "/sys/class/hwmon"',
+    "rapl": 'poll_interval = "1s"\nflush_interval = "5s"\nno_perf_events = false',
+    "perf": 'poll_interval = "1s"\nflush_interval = "5s"\nhardware_events = ["REF_CPU_CYCLES", "CACHE_MISSES", '
+            '"BRANCH_MISSES"]\nsoftware_events = []\ncache_events = ["LL_READ_MISS"]',
+    "procfs": '[kernel]\nenabled = true\npoll_interval = "5s"\n'
+              '[memory]\nenabled = true\npoll_interval = "5s"\nmetrics = ["MemTotal", "MemFree", "MemAvailable", '
+              '"Cached", "SwapCached", "Active", "Inactive", "Mapped"]\n'
+              '[network]\nenabled = true\npoll_interval = "5s"\n'
+              '[processes]\nenabled = true\nstrategy = "watcher"\nrefresh_interval = "2s"\n'
+              '[[processes.groups]]\nexe_regex = ""\npoll_interval = "2s"\nflush_interval = "4s"\n'
+              'memory_mode = "quick"\n'
+              '[processes.events]\npoll_interval = "1s"\nflush_interval = "4s"\nmemory_mode = "quick"',
+    "nvml": 'poll_interval = "1s"\nflush_interval = "5s"\nskip_failed_devices = true\nmode = "full"',
+    "process-to-cgroup-bridge": 'processes_metrics = ["some_metric_to_bridge", "another_metric_to_bridge"]\n'
+                                'merge_similar_cgroups = true\nkeep_processed_measurements = true',
+    "jetson": 'poll_interval = "1s"\nflush_interval = "5s"',
+    "amd-gpu": 'poll_interval = "1s"\nflush_interval = "5s"\nskip_failed_devices = true',
+    "quarch": 'quarch_ip = "1.2.3.4"\nquarch_port = 9760\nqis_port = 9780\njava_bin = "path_to_java"\n'
+              'qis_jar_path = "path_to_qis"\npoll_interval = "150ms"\nflush_interval = "1s 500ms"',
+}
+# The plugins whose Config has #[serde(deny_unknown_fields)] at v0.9.5 (git grep deny_unknown_fields plugins/).
+STRICT = {"csv", "prometheus-exporter", "influxdb", "mongodb", "relay-client", "relay-server", "opentelemetry",
+          "socket-control", "grace-hopper", "rapl", "perf", "procfs", "nvml", "jetson", "amd-gpu", "quarch"}
+
+
+def test_every_plugin_of_the_binary_is_modelled_or_said_to_be_unjudged_with_a_reason() -> None:
+    assert set(UPSTREAM_DEFAULTS) == alumet_schema.PLUGINS
+    assert set(alumet_schema.PLUGIN_SCHEMAS) | set(alumet_schema.UNJUDGED_PLUGINS) == alumet_schema.PLUGINS
+    assert not set(alumet_schema.PLUGIN_SCHEMAS) & set(alumet_schema.UNJUDGED_PLUGINS)
+    assert all(reason.strip() for reason in alumet_schema.UNJUDGED_PLUGINS.values())
+    assert {n for n, s in alumet_schema.PLUGIN_SCHEMAS.items() if s.strict} == STRICT
+
+
+def test_the_agents_own_default_configuration_with_every_plugin_is_valid() -> None:
+    text = "".join(f"[plugins.{name}]\n" + "\n".join(
+        line if not line.startswith("[") else f"[{'[' if line.startswith('[[') else ''}plugins.{name}."
+        + line.lstrip("[") for line in body.splitlines()) + "\n"
+        for name, body in UPSTREAM_DEFAULTS.items() if body is not None)
+    config = alumet_schema.parse_toml(text)
+    assert set(config["plugins"]) == alumet_schema.PLUGINS - {"energy-attribution"}
+    assert alumet_schema.validate(config) == []
+
+
+@pytest.mark.parametrize("name", sorted(UPSTREAM_DEFAULTS))
+def test_upstreams_default_config_of_each_plugin_is_valid(name: str) -> None:
+    body = UPSTREAM_DEFAULTS[name]
+    if body is None:  # the plugin writes no default section; its schema still exists
+        assert name in alumet_schema.PLUGIN_SCHEMAS
+        return
+    assert alumet_schema.validate({"plugins": {name: tomllib.loads(body)}}) == []
+
+
+@pytest.mark.parametrize("name", sorted(STRICT))
+def test_a_strict_plugin_refuses_an_unknown_key(name: str) -> None:
+    section = tomllib.loads(UPSTREAM_DEFAULTS[name] or "")
+    section["socket"] = "x"
+    assert alumet_schema.validate({"plugins": {name: section}}) == [f"plugins.{name}: unknown key socket"]
+
+
+@pytest.mark.parametrize("name", sorted(alumet_schema.PLUGINS - STRICT - {"energy-attribution"}))
+def test_a_plugin_that_does_not_deny_unknown_keys_ignores_them(name: str) -> None:
+    section = tomllib.loads(UPSTREAM_DEFAULTS[name] or "")
+    section["socket"] = "x"
+    assert alumet_schema.validate({"plugins": {name: section}}) == []
+
+
+def test_socket_control_needs_its_socket_path_and_nothing_else() -> None:
+    assert alumet_schema.validate({"plugins": {"socket-control": {}}}) == [
+        "plugins.socket-control: missing key socket_path"]
+    assert alumet_schema.validate({"plugins": {"socket-control": {"socket_path": "s", "path": "t"}}}) == [
+        "plugins.socket-control: unknown key path"]
+    assert alumet_schema.validate({"plugins": {"socket-control": {"socket_path": 1}}}) == [
+        "plugins.socket-control.socket_path: expected a string, got 1"]
+
+
+@pytest.mark.parametrize(("name", "key", "value", "problem"), [
+    ("k8s", "token_retrieval", "token", "expected one of 'kubectl', 'file', 'auto', got 'token'"),
+    ("k8s", "token_retrieval", {"file": "/t", "kubectl": {}}, "expected 'kubectl' or 'file' or 'auto' or a "
+                                                             "table with one key of kubectl, file, got a table"),
+    ("k8s", "poll_interval", "0s", 'expected a duration above zero such as "1s" or "500ms", got \'0s\''),
+    ("slurm", "jobs_monitoring_level", "sub_step", "expected one of 'job', 'step', 'substep', 'task', got "
+                                                   "'sub_step'"),
+    ("oar", "oar_version", "3", "expected one of 'oar2', 'oar3', got '3'"),
+    ("prometheus-exporter", "port", 65536, "expected an integer from 0 to 65535, got 65536"),
+    ("kwollect-input", "utc_offset", 2**31, "expected an integer from -2147483648 to 2147483647, got 2147483648"),
+    ("energy-estimation-tdp", "tdp", "100", "expected a number, got '100'"),
+    ("elasticsearch", "auth", {"basic": {"user": "u"}}, None),
+    ("aggregation", "function", "sum", "expected one of 'Sum', 'Mean', got 'sum'"),
+])
+def test_the_other_plugins_keys_are_typed_as_upstream_reads_them(name: str, key: str, value: Any,
+                                                                   problem: str | None) -> None:
+    section = tomllib.loads(UPSTREAM_DEFAULTS[name] or "")
+    section[key] = value
+    errors = alumet_schema.validate({"plugins": {name: section}})
+    if problem is None:  # a missing field of the variant
+        assert errors == [f"plugins.{name}.{key}.basic: missing key password"]
+    else:
+        assert errors == [f"plugins.{name}.{key}: {problem}"]
+
+
+def test_k8s_token_retrieval_takes_a_method_name_or_one_method_table() -> None:
+    for value in ("kubectl", {"file": "/var/run/token"}, {"kubectl": {"namespace": "alumet"}}):
+        section = {**tomllib.loads(UPSTREAM_DEFAULTS["k8s"] or ""), "token_retrieval": value}
+        assert alumet_schema.validate({"plugins": {"k8s": section}}) == []
+
+
+def test_filter_refuses_include_and_exclude_together() -> None:
+    assert alumet_schema.validate({"plugins": {"filter": {"include": ["a"], "exclude": ["b"]}}}) == [
+        "plugins.filter: include and exclude together: the filter plugin refuses both"]
+
+
+def test_a_plugin_that_cannot_be_judged_is_named_by_config_validate(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from alumet_setup.cli import cli as command
+
+    monkeypatch.delitem(alumet_schema.PLUGIN_SCHEMAS, "socket-control")
+    monkeypatch.setitem(alumet_schema.UNJUDGED_PLUGINS, "socket-control", "a stand-in reason")
+    file = tmp_path / "c.toml"
+    file.write_text('[plugins.socket-control]\nsocket_path = "s"\nunknown = 1\n[plugins.cgroups]\nenabled = false\n')
+    result = CliRunner().invoke(command, ["config", "validate", str(file)])
+    assert result.exit_code == 0
+    assert f"{file}: warning: plugins.socket-control: not judged: a stand-in reason" in result.output.splitlines()
+    assert "cgroups" not in result.output  # disabled: never read by the agent
