@@ -9,6 +9,7 @@ so `alumet-setup doctor` on this host stays fast.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -121,7 +122,9 @@ def cli() -> None:
 # Deprecated: install's --check means a dry run; doctor's old name for --only-check stays one release.
 @click.option("--check", "old_check_ids", multiple=True, hidden=True)
 @click.option("--list-checks", is_flag=True, help="List the check ids and titles, then exit.")
-@click.option("-v", "--verbose", is_flag=True, help="Show fix commands for passing checks too.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show every check with its detail and fix commands, and every plugin with its reasons.")
+@click.option("-q", "--quiet", is_flag=True, help="Show only the problems and the Next line.")
 @click.option("--color", "color_choice", type=click.Choice(["auto", "always", "never"]), default="auto",
               show_default=True, help="Colours in the text report; auto: on a terminal, unless NO_COLOR is set or "
                                       "TERM=dumb.")
@@ -130,15 +133,20 @@ def cli() -> None:
                    "what each plugin really measured (check agent.probe).")
 def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_path: str | None,
            agent_path: str | None, plugins: tuple[str, ...], check_ids: tuple[str, ...],
-           old_check_ids: tuple[str, ...], list_checks: bool, verbose: bool, color_choice: str,
+           old_check_ids: tuple[str, ...], list_checks: bool, verbose: bool, quiet: bool, color_choice: str,
            probe: bool) -> None:
     """Tell whether a host is ready for each Alumet plugin, why not, and what fixes it.
+
+    The report names the passing checks, says each problem once with what it blocks and the command that fixes
+    it, first things first, and ends with the one command to run next.
 
     Exit code: 0 every host ready, 1 a host not ready, 2 a host unreachable (or bad input).
     """
     from . import doctor as doc
     from .findings import REGISTRY, Options
 
+    if verbose and quiet:
+        fail("-v/--verbose and -q/--quiet exclude each other")
     if old_check_ids:
         click.echo("alumet-setup: warning: doctor --check is deprecated, use --only-check", err=True)
         check_ids += old_check_ids
@@ -187,7 +195,9 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         from .terminal import use_color
 
         color = use_color(color_choice, sys.stdout)
-        click.echo("\n\n".join(doc.render_text(r, color=color, verbose=verbose) for r in reports), color=color)
+        width = shutil.get_terminal_size().columns  # COLUMNS, else the terminal's, else 80
+        click.echo("\n\n".join(doc.render_text(r, color=color, verbose=verbose, quiet=quiet, width=width)
+                               for r in reports), color=color)
         if len(reports) > 1:
             click.echo("\n" + doc.render_table(reports))
     sys.exit(exit_code(any(r.error is not None for r in reports), all(r.ready for r in reports)))
@@ -398,7 +408,10 @@ def config_render(profile_name: str, settings: tuple[str, ...], output: str | No
               help="How the agent will run FILE: service (alumet.service, `alumet-agent run`: warns about what "
                    "only exec/watch measures, ${VAR} from the service's environment) or exec (`alumet-agent "
                    "exec`/`watch`, ${VAR} from yours). Default: ${VAR} from yours, no warning.")
-def config_validate(file: str, run: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document on stdout: file, valid, the agent version, and the problems "
+                   "(errors, or warnings when valid), each with its severity and message.")
+def config_validate(file: str, run: str | None, as_json: bool) -> None:
     """Check FILE against the configuration schema of the pinned alumet-agent; exit 1 when invalid."""
     from . import alumet_schema
     from .safe_io import UnsafeFile, read_text
@@ -413,19 +426,30 @@ def config_validate(file: str, run: str | None) -> None:
     if not errors and env is not None:
         service_doc = alumet_schema.parse_toml(alumet_schema.substitute_env(text, env))  # validate_text parsed it
         errors = alumet_schema.service_write_problems(service_doc)
-    for error in errors:
-        click.echo(f"{file}: {error}")
+    warnings: list[str] = []
+    if not errors:
+        # Valid: validate_text substituted and parsed it alike (env is None when not for the service).
+        doc = service_doc if service_doc is not None else alumet_schema.parse_toml(
+            alumet_schema.substitute_env(text, os.environ))
+        warnings = alumet_schema.unjudged_plugins(doc)
+        if service_doc is not None:
+            warnings += alumet_schema.event_only_measurements(service_doc)
+    if as_json:
+        import json
+
+        problems = [{"severity": "error", "message": e} for e in errors] + \
+                   [{"severity": "warning", "message": w} for w in warnings]
+        click.echo(json.dumps({"file": file, "valid": not errors, "for": run,
+                               "alumet_version": alumet_schema.ALUMET_VERSION, "problems": problems}, indent=2))
+    else:
+        for error in errors:
+            click.echo(f"{file}: {error}")
+        for warning in warnings:
+            click.echo(f"{file}: warning: {warning}")
+        if not errors:
+            click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}" + (f" ({run})" if run else ""))
     if errors:
         sys.exit(EXIT_NOT_READY)
-    # Valid: validate_text substituted and parsed it alike (env is None when not for the service).
-    doc = service_doc if service_doc is not None else alumet_schema.parse_toml(
-        alumet_schema.substitute_env(text, os.environ))
-    warnings = alumet_schema.unjudged_plugins(doc)
-    if service_doc is not None:
-        warnings += alumet_schema.event_only_measurements(service_doc)
-    for warning in warnings:
-        click.echo(f"{file}: warning: {warning}")
-    click.echo(f"{file}: valid for alumet-agent {alumet_schema.ALUMET_VERSION}" + (f" ({run})" if run else ""))
 
 
 def _terminated(signum: int, _frame: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .checks import load_all
-from .findings import GROUPS, REGISTRY, Context, Finding, Options, Status, dependency_order
+from .findings import GROUPS, REGISTRY, STEPS, Context, Finding, Options, Status, dependency_order
 from .hosts import Host, HostError
 from .textsafe import visible
 from .threads import parallel_map
@@ -83,6 +83,9 @@ class PluginVerdict:
     plugin: str
     verdict: str
     reasons: list[str] = field(default_factory=list)
+    # The ids of the checks that decided the verdict (the blocking ones of a blocked plugin, the missing
+    # hardware of a not-available one): what the text report names. Not in --json (its reasons say it).
+    deciding: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -211,31 +214,39 @@ def judge_plugins(results: Sequence[CheckResult], plugins: Iterable[str] | None 
         needs = PLUGINS[plugin]
         if not all(c in by_id for c in needs.required):
             continue  # a --check selection left this plugin unjudgeable
-        missing_hw, blocked, degraded = [], [], []
+        missing_hw: list[str] = []  # check ids; the reason is "<id>: <detail>"
+        blocked: list[str] = []
+        degraded: list[str] = []
         for check_id in required_checks(plugin, by_id):
-            f = by_id[check_id].finding
-            reason = f"{check_id}: {f.detail}"
-            if f.status is Status.NOT_AVAILABLE:
-                missing_hw.append(reason)
-            elif f.status in (Status.FAIL, Status.ERROR):
-                blocked.append(reason)
-            elif f.status is Status.WARN:
-                degraded.append(reason)
+            status = by_id[check_id].finding.status
+            if status is Status.NOT_AVAILABLE:
+                missing_hw.append(check_id)
+            elif status in (Status.FAIL, Status.ERROR):
+                blocked.append(check_id)
+            elif status is Status.WARN:
+                degraded.append(check_id)
         for check_id in needs.recommended:
             result = by_id.get(check_id)
             if check_id in required_checks(plugin, by_id):
                 continue  # already judged as required
             if result and result.finding.status in (Status.WARN, Status.FAIL, Status.ERROR):
-                degraded.append(f"{check_id}: {result.finding.detail}")
+                degraded.append(check_id)
         if missing_hw:
-            verdicts.append(PluginVerdict(plugin, Readiness.NOT_AVAILABLE, missing_hw))
+            verdicts.append(_verdict(plugin, Readiness.NOT_AVAILABLE, by_id, missing_hw))
         elif blocked:
-            verdicts.append(PluginVerdict(plugin, Readiness.BLOCKED, blocked + degraded))
+            verdicts.append(_verdict(plugin, Readiness.BLOCKED, by_id, blocked, degraded))
         elif degraded:
-            verdicts.append(PluginVerdict(plugin, Readiness.DEGRADED, degraded))
+            verdicts.append(_verdict(plugin, Readiness.DEGRADED, by_id, degraded))
         else:
             verdicts.append(PluginVerdict(plugin, Readiness.READY))
     return verdicts
+
+
+def _verdict(plugin: str, readiness: str, by_id: Mapping[str, CheckResult], deciding: list[str],
+             also: Sequence[str] = ()) -> PluginVerdict:
+    """The verdict, its reasons ("<check id>: <detail>", the deciding checks first) and its deciding checks."""
+    reasons = [f"{c}: {by_id[c].finding.detail}" for c in [*deciding, *also]]
+    return PluginVerdict(plugin, readiness, reasons, deciding)
 
 
 def settle(results: Sequence[CheckResult], verdicts: Sequence[PluginVerdict],
@@ -357,9 +368,224 @@ def remedy_lines(finding: Finding) -> list[str]:
     return lines
 
 
-def render_text(report: Report, color: bool = False, verbose: bool = False) -> str:
-    """The grouped human report, ending in the one-line summary. Host strings are escaped first (shown),
-    the colours added after: only the tool's own escape sequences reach the terminal."""
+# ---- what to do: each root cause once, in the order of doing
+
+PROBLEMS = (Status.WARN, Status.FAIL, Status.ERROR)
+
+
+def follows_from(results: Sequence[CheckResult]) -> dict[str, str]:
+    """Each problem that only follows from another: its id -> the id of the need it follows from.
+
+    A problem follows from a check it needs when that check has a problem too, the same install step fixes
+    both and its fix commands are among that check's (nothing more to do): agent.capabilities' "no
+    alumet-agent binary" follows from agent.binary. A problem with a cause of its own (a sysctl.d file that
+    overrides the tool's, beside the missing cap_perfmon) stands alone. The text report says a cause once,
+    at the check it follows from."""
+    by_id = {r.id: r for r in results}
+    follows: dict[str, str] = {}
+    for r in results:
+        step = r.finding.install_step
+        spec = REGISTRY.get(r.id)
+        if r.finding.status not in PROBLEMS or step is None or spec is None:
+            continue
+        for need in spec.needs:
+            cause = by_id.get(need)
+            if cause is not None and cause.finding.status in PROBLEMS and cause.finding.install_step == step \
+                    and set(r.finding.fix) <= set(cause.finding.fix):
+                follows[r.id] = need
+                break
+    return follows
+
+
+def root_causes(results: Sequence[CheckResult]) -> dict[str, str]:
+    """Each problem that follows from another (follows_from): its id -> the id of the problem at the root."""
+    follows = follows_from(results)
+    roots = {}
+    for check_id in follows:
+        root = check_id
+        while root in follows:
+            root = follows[root]
+        roots[check_id] = root
+    return roots
+
+
+@dataclass
+class Problem:
+    """A root cause: a check with a problem that follows from no other, and the problems that follow from it."""
+
+    result: CheckResult
+    consequences: list[CheckResult]
+    blocks: list[str]  # the plugins it blocks, itself or through its consequences
+
+    @property
+    def status(self) -> Status:
+        # A warning whose consequences block plugins blocks them too: fixing it unblocks them.
+        status = self.result.finding.status
+        return Status.FAIL if status is Status.WARN and self.blocks else status
+
+
+def problems(report: Report) -> list[Problem]:
+    """The root causes of `report` in the order of doing: those that block a plugin first, then the other
+    failures, then warnings; within each, by install step (the playbook's order), hand-made fixes last."""
+    roots = root_causes(report.results)
+    consequences: dict[str, list[CheckResult]] = {}
+    for r in report.results:
+        if r.id in roots:
+            consequences.setdefault(roots[r.id], []).append(r)
+    order = [p.plugin for p in report.plugins]
+    found = []
+    for r in report.results:
+        if r.finding.status not in PROBLEMS or r.id in roots:
+            continue
+        behind = consequences.get(r.id, [])
+        blocked = {plugin for c in (r, *behind) for plugin in c.blocks}
+        found.append(Problem(r, behind, [p for p in order if p in blocked]))
+
+    def urgency(problem: Problem) -> tuple[int, int]:
+        rank = 0 if problem.blocks else 1 if problem.status in (Status.FAIL, Status.ERROR) else 2
+        step = problem.result.finding.install_step
+        return rank, STEPS.index(step) if step in STEPS else len(STEPS)
+
+    return sorted(found, key=urgency)  # stable: registry order among equals
+
+
+def install_fix(finding: Finding) -> str | None:
+    """The alumet-setup command that fixes `finding`: a fix command that runs alumet-setup install, else
+    its install step; None when no step of install fixes it."""
+    return next((c for c in finding.fix if "alumet-setup install" in c), None) or finding.install_command
+
+
+def one_command(finding: Finding) -> str | None:
+    """The one command that fixes `finding`: install_fix, else its only (or first) fix command; None when
+    there is nothing to run."""
+    return install_fix(finding) or (finding.fix[0] if finding.fix else None)
+
+
+def next_step(report: Report) -> str:
+    """What the closing `Next:` line says: the command that moves the host forward, or why there is none."""
+    todo = problems(report)
+    if report.ready:
+        better = next((c for p in todo if (c := one_command(p.result.finding))), None)
+        return "nothing, this host is ready" + (f" (to improve it: {better})" if better else "")
+    failing = [p for p in todo if p.status in (Status.FAIL, Status.ERROR)]
+    if failing:
+        command = one_command(failing[0].result.finding)
+        return command or f"no command fixes {failing[0].result.id}: see its line above"
+    judged = {p.plugin: p for p in report.plugins}
+    absent = [name for name in report.asked if name in judged and judged[name].verdict == Readiness.NOT_AVAILABLE]
+    if absent:
+        why = sorted({c for name in absent for c in judged[name].deciding})
+        return f"nothing alumet-setup can do: {', '.join(absent)} not available here ({', '.join(why)})"
+    unjudged = [name for name in report.asked if name not in judged]
+    if unjudged:  # --only-check left out what judges them
+        return f"alumet-setup doctor --plugin {','.join(unjudged)}"
+    return "see the problems above"
+
+
+# ---- the text report
+
+@dataclass
+class _Row:
+    """One line of the text report before wrapping; `mark` characters from `start` get a colour."""
+
+    text: str
+    hang: int = 4  # the indentation of its continuation lines
+    start: int = 0
+    mark: int = 0
+    fg: str | None = None
+    bold: bool = False
+
+    def lines(self, width: int | None, paint: Callable[[str, str | None, bool], str]) -> list[str]:
+        wrapped = wrap(self.text, width, self.hang)
+        if not self.mark:
+            return wrapped
+        if self.start == 0 and self.mark >= len(self.text):  # a whole line in colour (a heading)
+            return [paint(line, self.fg, self.bold) for line in wrapped]
+        end = self.start + self.mark
+        first = wrapped[0]
+        if end <= len(first):
+            wrapped[0] = first[:self.start] + paint(first[self.start:end], self.fg, self.bold) + first[end:]
+        return wrapped
+
+
+def _marked(indent: str, mark: str, rest: str, fg: str | None, hang: int = 4, bold: bool = False) -> _Row:
+    return _Row(f"{indent}{mark}{rest}", hang, len(indent), len(mark), fg, bold)
+
+
+MIN_WIDTH = 20
+
+
+def wrap(text: str, width: int | None, hang: int = 4) -> list[str]:
+    """`text` cut into lines of at most `width` characters, between words (a word longer than a line is
+    cut), continuation lines indented by `hang`; None: one line, as is."""
+    if width is None or len(text) <= width:
+        return [text]
+    import textwrap
+
+    width = max(width, MIN_WIDTH)
+    return textwrap.wrap(text, width, subsequent_indent=" " * min(hang, width // 2),
+                         break_on_hyphens=False) or [text]
+
+
+def _titles(results: Sequence[CheckResult], status: Status) -> list[str]:
+    """The checks in `status`, by title; a group whose checks all are, by the group's name."""
+    by_group: dict[str, list[CheckResult]] = {}
+    for r in results:
+        by_group.setdefault(r.group, []).append(r)
+    names = []
+    for group, members in by_group.items():
+        chosen = [r.title for r in members if r.finding.status is status]
+        whole = len(chosen) == len(members) > 1
+        names += [f"{GROUPS.get(group, group)} (all {len(members)})"] if whole else chosen
+    return names
+
+
+def _problem_rows(problem: Problem) -> list[_Row]:
+    r = problem.result
+    symbol, fg = SYMBOLS[problem.status]
+    rows = [_marked("", symbol, f" {r.id}: {r.finding.detail}", fg)]
+    if problem.blocks:
+        rows.append(_Row(f"      blocks: {', '.join(problem.blocks)}", 14))
+    if problem.consequences:
+        rows.append(_Row(f"      causes: {', '.join(c.id for c in problem.consequences)}", 14))
+    command = install_fix(r.finding)  # one command; -v shows the commands it runs
+    remedy = [f"      fix: {command}"] if command else remedy_lines(r.finding)
+    rows += [_Row(line, 11) for line in remedy]
+    return rows
+
+
+def _plugin_rows(report: Report) -> list[_Row]:
+    """The verdicts, plugins that share one and its deciding checks on one line: blocked, degraded, ready,
+    then not available here. The checks are named by id: the problems above say why."""
+    roots = root_causes(report.results)
+    words = {Readiness.BLOCKED: "blocked by", Readiness.DEGRADED: "degraded by",
+             Readiness.NOT_AVAILABLE: "not available here:", Readiness.READY: "ready"}
+    rows = []
+    for verdict in (Readiness.BLOCKED, Readiness.DEGRADED, Readiness.READY, Readiness.NOT_AVAILABLE):
+        shared: dict[tuple[str, ...], list[str]] = {}
+        for p in report.plugins:
+            if p.verdict == verdict:
+                checks = list(dict.fromkeys(roots.get(c, c) for c in p.deciding))
+                # One that needs another of them says nothing more (nvml.library after nvml.device).
+                checks = [c for c in checks if not set(getattr(REGISTRY.get(c), "needs", ())) & set(checks)]
+                shared.setdefault(tuple(checks), []).append(p.plugin)
+        symbol, fg = VERDICT_SYMBOLS[verdict]
+        for checks, names in shared.items():
+            because = f" {', '.join(checks)}" if checks else ""
+            rows.append(_marked("  ", symbol, f" {', '.join(names)}: {words[verdict]}{because}", fg, hang=6))
+    unjudged = [name for name in report.asked if name not in {p.plugin for p in report.plugins}]
+    if unjudged:
+        rows.append(_Row(f"  ? {', '.join(unjudged)}: not judged (the selected checks do not cover it)", 6))
+    return rows
+
+
+def render_text(report: Report, color: bool = False, verbose: bool = False, quiet: bool = False,
+                width: int | None = None) -> str:
+    """The human report. By default: the passing checks named, each root cause once with what it blocks and
+    the one command that fixes it (problems()), the plugin verdicts, and a closing `Next:` line. `verbose`:
+    every check with its detail and fix commands, every plugin with its reasons; `quiet`: the problems and
+    the Next line only. `width`: wrap lines to it (None: no wrapping). Host strings are escaped first
+    (shown), the colours added after: only the tool's own escape sequences reach the terminal."""
     report = shown(report)
 
     def paint(text: str, fg: str | None, bold: bool = False) -> str:
@@ -369,29 +595,59 @@ def render_text(report: Report, color: bool = False, verbose: bool = False) -> s
 
         return click.style(text, fg=fg, bold=bold)
 
-    lines = [paint(f"alumet-setup doctor: {report.host}", None, bold=True)]
+    heading = f"alumet-setup doctor: {report.host}"
+    rows = [_Row(heading, mark=len(heading), bold=True)]
     if report.error is not None:
-        return "\n".join([*lines, "", f"{paint('Unreachable', 'red', bold=True)}: {report.error}"])
+        rows += [_Row(""), _marked("", "Unreachable", f": {report.error}", "red", bold=True)]
+    elif verbose:
+        rows += _verbose_rows(report)
+    else:
+        if not quiet:
+            passed, absent = _titles(report.results, Status.OK), _titles(report.results, Status.NOT_AVAILABLE)
+            rows += [_marked("", "✓", f" {', '.join(passed)}", "green")] if passed else []
+            rows += [_Row(f"– not here: {', '.join(absent)}")] if absent else []
+        todo = problems(report)
+        if todo and not quiet:
+            rows.append(_Row(""))
+        for problem in todo:
+            rows += _problem_rows(problem)
+        if not quiet:
+            verdict = "Ready" if report.ready else "Not ready"
+            fg = "green" if report.ready else "red"
+            rows.append(_Row(""))
+            if report.plugins:
+                rows += [_marked("", verdict, ":", fg, bold=True), *_plugin_rows(report)]
+            else:  # --only-check judged no plugin: the summary says what the checks say
+                rows.append(_marked("", verdict, f": {report.summary()}", fg, bold=True))
+    if report.error is None:
+        rows.append(_marked("", "Next:", f" {next_step(report)}", None, hang=6, bold=True))
+    return "\n".join(line for row in rows for line in row.lines(width, paint))
+
+
+def _verbose_rows(report: Report) -> list[_Row]:
+    """Every check with its detail and fix commands, by group, every plugin with all its reasons, and the
+    one-line summary (--json's)."""
+    rows: list[_Row] = []
     width = max((len(r.title) for r in report.results), default=10)
+    first = {g: i for i, g in enumerate(dict.fromkeys(r.group for r in report.results))}
     group = None
-    for r in report.results:
+    for r in sorted(report.results, key=lambda r: first[r.group]):  # a group once, though registered in parts
         if r.group != group:
             group = r.group
-            lines += ["", paint(GROUPS[group], None, bold=True)]
+            title = GROUPS.get(group, group)
+            rows += [_Row(""), _Row(title, mark=len(title), bold=True)]
         symbol, fg = SYMBOLS[r.finding.status]
-        lines.append(f"  {paint(symbol, fg)} {r.title.ljust(width)}  {r.finding.detail}")
+        rows.append(_marked("  ", symbol, f" {r.title.ljust(width)}  {r.finding.detail}", fg, hang=width + 6))
         if r.blocks:
-            lines.append(f"      blocks: {', '.join(r.blocks)}")
-        if r.finding.status is not Status.OK or verbose:
-            lines += remedy_lines(r.finding)
-    lines += ["", paint("Plugins", None, bold=True)]
+            rows.append(_Row(f"      blocks: {', '.join(r.blocks)}", 14))
+        rows += [_Row(line, 11) for line in remedy_lines(r.finding)]
+    rows += [_Row(""), _Row("Plugins", mark=7, bold=True)]
     pwidth = max((len(p.plugin) for p in report.plugins), default=4)
     for p in report.plugins:
         symbol, fg = VERDICT_SYMBOLS[p.verdict]
         why = f": {p.reasons[0]}" if p.reasons else ""
-        lines.append(f"  {paint(symbol, fg)} {p.plugin.ljust(pwidth)}  {p.verdict}{why}")
-        for extra in p.reasons[1:]:
-            lines.append(f"  {' ' * (pwidth + 2)}  also: {extra}")
-    verdict = "ready" if report.ready else "not ready"
-    lines += ["", f"{paint(verdict.capitalize(), 'green' if report.ready else 'red', bold=True)}: {report.summary()}"]
-    return "\n".join(lines)
+        rows.append(_marked("  ", symbol, f" {p.plugin.ljust(pwidth)}  {p.verdict}{why}", fg, hang=pwidth + 6))
+        rows += [_Row(f"  {' ' * (pwidth + 2)}  also: {extra}", pwidth + 12) for extra in p.reasons[1:]]
+    verdict = "Ready" if report.ready else "Not ready"
+    rows += [_Row(""), _marked("", verdict, f": {report.summary()}", "green" if report.ready else "red", bold=True)]
+    return rows

@@ -31,6 +31,12 @@ class Status(enum.StrEnum):
     ERROR = "error"  # the check itself broke; its message says how
 
 
+# The install steps, in playbook order: each is a tag of playbooks/install.yml (docs/architecture.md). Here, not
+# in settings.py, because doctor orders what to do by them and must not import settings' YAML and Jinja2.
+STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "hidepid", "powercap", "config", "capabilities",
+         "service")
+
+
 @dataclass(init=False)
 class Finding:
     status: Status

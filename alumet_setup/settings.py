@@ -20,10 +20,7 @@ from typing import Any
 import yaml
 
 from . import profiles, safe_io
-
-# The install steps, in playbook order: each is a tag of playbooks/install.yml (docs/architecture.md).
-STEPS = ("prereqs", "rustup", "agent", "group", "sysctl", "hidepid", "powercap", "config", "capabilities",
-         "service")
+from .findings import STEPS
 
 # Bounds that argument_specs cannot express: name -> (lowest, highest), inclusive.
 RANGES: dict[str, tuple[int, int]] = {

@@ -122,3 +122,50 @@ def evaluate(host: LocalHost, check_id: str, options: Options | None = None) -> 
     return Context(host, options).finding(check_id)
 
 
+
+
+# ---- a fresh host: Debian 12 in a container, the build toolchain present, no alumet-agent, no RAPL, no GPU, no
+# configuration (what `alumet-setup doctor` meets before the first install)
+
+def fresh_tree(root: Path) -> Path:
+    """Write the fresh host's tree at `root` (the sysctl and hidepid fixtures of Debian 12)."""
+    shutil.copytree(FIXTURES / "sysctl" / "debian12", root, symlinks=True)
+    for name in ("etc/fstab", "etc/group", "proc/self/mountinfo"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FIXTURES / "hidepid" / "none" / name, root / name)
+    (root / "etc/os-release").write_text('ID=debian\nVERSION_ID=12\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')
+    (root / "proc/sys/kernel/osrelease").write_text("6.1.0-28-amd64\n")
+    for tool in ("cc", "pkg-config", "git", "rustup", "rustc", "cargo", "python3", "setpriv"):
+        path = root / "usr/bin" / tool
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    return root
+
+
+def _probe_output(uid: int, cpu_wide_errno: int | None) -> str:
+    import json
+
+    from alumet_setup import perf_event
+
+    def event(name: str, err: int | None) -> dict[str, object]:
+        return perf_event._result(err is None, err, 1 if err is None else None,
+                                  extra={"event": name, "pid": -1, "cpu": 0})
+
+    return json.dumps({"own": event("task-clock", None), "cpu_wide": event("cpu-clock", cpu_wide_errno),
+                       "rapl": False, "uid": uid}) + "\n"
+
+
+def fresh_host(root: Path) -> ScriptedHost:
+    """The fresh host over the tree fresh_tree wrote: its commands answer as such a container's do (root may
+    open CPU-wide perf events, nobody without capabilities may not)."""
+    import errno
+
+    def script(argv: Sequence[str]) -> CommandResult | None:
+        name = posixpath.basename(argv[0])
+        answers = {"systemd-detect-virt": "docker\n", "pkg-config": "3.0.19\n",
+                   "rustc": "rustc 1.95.0 (0eb0d8f2e 2026-01-01)\n",
+                   "setpriv": _probe_output(65534, errno.EACCES), "python3": _probe_output(0, None)}
+        return done(argv, answers[name]) if name in answers else None
+
+    return ScriptedHost(str(root), script)

@@ -386,6 +386,30 @@ def test_validate_substitutes_from_the_environment_of_the_run_it_is_for(tmp_path
     assert cli("config", "validate", "--for", "service", str(config), env=env).returncode == 0
 
 
+def test_validate_json_is_one_document_with_the_problems_and_the_same_exit_code(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    text = profiles.render("rapl-perf").replace('"LL_READ_MISS"', '"LL_READ"').replace('"1s"', '"1.5ns"', 1)
+    config.write_text(text + '\n[plugins.gpu]\n')
+    lines = cli("config", "validate", str(config)).stdout.splitlines()
+    invalid = cli("config", "validate", "--json", str(config))
+    assert invalid.returncode == 1 and invalid.stderr == ""
+    document = json.loads(invalid.stdout)  # the whole of stdout
+    assert document == {"file": str(config), "valid": False, "for": None, "alumet_version": "0.9.5",
+                        "problems": [{"severity": "error", "message": line.removeprefix(f"{config}: ")}
+                                     for line in lines]}
+    # Valid for the service, with a warning: exit 0, the warning is a problem of severity warning.
+    config.write_text(profiles.render("energy-attribution-exec"))
+    valid = cli("config", "validate", "--json", "--for", "service", str(config))
+    assert valid.returncode == 0 and valid.stderr == ""
+    document = json.loads(valid.stdout)
+    assert document["valid"] is True and document["for"] == "service"
+    assert [p["severity"] for p in document["problems"]] == ["warning"]
+    assert document["problems"][0]["message"].startswith('plugins.procfs.processes.strategy = "event"')
+    # A file that cannot be read stays a usage error: one line on stderr, exit 2, nothing on stdout.
+    missing = cli("config", "validate", "--json", str(tmp_path / "absent.toml"))
+    assert missing.returncode == 2 and missing.stdout == "" and missing.stderr.count("\n") == 1
+
+
 def test_validate_bad_for_is_a_usage_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(profiles.render("rapl"))

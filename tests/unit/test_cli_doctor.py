@@ -82,7 +82,7 @@ def test_invalid_toml_config_is_a_usage_error(tmp_path):
 
 def test_text_report_has_no_orphan_or_duplicate_or_lines():
     """`or:` only follows fix commands, and never repeats one (here: agent.binary, config.file, perf probe)."""
-    result = cli("doctor", "--agent", "/etc/passwd")
+    result = cli("doctor", "-v", "--agent", "/etc/passwd")
     assert result.returncode in (0, 1), result.stderr
     lines = result.stdout.splitlines()
     for index, line in enumerate(lines):

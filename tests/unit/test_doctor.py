@@ -106,14 +106,16 @@ def test_missing_rapl_and_gpu_are_not_available_never_ok(tmp_path):
     assert statuses == dict.fromkeys(["rapl.pmu", "rapl.powercap", "nvml.device"], Status.NOT_AVAILABLE)
 
 
-def test_text_report_groups_checks_and_ends_with_the_summary():
+def test_verbose_text_report_groups_checks_and_ends_with_the_summary_and_next():
     report = doctor.diagnose(LocalHost())
-    text = doctor.render_text(report)
+    text = doctor.render_text(report, verbose=True)
     lines = text.splitlines()
     assert lines[0] == "alumet-setup doctor: localhost"
     assert "System" in lines and "Plugins" in lines
-    assert lines[-1].startswith(("Ready: ", "Not ready: "))
-    assert lines[-1].endswith(report.summary())
+    assert len([line for line in lines if line == "alumet-agent"]) == 1  # a group once, though registered in parts
+    assert lines[-2].startswith(("Ready: ", "Not ready: "))
+    assert lines[-2].endswith(report.summary())
+    assert lines[-1] == f"Next: {doctor.next_step(report)}"
 
 
 # The report agrees with its legend (issue 15): ✗ only where a plugin is blocked, and then the summary
@@ -126,7 +128,7 @@ def _report(statuses: dict[str, Status], plugins: list[str]) -> doctor.Report:
 
 
 def _symbols(text: str) -> dict[str, str]:
-    """check title -> the symbol of its line, from the Checks part of the text report."""
+    """check title -> the symbol of its line, from the Checks part of the verbose text report."""
     checks = text.split("\nPlugins\n")[0]
     return {line.split()[1]: line.split()[0] for line in checks.splitlines() if line.startswith("  ")
             and not line.startswith("      ")}
@@ -138,10 +140,10 @@ def test_lost_capabilities_where_perf_is_not_available_is_a_warning_not_a_blocke
                       "kernel.perf_event_paranoid": Status.OK, "kernel.perf_probe": Status.NOT_AVAILABLE,
                       "rapl.access": Status.NOT_AVAILABLE, "rapl.persistence": Status.FAIL},
                      ["perf", "rapl", "csv"])
-    text = doctor.render_text(report)
+    text = doctor.render_text(report, verbose=True)
     assert "✗" not in text
     assert _symbols(text)["agent.capabilities"] == "!"
-    assert report.ready and text.splitlines()[-1].startswith("Ready: ")
+    assert report.ready and text.splitlines()[-2].startswith("Ready: ")
     statuses = {c["id"]: c["status"] for c in report.to_json()["checks"]}
     assert statuses["agent.capabilities"] == "warn" and statuses["rapl.persistence"] == "warn"
 
@@ -149,22 +151,22 @@ def test_lost_capabilities_where_perf_is_not_available_is_a_warning_not_a_blocke
 def test_a_failure_that_blocks_names_the_plugins_and_the_report_is_not_ready():
     report = _report({"agent.binary": Status.OK, "procfs.hidepid": Status.FAIL, "rapl.access": Status.OK},
                      ["procfs", "energy-attribution", "csv"])
-    text = doctor.render_text(report)
+    text = doctor.render_text(report, verbose=True)
     assert _symbols(text)["procfs.hidepid"] == "✗"
     assert "      blocks: procfs, energy-attribution" in text.splitlines()
-    assert not report.ready and text.splitlines()[-1].startswith("Not ready: ")
+    assert not report.ready and text.splitlines()[-2].startswith("Not ready: ")
     (hidepid,) = [c for c in report.to_json()["checks"] if c["id"] == "procfs.hidepid"]
     assert hidepid["status"] == "fail" and hidepid["blocks"] == ["procfs", "energy-attribution"]
 
 
 def test_a_failure_of_a_plugin_left_out_by_plugin_selection_is_a_warning():
     report = _report({"agent.binary": Status.OK, "procfs.hidepid": Status.FAIL}, ["csv"])
-    assert report.ready and _symbols(doctor.render_text(report))["procfs.hidepid"] == "!"
+    assert report.ready and _symbols(doctor.render_text(report, verbose=True))["procfs.hidepid"] == "!"
 
 
 def test_a_check_that_broke_stays_an_error_and_names_what_it_blocks():
     report = _report({"agent.binary": Status.ERROR, "toolchain.git": Status.FAIL}, ["csv"])
-    text = doctor.render_text(report)
+    text = doctor.render_text(report, verbose=True)
     assert _symbols(text)["agent.binary"] == "?" and "      blocks: csv" in text.splitlines()
     assert _symbols(text)["toolchain.git"] == "!"  # no plugin needs git to run
     assert not report.ready
@@ -174,7 +176,7 @@ def test_every_cross_is_a_blocker_and_the_exit_code_follows():
     """A failure of a required check is a cross naming the plugin it blocks, and the host is not ready (the
     same failure where no judged plugin requires it: test_a_failure_of_a_plugin_left_out_...)."""
     blocking = _report({"agent.binary": Status.OK, "procfs.hidepid": Status.FAIL}, ["procfs"])
-    text = doctor.render_text(blocking)
+    text = doctor.render_text(blocking, verbose=True)
     assert _symbols(text)["procfs.hidepid"] == "✗" and "      blocks: procfs" in text.splitlines()
     assert not blocking.ready
 
@@ -244,6 +246,7 @@ def test_a_plugin_asked_for_that_is_not_available_here_is_not_ready():
     verdicts = doctor.judge_plugins(results, ["rapl"])
     asked = doctor.Report("h", doctor.settle(results, verdicts), verdicts, 0.0, asked=("rapl",))
     assert not asked.ready and asked.summary() == "not available here: rapl"
+    assert doctor.next_step(asked) == "nothing alumet-setup can do: rapl not available here (rapl.access)"
     assert doctor.Report("h", results, verdicts, 0.0).ready  # not asked for: nothing to say against the host
 
 

@@ -99,7 +99,7 @@ def check_install_steps() -> set[str]:
 
 def test_steps_are_one_list_in_every_layer() -> None:
     install, uninstall = playbook_steps("install.yml"), playbook_steps("uninstall.yml")
-    assert install == list(settings.STEPS), "playbooks/install.yml tags vs alumet_setup/settings.py STEPS"
+    assert install == list(settings.STEPS), "playbooks/install.yml tags vs alumet_setup/findings.py STEPS"
     # Uninstall has its own order (capabilities go after hidepid and config are undone): same steps.
     assert sorted(uninstall) == sorted(settings.STEPS), "playbooks/uninstall.yml tags vs settings.STEPS"
     unknown = check_install_steps() - set(settings.STEPS)
