@@ -150,7 +150,7 @@ def on_terminal(root: Path, *args: str, rows: int = 24, columns: int = 80) -> tu
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
-    env["TERM"] = "xterm"
+    env["TERM"], env["HOME"] = "xterm", "/root"  # HOME: the cargo directory doctor names, as in README
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(unit=str(UNIT)), str(root), *args],
                              stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
     os.close(slave)
@@ -238,3 +238,14 @@ def test_a_problem_with_a_cause_of_its_own_stands_alone() -> None:
     text = doctor.render_text(_report([_result("agent.binary", Status.OK), caps, overridden,
                                        _result("kernel.perf_probe", Status.OK)], ["perf"]))
     assert "/etc/sysctl.d/zz.conf (3) overrides it at boot" in text
+
+
+def test_readme_shows_the_report_of_a_fresh_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's example is the fresh host's report at 80 columns, as root sees it (doctor also looks for
+    alumet-agent in the caller's ~/.cargo/bin)."""
+    monkeypatch.setenv("HOME", "/root")
+    report = doctor.diagnose(fresh_host(fresh_tree(tmp_path / "root")))
+    report.host = "localhost"
+    readme = (UNIT.parents[1] / "README.md").read_text()
+    example = readme.split("The report says what to do")[1].split("```\n")[1]
+    assert example == doctor.render_text(report, width=80) + "\n"
