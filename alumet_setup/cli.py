@@ -195,7 +195,8 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         from .terminal import use_color
 
         color = use_color(color_choice, sys.stdout)
-        width = shutil.get_terminal_size().columns  # COLUMNS, else the terminal's, else 80
+        # COLUMNS, else the terminal's width; through a pipe, one line per line (for grep), unless COLUMNS says.
+        width = shutil.get_terminal_size().columns if os.environ.get("COLUMNS") or sys.stdout.isatty() else None
         click.echo("\n\n".join(doc.render_text(r, color=color, verbose=verbose, quiet=quiet, width=width)
                                for r in reports), color=color)
         if len(reports) > 1:

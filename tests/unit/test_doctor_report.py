@@ -120,13 +120,22 @@ def test_coloured_report_wraps_like_the_plain_one(fresh: doctor.Report) -> None:
     assert max(len(line) for line in plain.splitlines()) <= 60
 
 
-def test_doctor_honours_columns() -> None:
-    env = {**os.environ, "COLUMNS": "50"}
+def test_doctor_honours_columns_and_leaves_a_pipe_unwrapped(tmp_path: Path) -> None:
+    root = fresh_tree(tmp_path / "root")
+
+    def doctor_output(*args: str, columns: str | None) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"HOME": "/root"}
+        env |= {"COLUMNS": columns} if columns else {}
+        run = subprocess.run([sys.executable, "-c", CHILD.format(unit=str(UNIT)), str(root), *args],
+                             capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert run.returncode == 1, run.stderr
+        return run.stdout.splitlines()
+
     for args in ([], ["-v"], ["-q"]):
-        run = subprocess.run([sys.executable, "-m", "alumet_setup", "doctor", *args], capture_output=True, text=True,
-                             env=env, timeout=60, check=False)
-        assert run.returncode in (0, 1), run.stderr
-        assert max(len(line) for line in run.stdout.splitlines()) <= 50, (args, run.stdout)
+        assert max(len(line) for line in doctor_output(*args, columns="50")) <= 50, args
+    # Through a pipe without COLUMNS a line stays whole, for grep.
+    [perf] = [line for line in doctor_output("-v", columns=None) if line.startswith("  ✗ perf ")]
+    assert perf.endswith("/root/.cargo/bin") and len(perf) > 100, perf
 
 
 # ---- the fresh host on a real terminal of 80x24
