@@ -565,10 +565,10 @@ def _plugin_rows(report: Report) -> list[_Row]:
         shared: dict[tuple[str, ...], list[str]] = {}
         for p in report.plugins:
             if p.verdict == verdict:
-                checks = list(dict.fromkeys(roots.get(c, c) for c in p.deciding))
+                deciding = list(dict.fromkeys(roots.get(c, c) for c in p.deciding))
                 # One that needs another of them says nothing more (nvml.library after nvml.device).
-                checks = [c for c in checks if not set(getattr(REGISTRY.get(c), "needs", ())) & set(checks)]
-                shared.setdefault(tuple(checks), []).append(p.plugin)
+                named = [c for c in deciding if not set(getattr(REGISTRY.get(c), "needs", ())) & set(deciding)]
+                shared.setdefault(tuple(named), []).append(p.plugin)
         symbol, fg = VERDICT_SYMBOLS[verdict]
         for checks, names in shared.items():
             because = f" {', '.join(checks)}" if checks else ""
