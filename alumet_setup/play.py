@@ -71,7 +71,7 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
             click.echo(f"Next: alumet-setup doctor{_doctor_hint(targets, inventory)}")
             return exit_code(False, True)
         if done:
-            extravars["alumet_setup_up_to_date"] = done  # the play leaves them out (playbooks/install.yml)
+            extravars["alumet_setup_up_to_date"] = done  # leave the play: roles/install_record/tasks/up_to_date.yml
 
     password = None
     # A become password in the environment (ANSIBLE_BECOME_PASS...) is answered at the prompt by the runner.

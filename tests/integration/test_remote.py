@@ -196,7 +196,7 @@ def test_a_host_left_by_a_failed_run_runs_again_and_full_changes_nothing_where_n
     assert "deb13b: runs: /etc/sysctl.d/local.conf changed since the last install" in failed.stdout
     assert "deb13: up to date, left out" in failed.stdout and "u2404: up to date, left out" in failed.stdout
     said = [e["event_data"]["res"].get("msg") for e in failed.events() if e.get("event") == "runner_on_ok"
-            and e["event_data"].get("task") == "Say that a build host up to date runs all the same"]
+            and e["event_data"].get("task") == "Up to date | Say that a build host up to date runs all the same"]
     assert said == ["up to date, but it builds alumet-agent for deb13b: it runs too"], said
     assert json.loads(fleet.sh("deb13b", record))["applied"] == {}
     assert not failed.hosts_where("Install | Run rustup-init", changed=True)  # deb13b did not become a builder
