@@ -16,7 +16,6 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
 from .exits import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, Interrupted, exit_code
 from .textsafe import visible
 
@@ -96,8 +95,17 @@ def _complete_checks(_ctx: click.Context, _param: click.Parameter, incomplete: s
     return [f"{head}{comma}{name}" for name in check_ids() if name.startswith(last)]
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from .version import describe
+
+        click.echo(f"alumet-setup, version {describe()}")
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", prog_name="alumet-setup")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version (and the commit, run from a git checkout) and exit.")
 def cli() -> None:
     """Prepare Linux hosts for Alumet energy measurement, and tell what still blocks it."""
 

@@ -58,3 +58,12 @@ def test_installed_wheel_finds_its_bundled_copy(installed_wheel: Path, name: str
         return {p.relative_to(base) for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
     assert files(source) <= files(found)
+
+
+def test_installed_wheel_says_its_release_alone(installed_wheel: Path, tmp_path: Path) -> None:
+    """No checkout next to the package: `--version` is the release (alumet_setup/version.py)."""
+    run = ("import sys; sys.path.insert(0, sys.argv[1]); sys.argv[1:] = ['--version']; "
+           "from alumet_setup.cli import cli; cli(prog_name='alumet-setup')")
+    result = subprocess.run([sys.executable, "-I", "-c", run, str(installed_wheel)], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "alumet-setup, version 0.1.0\n", "")
