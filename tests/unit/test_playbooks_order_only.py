@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from alumet_setup.runner import _texts
+
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))
 
@@ -32,20 +34,9 @@ CROSS_HOST = {"hostvars", "groups", "ansible_play_hosts", "ansible_play_hosts_al
               "play_hosts"}
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def _expressions(value: Any) -> Iterator[str]:
     """Every Jinja expression in value: what {{ }} holds, and a `when` (a bare expression)."""
-    for text in _strings(value):
+    for text in _texts(value):  # every string in value, nested or not
         yield from re.findall(r"\{\{(.*?)\}\}", text, re.DOTALL)
 
 
