@@ -19,12 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import paths
+from . import paths, rules
 
 VERSION = 1
 MAX_BYTES = 16384  # the real file is about 400 bytes
 
-_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _STEP = re.compile(r"^[a-z_]{1,32}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -34,12 +33,9 @@ def _path(value: object) -> bool:
         and len(value) <= 4096
 
 
-def _group(value: object) -> bool:
-    return isinstance(value, str) and _GROUP.match(value) is not None
-
-
-def _paranoid(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and -1 <= value <= 4
+def _rule(name: str) -> Callable[[object], bool]:
+    """The rule install's --set and the role's preflight check `name` by (rules.py): one copy."""
+    return lambda value: rules.fits(name, value)
 
 
 def _bool(value: object) -> bool:
@@ -52,14 +48,14 @@ def _ptrace(value: object) -> bool:
 
 # Role variable -> (its validator, the doctor Options field it sets).
 CHOICES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "alumet_group_name": (_group, "group"),
-    "perf_paranoid_value": (_paranoid, "perf_paranoid_value"),
+    "alumet_group_name": (_rule("alumet_group_name"), "group"),
+    "perf_paranoid_value": (_rule("perf_paranoid_value"), "perf_paranoid_value"),
     "perf_paranoid_sysctl_file": (_path, "sysctl_file"),
     "capabilities_ptrace": (_ptrace, "capabilities_ptrace"),
     "capabilities_ptrace_granted": (_bool, "capabilities_ptrace_granted"),
     "hidepid_policy": (lambda v: v in ("keep", "exempt-group", "disable"), "hidepid_policy"),
-    "hidepid_group": (_group, "hidepid_group"),
-    "powercap_group": (_group, "powercap_group"),
+    "hidepid_group": (_rule("hidepid_group"), "hidepid_group"),
+    "powercap_group": (_rule("powercap_group"), "powercap_group"),
     "powercap_world_readable": (_bool, "powercap_world_readable"),
     "alumet_config_file": (_path, "config_path"),
 }

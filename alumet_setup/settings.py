@@ -2,9 +2,10 @@
 
 The specs are read with PyYAML (an ansible-core dependency) rather than
 ansible_runner.get_role_argspec(), which starts ansible-doc (a second or more) for the same data.
-What an argument spec cannot express is checked here too, before anything runs: ranges (RANGES),
-absolute paths, Linux user and group names, URLs and git/toolchain names (FORMATS), and that a setting
-belongs to a role some step of this run executes (a setting nobody reads is a mistake, not a no-op).
+What an argument spec cannot express is checked here too, before anything runs: absolute paths, the
+ranges and formats of rules.py (the roles' preflights check the same table) and profiles.py's durations,
+and that a setting belongs to a role some step of this run executes (a setting nobody reads is a mistake,
+not a no-op).
 """
 
 from __future__ import annotations
@@ -19,43 +20,16 @@ from typing import Any
 
 import yaml
 
-from . import profiles, safe_io
+from . import profiles, rules, safe_io
 from .findings import STEPS
 
-# Bounds that argument_specs cannot express: name -> (lowest, highest), inclusive.
-RANGES: dict[str, tuple[int, int]] = {
-    "perf_paranoid_value": (-1, 4),  # kernel values; 4 is Ubuntu's patched default (docs/alumet-upstream.md)
-    "prereqs_apt_cache_valid_time": (0, 2**31 - 1),
-    "prereqs_apt_lock_timeout": (0, 86400),
-    "alumet_agent_build_timeout": (1, 7 * 86400),  # seconds
-    "alumet_agent_poll_interval": (1, 3600),
-}
-
-# Linux user and group names as useradd/groupadd take them (and nothing a shell or a file format reads).
-LINUX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
-_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://[^\s/?#]+[^\s]*")
-_SCP_LIKE = re.compile(r"[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[^\s]+")  # git's user@host:path
-_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+-]{0,127}")  # a git tag/branch or toolchain: no leading '-'
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What argument_specs cannot express (ranges, formats) is rules.py's, shared with the roles' preflights
+# and doctor; the config step's durations and delimiters are profiles.py's, shared with the alumet_config role.
+RANGES = rules.RANGES
 
 # name -> (what it must be, check): formats beyond the argument spec's type.
 FORMATS: dict[str, tuple[str, Any]] = {
-    **{name: ("a Linux group or user name (letters, digits, '_', '.', '-'; at most 32)", LINUX_NAME.fullmatch)
-       for name in ("alumet_group_name", "alumet_group_members", "hidepid_group", "powercap_group",
-                    "alumet_service_user", "alumet_service_group")},
-    "alumet_agent_git_url": ("a git URL (https://, http://, ssh://, git://, file://, user@host:path or an "
-                             "absolute path)",
-                             lambda v: ((m := _URL.fullmatch(v)) is not None and m["scheme"] in
-                             ("https", "http", "ssh", "git", "file")) or _SCP_LIKE.fullmatch(v) is not None
-                             or (v.startswith("/") and " " not in v)),
-    "rustup_update_root": ("an https:// or http:// URL",
-                           lambda v: (m := _URL.fullmatch(v)) is not None and m["scheme"] in ("https", "http")),
-    **{name: ("an https:// or http:// URL, or empty",
-              lambda v: v == "" or ((m := _URL.fullmatch(v)) is not None and m["scheme"] in ("https", "http")))
-       for name in ("rustup_mirror", "rustup_dist_server")},
-    "alumet_agent_version": ("a git tag or branch name", _REF.fullmatch),
-    "rustup_toolchain": ("a toolchain name such as 1.89 or stable", _REF.fullmatch),
-    "alumet_agent_environment": ("an environment variable name", lambda v: _ENV_NAME.fullmatch(v) is not None),
+    **{name: (what, lambda v, name=name: rules.fits(name, v)) for name, (what, _) in rules.FORMATS.items()},
     # The config step's durations and delimiters, as profiles.py checks them for `config render` and the role:
     # refused here, before any step runs, rather than by the config step after the earlier ones.
     **{p.variable: ({"duration": 'a duration alumet-agent reads (humantime: "1s", "500ms", "1m 30s")',

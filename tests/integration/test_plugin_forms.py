@@ -64,6 +64,11 @@ PLUGINS = {
         "alumet_config_render.py", "alumet_config_render", True,
         _filter(f"('rapl' | FILTER('{ROOT / 'templates'}', {{'alumet_config_csv_delimiter': '\U0001f600'}})).text"),
         lambda r: 'csv_delimiter = "\U0001f600"' in str(r.get("msg"))),
+    # Loads nothing of the project: the wheel's copy runs as it is.
+    "alumet_setting_errors": Plugin(
+        "alumet_setting_rules.py", "alumet_setting_errors", True,
+        _filter("{'perf_paranoid_value': 5, 'alumet_group_name': 'alumet'} | FILTER"),
+        lambda r: r.get("msg") == ["perf_paranoid_value=5: must be between -1 and 4"]),
     "alumet_bounding_set_refusal": Plugin(
         "alumet_capabilities.py", "alumet_bounding_set_refusal", True,
         _filter("'CapBnd: 00000000800405fb' | FILTER('cap_perfmon,cap_sys_nice=ep')"),

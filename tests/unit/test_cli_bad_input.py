@@ -126,8 +126,8 @@ def test_settings_for_the_steps_that_run_are_accepted(tmp_path: Path) -> None:
     from alumet_setup.settings import check_used, load_specs, parse_settings
 
     specs = load_specs(resources.bundled("roles"))
-    values = parse_settings(["alumet_group_name=lab", "alumet_agent_git_url=git@example.org:alumet.git",
-                             "alumet_agent_git_url=/srv/alumet.git",
+    values = parse_settings(["alumet_group_name=lab", "alumet_agent_git_url=ssh://git@example.org/alumet.git",
+                             "alumet_agent_git_url=file:///srv/alumet.git",
                              "alumet_agent_build_timeout=7200", "perf_paranoid_sysctl_file=/etc/sysctl.d/a.conf"],
                             specs)
     for command in ("install", "uninstall"):

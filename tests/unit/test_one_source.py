@@ -151,3 +151,22 @@ def test_no_role_keeps_its_own_copy_of_the_shared_tasks() -> None:
             if marker in text:
                 copies.append(f"{path.relative_to(ROOT)}: {marker}")
     assert not copies, copies
+
+
+def test_doctors_oldest_rust_is_the_rustup_roles() -> None:
+    """toolchain.MIN_RUST (doctor) mirrors rustup_min_version (the role that installs Rust): doctor must not
+    pass a rustc the role would replace, nor fail one it keeps."""
+    from alumet_setup.checks import toolchain
+
+    role_min = load(ROOT / "roles" / "rustup" / "vars" / "main.yml")["rustup_min_version"]
+    assert str(toolchain.MIN_RUST) == role_min
+
+
+def test_the_schema_is_of_the_release_the_agent_role_builds() -> None:
+    """alumet_schema.ALUMET_VERSION (what `config render` and doctor validate against) mirrors the tag the
+    alumet_agent role builds by default: a new release changes both, or the configuration is judged by the
+    wrong agent."""
+    from alumet_setup import alumet_schema
+
+    tag = load(ROOT / "roles" / "alumet_agent" / "defaults" / "main.yml")["alumet_agent_version"]
+    assert tag == f"v{alumet_schema.ALUMET_VERSION}"

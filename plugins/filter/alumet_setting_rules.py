@@ -1,0 +1,1 @@
+../../alumet_setup/rules.py
