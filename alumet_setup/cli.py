@@ -63,16 +63,33 @@ def _complete_settings(_ctx: click.Context, _param: click.Parameter, incomplete:
     from click.shell_completion import CompletionItem
 
     from . import resources
-    from .settings import load_specs
+    from .settings import load_specs, value_choices
 
     specs = load_specs(resources.bundled("roles"))
     key, sep, value = incomplete.partition("=")
     if sep:
         option = specs.get(key)
-        choices = [str(c).lower() if isinstance(c, bool) else str(c) for c in (option.choices if option else ())]
-        return [CompletionItem(f"{key}={c}") for c in choices if c.startswith(value)]
+        return [CompletionItem(f"{key}={c}") for c in (value_choices(option) if option else ()) if c.startswith(value)]
     return [CompletionItem(f"{name}=", help=specs[name].description) for name in sorted(specs)
-            if name.startswith(key)]
+            if name.startswith(key) and not specs[name].internal]
+
+
+def _complete_parameters(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
+    """`config render --set KEY=VALUE`: the parameters of --profile (given before it, else the default),
+    and the values of a choice or a bool."""
+    from click.shell_completion import CompletionItem
+
+    from .profiles import DEFAULT_PROFILE, PROFILES
+
+    profile = PROFILES.get(ctx.params.get("profile_name") or DEFAULT_PROFILE) or PROFILES[DEFAULT_PROFILE]
+    known = {p.name: p for p in profile.parameters}
+    key, sep, value = incomplete.partition("=")
+    if sep:
+        parameter = known.get(key)
+        values = () if parameter is None else parameter.choices or (("true", "false") if parameter.kind == "bool"
+                                                                     else ())
+        return [CompletionItem(f"{key}={v}") for v in values if v.startswith(value)]
+    return [CompletionItem(f"{name}=", help=p.help) for name, p in known.items() if name.startswith(key)]
 
 
 def _complete_profiles(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
@@ -328,20 +345,27 @@ def _play(playbook_name: str, options: dict[str, Any]) -> NoReturn:
 @cli.command("settings")
 @click.option("--step", "steps", multiple=True, metavar="STEP[,STEP]", shell_complete=_complete_steps,
               help="Only the settings of these steps.")
-def settings_command(steps: tuple[str, ...]) -> None:
-    """List every setting `install --set` accepts, by step: type, default, allowed values, description."""
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of settings, in the listing's order.")
+def settings_command(steps: tuple[str, ...], as_json: bool) -> None:
+    """List every setting `install --set` accepts, by step: type, default, allowed values, description.
+    Variables alumet-setup sets itself (the run's digest, where the templates are) are left out."""
+    import json
     import textwrap
 
     from . import resources
-    from .settings import SettingError, by_step, check_steps, describe, load_specs, split_steps
+    from .settings import SettingError, by_step, check_steps, describe, load_specs, split_steps, to_json
 
     try:
         wanted = split_steps(steps, "--step") if steps else []
         check_steps(wanted)
-        groups = by_step(load_specs(resources.bundled("roles")), resources.bundled("playbooks") / "install.yml")
+        specs = {name: o for name, o in load_specs(resources.bundled("roles")).items() if not o.internal}
+        groups = by_step(specs, resources.bundled("playbooks") / "install.yml")
     except (SettingError, resources.ResourceMissing) as exc:
         fail(str(exc))
     shown = [(step, options) for step, options in groups.items() if not wanted or step in wanted]
+    if as_json:
+        click.echo(json.dumps([to_json(o, step) for step, options in shown for o in options], indent=2))
+        return
     for index, (step, options) in enumerate(shown):
         click.echo(("\n" if index else "") + f"{step}:")
         for option in options:
@@ -378,7 +402,7 @@ class _ProfileOption(click.Option):
 @config.command("render")
 @click.option("--profile", "profile_name", cls=_ProfileOption, show_default=True, metavar="NAME",
               shell_complete=_complete_profiles)
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", shell_complete=_complete_parameters,
               help="Override a profile parameter (repeatable); --list-parameters shows them.")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Write FILE atomically instead of printing (a new file, or a regular file with --force).")

@@ -42,6 +42,9 @@ FORMATS: dict[str, tuple[str, Any]] = {
 # fast path (uptodate.py) would expand every one of them.
 MAX_VALUES = 10_000
 
+# The first word of the spec description of a variable no user sets (Option.internal).
+INTERNAL_MARK = "Internal:"
+
 _TRUE = {"true", "yes", "on", "1", "y", "t"}
 _FALSE = {"false", "no", "off", "0", "n", "f"}
 
@@ -92,6 +95,12 @@ class Option:
     choices: tuple[Any, ...] = ()
     default: Any = None
     description: str = ""
+
+    @property
+    def internal(self) -> bool:
+        """Set by alumet-setup or the play itself, not by a user: its spec description says "Internal:"
+        (an argument spec has no key of its own for it). `alumet-setup settings` leaves it out."""
+        return self.description.startswith(INTERNAL_MARK)
 
 
 def load_specs(roles_dir: Path) -> dict[str, Option]:
@@ -151,19 +160,41 @@ def by_step(options: Mapping[str, Option], playbook: Path) -> dict[str, list[Opt
     return {step: found for step, found in groups.items() if found}
 
 
+def spell(value: Any) -> str:
+    """A value as --set takes it and YAML/TOML write it: true/false, not Python's True/False."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def value_choices(option: Option) -> tuple[str, ...]:
+    """What `--set NAME=` may be followed by, spelled as typed: the spec's choices, or true/false."""
+    if option.choices:
+        return tuple(spell(c) for c in option.choices)
+    return ("true", "false") if option.type == "bool" else ()
+
+
 def describe(option: Option) -> str:
     """`name  type  default  [choices]` then the description: one setting for `alumet-setup settings`."""
     kind = f"list of {option.elements}" if option.type == "list" and option.elements else option.type
     default = "(none)" if option.default is None else json.dumps(option.default)
     line = f"{option.name} ({kind}, default: {default})"
     if option.choices:
-        line += f" one of: {', '.join(str(c) for c in option.choices)}"
+        line += f" one of: {', '.join(spell(c) for c in option.choices)}"
     bounds = RANGES.get(option.name)
     if bounds is not None:
         line += f" from {bounds[0]} to {bounds[1]}"
     if option.name in FORMATS:
         line += f" ({FORMATS[option.name][0]})"
     return line
+
+
+def to_json(option: Option, step: str) -> dict[str, Any]:
+    """One setting for `alumet-setup settings --json`."""
+    bounds = RANGES.get(option.name)
+    return {"name": option.name, "step": step, "role": option.role, "type": option.type,
+            "elements": option.elements, "default": option.default, "choices": list(option.choices),
+            "range": list(bounds) if bounds else None,
+            "format": FORMATS[option.name][0] if option.name in FORMATS else None,
+            "description": option.description}
 
 
 def convert(option: Option, raw: str) -> Any:
