@@ -55,6 +55,13 @@ def test_no_role_task_file_keeps_its_own_copy_of_a_rule() -> None:
     assert not found
 
 
+def test_no_role_file_restates_the_paranoid_range() -> None:
+    """Not even in words: `alumet-setup settings` and the preflight's message give it from rules.py."""
+    found = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "roles").glob("*/*/*.yml"))
+             if re.search(r"-1\s*(?:\.\.|to)\s*4|-1, 0, 1, 2, 3", p.read_text(encoding="utf-8"))]
+    assert not found
+
+
 def test_no_python_module_keeps_its_own_copy_of_a_rule() -> None:
     # (inventory.py's login user of --host is a name on the controller's side, not a setting: not a copy.)
     copies = [r"[a-z_][a-z0-9_", "-1 <= ", "(-1, 4)", "user@host:path", "_SCP_LIKE"]
