@@ -1,6 +1,6 @@
 """A host's existing accounts and groups are never ours (issue 23): the real CLI against a bed container.
 
-An ordinary login user (uid 1000, a home with a file) is refused as the service user before any change and
+An ordinary login user (uid 1000, a home with a file) and a system account with a login shell are refused as the service user before any change and
 stays byte-identical through install and uninstall; Debian's `video` group survives uninstall of the group
 step (and a member the group step added is taken out again, exactly); an existing system account used as
 the service user is used as it is and survives uninstall; what install did create goes again.
@@ -29,15 +29,22 @@ def test_existing_accounts_and_groups_are_never_modified_or_removed(bed: dict[st
                                                                     tmp_path: Path) -> None:
     with container() as c:
         c.sh("useradd --create-home --uid 1000 --shell /bin/bash labuser && echo notes > /home/labuser/notes.txt"
-             " && useradd --system --shell /usr/sbin/nologin --home-dir /nonexistent --no-create-home svcacct")
+             " && useradd --system --shell /usr/sbin/nologin --home-dir /nonexistent --no-create-home svcacct"
+             " && useradd --system --shell /bin/bash --home-dir /nonexistent --no-create-home syslogin")
         before = accounts(c)
         assert "video:x:44:" in before
 
-        # A login account as the service user: refused in preflight with one line naming it, nothing changed.
-        run = c.cli(tool, tmp_path, "install", "--only", "service", "--set", "alumet_service_user=labuser")
-        assert run.returncode != 0, run.stdout + run.stderr
-        refusals = [line for line in (run.stdout + run.stderr).splitlines() if "labuser already exists" in line]
-        assert len(refusals) == 1 and "login account" in refusals[0], run.stdout[-3000:]
+        # A login account as the service user, an ordinary one or a system one with a login shell: refused in
+        # preflight with one line naming it, nothing changed.
+        for login in ("labuser", "syslogin"):
+            run = c.cli(tool, tmp_path, "install", "--only", "service", "--set", f"alumet_service_user={login}")
+            assert run.returncode != 0, run.stdout + run.stderr
+            refusals = [line for line in (run.stdout + run.stderr).splitlines() if f"{login} already exists" in line]
+            assert len(refusals) == 1 and "login account" in refusals[0], run.stdout[-3000:]
+            assert accounts(c) == before
+        # nobody (uid 65534, above the system range, no login shell) passes the same preflight.
+        run = c.cli(tool, tmp_path, "install", "--check", "--only", "service", "--set", "alumet_service_user=nobody")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr
         assert accounts(c) == before
         assert c.sh("test -e /etc/systemd/system/alumet.service", check=False).returncode != 0
         run = c.cli(tool, tmp_path, "uninstall", "--only", "service", "--set", "alumet_service_user=labuser")
