@@ -460,13 +460,10 @@ class Progress:
         key = (host, uuid_)
         prefix = f"[{host}]"
         # The argument checks Ansible puts at every role's start run even for roles whose step is not in the run.
-        hidden = not self.verbosity and str(data.get("task_action", "")).endswith("validate_argument_spec")
+        checking = str(data.get("task_action", "")).endswith("validate_argument_spec")
+        hidden = checking and not self.verbosity
         if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
-            if not str(data.get("task_action", "")).endswith("validate_argument_spec"):
-                self._task_step[uuid_] = self._step_of(data)
-            else:
-                self._task_step[uuid_] = self._current
-            step = self._task_step[uuid_]
+            step = self._task_step[uuid_] = self._current if checking else self._step_of(data)
             self.activity.working(visible(f"{self.header(step)} {task}" if step or self._shown else task))
             return
         step = self._task_step.get(uuid_, self._current)
@@ -757,6 +754,7 @@ def run_playbook(
                               ident="cleanup", cmdline=shlex.join(cmdline), limit=cleanup_limit),
                          envvars, echo, lambda: len(caught) >= 2, quiet=set(progress.escalation))
         finally:
+            activity.stop()  # also when the play never started
             from .hosts import close_masters
 
             close_masters(str(private / "cp"))
