@@ -295,7 +295,8 @@ def _play_options(command: Any) -> Any:
         click.option("-K", "--ask-become-pass", is_flag=True, help="Prompt for the sudo password."),
         click.option("--forks", default=10, show_default=True, type=click.IntRange(1, 200),
                      help="Hosts worked on in parallel."),
-        click.option("-v", "--verbose", count=True, help="More Ansible output (repeat for more)."),
+        click.option("-v", "--verbose", count=True,
+                     help="Also skipped tasks, argument checks and Ansible's own output (repeat for more)."),
     ])
 
 

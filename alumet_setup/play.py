@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,7 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     from . import resources, runner
     from .cli import error
     from .inventory import InventoryError, build_inventory, expand_hosts, resolve_targets
-    from .settings import SettingError, check_used, load_specs, parse_settings, select_steps
+    from .settings import SettingError, check_used, load_specs, parse_settings, play_steps, select_steps
 
     try:
         only_steps, skip_steps = select_steps(only, skip)
@@ -64,6 +65,7 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     except (SettingError, InventoryError, resources.ResourceMissing, runner.StateDirError) as exc:
         raise BadInput(str(exc)) from None
     extravars.update(build_settings(build_host, build_on_each, expected))
+    steps = play_steps(playbook, only_steps, skip_steps, extravars)
     if playbook_name == "install":
         done = _up_to_date_hosts(targets, inventory, user, only_steps, skip_steps, extravars, full)
         if set(done) == set(expected):
@@ -93,12 +95,15 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
             limit=",".join(t.name for t in targets if t.from_inventory) or None,
             extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=check, diff=diff,
             verbosity=verbose, remote_user=user if inventory else None, become_password=password,
-            roles_path=roles, echo=click.echo, runs_dir=runs,
+            roles_path=roles, echo=click.echo, runs_dir=runs, steps=steps, live=sys.stdout,
         )
     except runner.RunnerError as exc:
         error(str(exc))
         return EXIT_NOT_READY
 
+    click.echo("")
+    for line in runner.render_changes(result.changes, result.hosts, check=check):
+        click.echo(line)
     click.echo("")
     for line in runner.render_summary(result.stats, result.hosts):
         click.echo(line)

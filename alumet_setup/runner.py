@@ -44,9 +44,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
+from .terminal import Activity
 from .textsafe import visible
+
+if TYPE_CHECKING:
+    from .settings import PlaySteps
 
 KEEP_RUNS = 10
 STATS_COLUMNS = ("ok", "changed", "failed", "unreachable", "skipped")
@@ -112,6 +116,7 @@ class RunResult:
     messages: list[str] = field(default_factory=list)  # failure messages, for hints
     unreachable: dict[str, str] = field(default_factory=dict)  # host -> why it could not be reached
     escalation: dict[str, str] = field(default_factory=dict)  # host -> why it could not become root
+    changes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # host -> (step, task) that changed
 
     def host_ok(self, host: str) -> bool:
         row = self.stats.get(host)
@@ -367,25 +372,45 @@ def _took(seconds: Any) -> str:
     return f" ({seconds:.1f} s)" if seconds < 10 else f" ({seconds:.0f} s)"
 
 
+# Where the play's own tasks (lock, facts, build plan, install record) stand among its steps.
+BEFORE_STEPS, AFTER_STEPS = "before the steps", "after the steps"
+
+
+def _task_file(task_path: Any) -> tuple[str, str]:
+    """(role, tasks file name without .yml) of a task_path such as .../roles/NAME/tasks/FILE.yml:LINE."""
+    path = Path(str(task_path or "").rsplit(":", 1)[0])
+    return path.parent.parent.name, path.stem
+
+
 class Progress:
-    """Turns ansible-runner events into one line per task result (state, name, time), the --diff of
-    changed files and the whole failure message under it, plus activity lines while an until/retries
-    loop (async_status polling: the cargo build) waits. Usable as event_handler directly."""
+    """Turns ansible-runner events into what a person follows: a header when the play enters a step
+    (`[3/9] agent`), one line per task result (state, name, time), the --diff of changed files and the whole
+    failure message under it, the task running now and for how long (terminal.Activity), and, per host, the
+    tasks that changed something (`changes`). Skipped tasks and the roles' argument checks show only with -v.
+    Usable as event_handler directly."""
 
     def __init__(self, echo: Callable[[str], None], verbosity: int = 0, diff: bool = False,
-                 root_logins: Mapping[str, str] | None = None):
+                 root_logins: Mapping[str, str] | None = None, steps: PlaySteps | None = None,
+                 activity: Activity | None = None):
         # Every line quotes the hosts (task names, messages, program output, diffs of their files): each is
         # one line, its control characters escaped (textsafe), whatever a host or a program wrote.
-        self.echo: Callable[[str], None] = lambda line: echo(visible(line))
+        self.activity = activity if activity is not None else Activity(echo, tty=False)
+        self.echo: Callable[[str], None] = lambda line: self.activity.echo(visible(line))
         self.root_logins = dict(root_logins or {})  # host -> how to reach it as root (escalation failures)
         self.verbosity = verbosity
         self.diff = diff
+        self.steps = steps
         self.stats: dict[str, dict[str, int]] = {}
         self.errors: list[str] = []  # ERROR lines ansible-playbook printed outside any task
         self.messages: list[str] = []  # failure messages, for hints
         self.unreachable: dict[str, str] = {}  # host -> one line
         self.escalation: dict[str, str] = {}  # host -> why it could not become root (one line)
+        self.changes: dict[str, list[tuple[str, str]]] = {}  # host -> (step, task) of the tasks that changed
         self._started: dict[tuple[str, str], str] = {}
+        self._task_step: dict[str, str | None] = {}  # task uuid -> its step (None: the play's own task)
+        self._current: str | None = None  # the step the play is in
+        self._shown: str | None = None  # the step whose header was printed last
+        self._entered = False  # the play has entered a step
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
         try:
@@ -394,25 +419,74 @@ class Progress:
             self.echo(f"(progress display error: {exc!r})")
         return True  # anything else makes ansible-runner drop the event and the final stats
 
+    def header(self, step: str | None) -> str:
+        """`[3/9] agent`: the step's place among the run's steps."""
+        if step is None:
+            return f"[{AFTER_STEPS}]"
+        order = self.steps.steps if self.steps else ()
+        return f"[{order.index(step) + 1}/{len(order)}] {step}" if step in order else f"[{step}]"
+
+    def _step_of(self, data: Mapping[str, Any]) -> str | None:
+        """The step a task belongs to; a role's entry (argument check) leaves the play where it is."""
+        if self.steps is None:
+            return None
+        role = data.get("role")
+        file_role, tasks = _task_file(data.get("task_path"))
+        step = self.steps.role_step.get(role) if role else None
+        if not role:
+            self._current = None  # a task of the play itself (Gather facts)
+        elif file_role == role and (role, tasks) in self.steps.play_own and (step is None or not self._entered):
+            # A file the play imports for itself (the lock, the record; the build plan before the steps, which
+            # the agent step includes again).
+            self._current = None
+        elif step is not None:
+            self._current = step  # a step's role; a shared one (alumet_common) runs inside the current step
+            self._entered = True
+        return self._current
+
+    def _line(self, step: str | None, line: str) -> None:
+        if step != self._shown and (step is not None or self._shown is not None):
+            self.echo(self.header(step))
+            self._shown = step
+        self.echo(line)
+
     def handle(self, event: Mapping[str, Any]) -> None:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         host = data.get("host", "")
         task = data.get("task") or data.get("name") or ""
         res = data.get("res") or {}
-        key = (host, data.get("task_uuid", ""))
+        uuid_ = str(data.get("task_uuid", ""))
+        key = (host, uuid_)
         prefix = f"[{host}]"
+        # The argument checks Ansible puts at every role's start run even for roles whose step is not in the run.
+        checking = str(data.get("task_action", "")).endswith("validate_argument_spec")
+        hidden = checking and not self.verbosity
+        if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            step = self._task_step[uuid_] = self._current if checking else self._step_of(data)
+            self.activity.working(visible(f"{self.header(step)} {task}" if step or self._shown else task))
+            return
+        step = self._task_step.get(uuid_, self._current)
         if kind == "runner_on_start":
             self._started[key] = event.get("created", "")
             if self.verbosity:
-                self.echo(f"{prefix} TASK {task}")
+                self._line(step, f"{prefix} TASK {task}")
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"):
             suffix = _took(data.get("duration"))
             if kind == "runner_on_skipped":
-                self.echo(f"{prefix} skipped: {task}")
+                if self.verbosity:
+                    self._line(step, f"{prefix} skipped: {task}")
             elif kind == "runner_on_ok":
                 changed = isinstance(res, Mapping) and bool(res.get("changed"))
-                self.echo(f"{prefix} {'changed' if changed else 'ok'}: {task}{suffix}")
+                if hidden and not changed:
+                    return
+                where = step or ("tasks" if self.steps is None else AFTER_STEPS if self._entered else BEFORE_STEPS)
+                preview = str(data.get("task_action", "")).endswith("debug") and _lines(res.get("msg") or "")
+                # A check-mode preview says what would change ("would install with apt: ..."): that, not its name.
+                what = _one_line(preview[0]) if changed and preview else task
+                if changed and (where, what) not in self.changes.setdefault(host, []):
+                    self.changes[host].append((where, what))
+                self._line(step, f"{prefix} {'changed' if changed else 'ok'}: {task}{suffix}")
                 if changed and str(data.get("task_action", "")).endswith("debug") and res.get("msg"):
                     for line in _lines(res["msg"]):  # a dry run's "would ..." preview
                         self.echo(f"    {line}")
@@ -438,21 +512,23 @@ class Progress:
                 self.messages.append(message)
                 label = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
                 ignored = " (ignored)" if data.get("ignore_errors") else ""
-                self.echo(f"{prefix} {label}{ignored}: {task}{suffix}: {message}")
+                self._line(step, f"{prefix} {label}{ignored}: {task}{suffix}: {message}")
                 for line in lines[1:]:
                     self.echo(f"    {line}")
         elif kind in ("runner_retry", "runner_on_async_poll"):
             since = self._started.get(key)
             waited = _seconds(since, event.get("created"))
             clock = f" ({waited:.0f} s)" if waited is not None else ""
+            # A poll every few seconds: the status line on a terminal, a line a minute at most elsewhere.
             if data.get("task_action", "").endswith("async_status") or kind == "runner_on_async_poll":
-                self.echo(f"{prefix} … {task}: still running{clock}")
+                self.activity.still(visible(f"{prefix} … {task}: still running{clock}"))
             else:
                 attempt = res.get("attempts", "?") if isinstance(res, Mapping) else "?"
-                self.echo(f"{prefix} … {task}: retrying (attempt {attempt}){clock}")
+                self.activity.still(visible(f"{prefix} … {task}: retrying (attempt {attempt}){clock}"))
         elif kind == "playbook_on_no_hosts_matched":
             self.errors.append("no host matched the play")
         elif kind == "playbook_on_stats":
+            self.activity.working(None)
             self.stats = stats_from_event(data)
         elif kind in ("verbose", "error", "warning"):
             text = _strip_ansi(event.get("stdout", ""))
@@ -462,6 +538,27 @@ class Progress:
             if self.verbosity and text.strip():
                 for line in text.rstrip().replace("\r\n", "\n").split("\n"):  # a pty's line ends
                     self.echo(line)
+
+
+def render_changes(changes: Mapping[str, Sequence[tuple[str, str]]], hosts: Iterable[str] = (),
+                   check: bool = False) -> list[str]:
+    """Per host, the tasks that reported a change (in check mode: would change), grouped by step in the
+    order the play ran them."""
+    lines: list[str] = []
+    verb = "Would change" if check else "Changed"
+    for host in dict.fromkeys([*hosts, *changes]):
+        found = changes.get(host) or []
+        if not found:
+            lines.append(visible(f"{verb} on {host}: nothing"))
+            continue
+        lines.append(visible(f"{verb} on {host}:"))
+        groups: dict[str, list[str]] = {}
+        for step, task in found:
+            groups.setdefault(step, []).append(task)
+        for step, tasks in groups.items():
+            lines.append(visible(f"  {step}:"))
+            lines += [visible(f"    {task}") for task in tasks]
+    return lines
 
 
 def _strip_ansi(text: str) -> str:
@@ -570,9 +667,13 @@ def run_playbook(
     echo: Callable[[str], None] = print,
     keep: int = KEEP_RUNS,
     runs_dir: Path | None = None,
+    steps: PlaySteps | None = None,
+    live: TextIO | None = None,
 ) -> RunResult:
-    """Run `playbook` and stream progress to `echo`. RunnerError when ansible-playbook could not run it;
-    otherwise a RunResult whose `.ok` says whether every host succeeded."""
+    """Run `playbook` and stream progress to `echo`: step headers when `steps` says which the run has, and
+    the task running now on `live` (the stream `echo` writes to: a status line if it is a terminal).
+    RunnerError when ansible-playbook could not run it; otherwise a RunResult whose `.ok` says whether every
+    host succeeded."""
     from . import resources
     from .ansible_config import users_environment
     from .inventory import write_inventory
@@ -587,8 +688,11 @@ def run_playbook(
     with signals_caught() as caught, claim_run(runs, keep) as artifact_dir:
         ident = artifact_dir.name  # the run id: the host's lock and the cleanup know its files and modules by it
         private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
-        progress = Progress(echo, verbosity, diff=diff, root_logins=root_logins(generated_inventory))
+        activity = Activity(echo, live, tty=None if live is not None else False)
+        progress = Progress(echo, verbosity, diff=diff, root_logins=root_logins(generated_inventory), steps=steps,
+                            activity=activity)
         status, rc = "unstarted", None
+        activity.start()
         try:
             sources = [str(Path(p).resolve()) for p in inventory]
             if generated_inventory is not None:
@@ -638,6 +742,7 @@ def run_playbook(
                          verbosity=verbosity or None, cmdline=shlex.join(run_args)),
                     envvars, progress, lambda: bool(caught))
             finally:
+                activity.stop()  # before anything else is printed: the status line never mixes with it
                 # Whatever ended the play: the run's files and modules on the hosts, and the lock. Only a
                 # second signal stops the cleanup too. Hosts the play could not reach are left out (nothing
                 # was made there, and each would cost the ssh timeout again); those where root was out of
@@ -649,6 +754,7 @@ def run_playbook(
                               ident="cleanup", cmdline=shlex.join(cmdline), limit=cleanup_limit),
                          envvars, echo, lambda: len(caught) >= 2, quiet=set(progress.escalation))
         finally:
+            activity.stop()  # also when the play never started
             from .hosts import close_masters
 
             close_masters(str(private / "cp"))
@@ -664,7 +770,7 @@ def run_playbook(
         raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
     return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
                      artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
-                     unreachable=progress.unreachable, escalation=progress.escalation)
+                     unreachable=progress.unreachable, escalation=progress.escalation, changes=progress.changes)
 
 
 def _write_vars(path: Path, variables: Mapping[str, Any]) -> Path:

@@ -256,23 +256,61 @@ def _strings(value: Any) -> Iterator[str]:
             pending += list(item)
 
 
-def steps_by_role(playbook: Path) -> dict[str, set[str]]:
-    """role -> the step tags that run it in `playbook` ('always' included), from its roles: lists and its
-    import_role/include_role tasks: the one step->role mapping, read from the playbook itself."""
+def _role_entries(playbook: Path) -> list[tuple[str, str, list[str]]]:
+    """(role, tasks file, tags) of every role `playbook` runs, from its roles: lists and its import_role/
+    include_role tasks, in the order its plays run them (pre_tasks, roles, tasks, post_tasks)."""
     plays = yaml.safe_load(playbook.read_text(encoding="utf-8")) or []
-    mapping: dict[str, set[str]] = {}
+    entries: list[tuple[str, str, list[str]]] = []
     for play in plays:
-        for entry in play.get("roles") or ():
-            name = entry if isinstance(entry, str) else entry.get("role") or entry.get("name")
-            tags = set() if isinstance(entry, str) else set(_tags(entry.get("tags")))
-            mapping.setdefault(str(name), set()).update(tags)
-        for section in ("pre_tasks", "tasks", "post_tasks"):
-            for task in play.get(section) or ():
+        for section in ("pre_tasks", "roles", "tasks", "post_tasks"):
+            for entry in play.get(section) or ():
+                if section == "roles":
+                    name = entry if isinstance(entry, str) else entry.get("role") or entry.get("name")
+                    entries.append((str(name), "main", [] if isinstance(entry, str) else _tags(entry.get("tags"))))
+                    continue
                 for action in ("ansible.builtin.import_role", "import_role", "ansible.builtin.include_role",
                                "include_role"):
-                    if isinstance(task.get(action), dict):
-                        mapping.setdefault(str(task[action]["name"]), set()).update(_tags(task.get("tags")))
+                    if isinstance(entry.get(action), dict):
+                        entries.append((str(entry[action]["name"]), str(entry[action].get("tasks_from", "main")),
+                                        _tags(entry.get("tags"))))
+    return entries
+
+
+def steps_by_role(playbook: Path) -> dict[str, set[str]]:
+    """role -> the step tags that run it in `playbook` ('always' included): the one step->role mapping, read
+    from the playbook itself."""
+    mapping: dict[str, set[str]] = {}
+    for role, _tasks, tags in _role_entries(playbook):
+        mapping.setdefault(role, set()).update(tags)
     return mapping
+
+
+def selected_steps(steps: Sequence[str], only: Sequence[str], skip: Sequence[str], extravars: Mapping[str, Any],
+                   opt_in: bool = True) -> list[str]:
+    """The steps of `steps` a run applies, in their order: --only's, else every one but the opt-in service
+    (unless `alumet_service_enabled=true` asks for it, or not `opt_in`: uninstall always undoes it), less --skip."""
+    wanted = extravars.get("alumet_service_enabled") is True or not opt_in
+    return [s for s in steps if (s in only if only else s != "service" or wanted) and s not in skip]
+
+
+@dataclass(frozen=True)
+class PlaySteps:
+    """What install/uninstall progress needs to name the step of each task of a play (runner.Progress)."""
+
+    steps: tuple[str, ...]  # the run's steps, in the order the play runs them
+    role_step: Mapping[str, str]  # role -> the step that runs it
+    play_own: frozenset[tuple[str, str]]  # (role, tasks file) the play runs for itself, outside any step
+
+
+def play_steps(playbook: Path, only: Sequence[str] = (), skip: Sequence[str] = (),
+               extravars: Mapping[str, Any] | None = None) -> PlaySteps:
+    """The steps of a run of `playbook` and how its tasks map to them, from the playbook's step tags."""
+    entries = _role_entries(playbook)
+    role_step = {role: tag for role, _tasks, tags in entries for tag in tags if tag in STEPS}
+    order = list(dict.fromkeys(tag for _role, _tasks, tags in entries for tag in tags if tag in STEPS))
+    own = frozenset((role, tasks) for role, tasks, tags in entries if "always" in tags)
+    return PlaySteps(tuple(selected_steps(order, only, skip, extravars or {}, opt_in=playbook.stem == "install")),
+                     role_step, own)
 
 
 def _tags(tags: Any) -> list[str]:

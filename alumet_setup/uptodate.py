@@ -46,9 +46,9 @@ class Survey:
 def run_steps(only: Sequence[str], skip: Sequence[str], extravars: Mapping[str, Any]) -> list[str] | None:
     """The steps this install applies (playbooks/install.yml's tags), or None when the service is one
     of them (no fast path)."""
-    from .settings import STEPS
+    from .settings import STEPS, selected_steps
 
-    steps = [s for s in (only or [s for s in STEPS if s != "service"]) if s not in skip]
+    steps = selected_steps(STEPS, only, skip, extravars)
     if "service" in steps or (extravars.get("alumet_service_enabled") is True and "service" not in skip):
         return None
     return steps

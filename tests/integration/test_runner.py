@@ -91,17 +91,17 @@ def test_progress_lines(real_run: dict[str, Any]) -> None:
     lines = real_run["lines"]
     assert re.fullmatch(r"\[localhost\] ok: Say hello" + TIMED, lines[0]), lines
     assert not any(" TASK " in line for line in lines)  # one line per task, not a start line and a result
-    for task in ("Say hello", "Build slowly", "Wait for the build", "Refuse politely", "Never runs"):
-        shown = [line for line in lines if re.match(rf"\[localhost\] (ok|changed|skipped|FAILED \(ignored\)): {task}\b",
+    for task in ("Say hello", "Build slowly", "Wait for the build", "Refuse politely"):
+        shown = [line for line in lines if re.match(rf"\[localhost\] (ok|changed|FAILED \(ignored\)): {task}\b",
                                                     line)]
         assert len(shown) == 1, (task, lines)
-    assert any(line.startswith("[localhost] … Wait for the build: still running (") for line in lines)
+    # Not a terminal: polls show as a line a minute at most (tests/unit/test_progress.py), skipped tasks with -v.
+    assert not any("still running" in line or "Never runs" in line for line in lines), lines
     assert any(re.fullmatch(r"\[localhost\] changed: Wait for the build" + TIMED, line) for line in lines)
     failed = lines.index(next(line for line in lines if "Refuse politely" in line))
     assert re.fullmatch(r"\[localhost\] FAILED \(ignored\): Refuse politely" + TIMED + ": boom: nothing",
                         lines[failed]), lines[failed]
     assert lines[failed + 1] == "    was changed"  # the whole message, newlines rendered
-    assert lines[-1] == "[localhost] skipped: Never runs"
 
 
 def test_failure_shows_the_real_cause_first(real_run: dict[str, Any]) -> None:

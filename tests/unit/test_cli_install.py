@@ -129,6 +129,7 @@ def test_install_runs_the_selected_steps(tmp_path: Path) -> None:
     assert lines[-1] == "Next: alumet-setup doctor"
     assert "Check mode: nothing was changed." in lines
     assert ["localhost", "2", "0", "0", "0", "0"] in [line.split() for line in lines]  # the summary row
+    assert "Would change on localhost: nothing" in lines  # the closing list, before the summary
     assert (tmp_path / "state" / "alumet-setup" / "runs").is_dir()
 
 

@@ -32,6 +32,7 @@ from alumet_setup.checks.agent_probe import TMP_PREFIX
 from alumet_setup.cli import main
 from alumet_setup.findings import Options
 from alumet_setup.hosts import CommandResult, HostError
+from alumet_setup.terminal import Activity
 from alumet_setup.textsafe import visible
 
 # Each drives a terminal its own way; the keys are the test ids (the hostile inputs counted in the report).
@@ -206,6 +207,11 @@ def test_install_survey_line_shows_doctor_s_objection_escaped(hostile_connect: s
     assert raw_controls(out) == [] and raw_controls(err) == []
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def _event(kind: str, host: str, task: str, **event_data: Any) -> dict[str, Any]:
     return {"event": kind, "created": "2026-01-01T00:00:00", "stdout": event_data.pop("stdout", ""),
             "event_data": {"host": host, "task": task, "task_uuid": "u1", **event_data}}
@@ -238,15 +244,20 @@ def hostile_events(p: str) -> list[dict[str, Any]]:
                          ids=[*PAYLOADS.keys(), "lone-surrogates"])
 def test_install_progress_and_summary_show_host_strings_escaped(payload: str) -> None:
     lines: list[str] = []
-    progress = runner.Progress(lines.append, verbosity=1, diff=True)
+    screen = _Terminal()  # polls and retries go to the status line of a terminal (terminal.Activity)
+    progress = runner.Progress(lines.append, verbosity=1, diff=True, activity=Activity(lines.append, screen))
     for event in hostile_events(payload):
         assert progress(event) is True
     lines += runner.render_summary(progress.stats, [f"lab{payload}", "other"])
+    lines += runner.render_changes(progress.changes, [f"lab{payload}"])
     assert not any(line.startswith("(progress display error") for line in lines), lines
     # Each line is one line: a newline from the host in a one-line field (host, task) is escaped, and one
     # in a message, a diff or program output starts another indented line.
     assert [line for line in lines if raw_controls(line, newlines=False)] == []
-    assert sum(line.startswith(f"[lab{visible(payload)}] ") for line in lines) >= 9, lines
+    assert sum(line.startswith(f"[lab{visible(payload)}] ") for line in lines) >= 7, lines
+    drawn = screen.getvalue().split("\r\x1b[K")  # the status line's own erase, then what it shows
+    assert sum(f"[lab{visible(payload)}] … Read" in text for text in drawn) == 2, drawn
+    assert raw_controls("".join(drawn)) == [], drawn
     assert any(line.startswith(f"lab{visible(payload)} ") for line in lines), lines  # the summary row
 
 
