@@ -21,11 +21,13 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the role writes root-owned files")
 
 
-def play(tmp_path: Path, settings: dict[str, str], tasks_from: str = "main") -> subprocess.CompletedProcess[str]:
-    """The role with these settings, typed as the CLI's extra vars are (every string !unsafe)."""
+def play(tmp_path: Path, settings: dict[str, str], tasks_from: str = "main", role: str = "alumet_config",
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The role with these settings, typed as the CLI's extra vars are (every string !unsafe); env is added
+    to ansible-playbook's environment."""
     playbook = tmp_path / f"{tasks_from}.yml"
     playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": True, "tasks": [
-        {"ansible.builtin.import_role": {"name": "alumet_config", "tasks_from": tasks_from}}]}]))
+        {"ansible.builtin.import_role": {"name": role, "tasks_from": tasks_from}}]}]))
     extravars = tmp_path / "vars.yml"
     # The record of what the role created goes under tmp_path too, not to this machine's /var/lib.
     quoted = {key: yaml.safe_dump(value, default_style='"').strip()
@@ -34,10 +36,11 @@ def play(tmp_path: Path, settings: dict[str, str], tasks_from: str = "main") -> 
                                  "alumet_common_created_legacy_user_file": str(tmp_path / "state" / "service-user"),
                                  **settings}.items()}
     extravars.write_text("".join(f"{key}: !unsafe {text}\n" for key, text in quoted.items()))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e",
                            f"ansible_python_interpreter={sys.executable}", "-e", f"@{extravars}", str(playbook)],
-                          capture_output=True, text=True, timeout=300, check=False, env=env)
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
+                               **(env or {})})
 
 
 @pytest.mark.parametrize(("setting", "value", "message"), [
@@ -96,3 +99,21 @@ def test_a_link_or_special_file_at_the_config_path_is_never_written_over_nor_rem
     assert "Remove " + str(config) in undo.stdout and f"changed: [localhost] => (item={config})" not in undo.stdout
     assert (os.readlink(config) if config.is_symlink() else "fifo", real.read_text()) == before
     assert os.path.lexists(config)
+
+
+def test_a_directory_the_host_has_keeps_its_mode_and_owner_and_stays(tmp_path: Path) -> None:
+    """A shared directory (1777, another owner, as /tmp or a user's home) as the configuration's: install
+    writes the file in it without taking its sticky bit or handing it to root, uninstall removes the file only."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 65534, 65534)
+    os.chmod(shared, 0o1777)
+    config = shared / "x.toml"
+    run = play(tmp_path, {"alumet_config_file": str(config)})
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert config.is_file()
+    assert (shared.stat().st_mode & 0o7777, shared.stat().st_uid, shared.stat().st_gid) == (0o1777, 65534, 65534)
+    undo = play(tmp_path, {"alumet_config_file": str(config)}, tasks_from="uninstall")
+    assert undo.returncode == 0, undo.stdout[-3000:]
+    assert not config.exists() and shared.is_dir()
+    assert (shared.stat().st_mode & 0o7777, shared.stat().st_uid, shared.stat().st_gid) == (0o1777, 65534, 65534)

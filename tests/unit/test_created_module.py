@@ -5,10 +5,14 @@ under a temporary directory and on this machine's user and group databases (read
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).parents[2]
 MODULE = ROOT / "roles" / "alumet_common" / "library" / "alumet_created.py"
@@ -89,3 +93,48 @@ def test_an_earlier_release_record_of_the_service_user_is_merged_then_removed(tm
     pruned = run(tmp_path, phase="prune", legacy_user_file=str(legacy))  # the user is gone
     assert pruned["changed"] is True and pruned["created"]["user"] == []
     assert not legacy.exists()
+
+
+def test_mkdir_makes_only_what_is_absent_and_never_touches_a_directory_the_host_has(tmp_path: Path) -> None:
+    """A shared directory (1777, another owner, as /tmp) stays exactly as it was; those made are root:root
+    0755 whatever the umask, parents first, and recorded at once; a rerun makes nothing."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 65534, 65534)
+    os.chmod(shared, 0o1777)
+    new = shared / "a" / "b"
+    result = run(tmp_path, phase="mkdir", dirs=[str(shared), str(new)])
+    assert result["changed"] is True and result["made"] == [str(shared / "a"), str(new)]
+    st = shared.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o1777, 65534, 65534)
+    for made in (shared / "a", new):
+        st = made.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0)
+    assert result["created"]["path"] == [str(shared / "a"), str(new)]
+    assert json.loads((tmp_path / "state" / "created.json").read_text())["path"] == result["created"]["path"]
+    again = run(tmp_path, phase="mkdir", dirs=[str(shared), str(new)])
+    assert again["changed"] is False and again["made"] == []
+
+
+def test_mkdir_in_check_mode_makes_nothing_and_its_own_state_directory_is_not_recorded(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    preview = run(tmp_path, check_mode=True, phase="mkdir", dirs=[str(state), str(tmp_path / "x" / "y")])
+    assert preview["changed"] is True
+    assert preview["made"] == [str(state), str(tmp_path / "x"), str(tmp_path / "x" / "y")]
+    assert not state.exists() and not (tmp_path / "x").exists()
+    result = run(tmp_path, phase="mkdir", dirs=[str(state)])
+    assert result["made"] == [str(state)] and state.is_dir()
+    assert result["created"]["path"] == [] and not (state / "created.json").exists()  # rmdir.yml removes it
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link"])
+def test_mkdir_refuses_what_is_not_a_directory_and_leaves_it(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "taken"
+    if kind == "file":
+        path.write_text("the host's")
+    else:
+        path.symlink_to(tmp_path / "nowhere")
+    result = run(tmp_path, phase="mkdir", dirs=[str(path)])
+    assert result.get("failed") is True and str(path) in result["msg"]
+    assert path.is_symlink() if kind != "file" else path.read_text() == "the host's"
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "state").exists()

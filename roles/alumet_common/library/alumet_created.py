@@ -15,6 +15,11 @@ Phases:
   after   add to the record those of `absent` (phase before's answer) that are present now: the tasks in
           between created them.
   prune   drop from the record what is gone (uninstall, after its removals); an empty record is removed.
+  mkdir   make each of `dirs` (parents first) that is absent, root:root 0755, and add it to the record at
+          once; a directory already there is the host's and is not touched (Ansible's file module with
+          state: directory would chown and chmod it: /tmp would lose its sticky bit). Something else at a
+          path stops the run. The record's own directory (alumet-setup's state) is not recorded: rmdir.yml
+          removes it when empty.
 Check mode computes the same answer and writes nothing.
 """
 
@@ -38,6 +43,7 @@ options:
   legacy_user_file: {description: An earlier release's record of the service user (merged, then removed), type: path}
   track: {description: "{path, user, group, member} lists the caller's tasks may create (phase before)", type: dict}
   absent: {description: Phase before's answer (phase after), type: dict}
+  dirs: {description: The directories to make if absent, parents first (phase mkdir), type: list, elements: path}
 """
 
 KINDS = ("path", "user", "group", "member")
@@ -128,14 +134,54 @@ def write_record(module: AnsibleModule, path: str, record: dict) -> None:
     module.atomic_move(tmp, path)
 
 
+def make_dirs(module: AnsibleModule, dirs: list) -> list:
+    """The directories of `dirs` (and their parents) that were absent, each made root:root 0755 (none in
+    check mode)."""
+    made: list = []
+    wanted: list = []
+    for given in dirs:  # a missing parent is made (and recorded) first, as `mkdir -p` would
+        path = os.path.normpath(given)
+        chain = []
+        while path not in ("/", "") and path not in chain:
+            chain.insert(0, path)
+            path = os.path.dirname(path)
+        wanted += [p for p in chain if p not in wanted]
+    for path in wanted:
+        try:
+            mode = os.stat(path).st_mode  # a link to a directory is the host's way to have one: kept
+        except FileNotFoundError:
+            mode = None
+        except OSError as error:
+            module.fail_json(msg=f"alumet_created: cannot look at {path}: {error.strerror}")
+        if mode is not None:
+            if not stat.S_ISDIR(mode):
+                module.fail_json(msg=f"alumet_created: {path} is not a directory: alumet-setup does not replace "
+                                     "what the host has there; move it away, or choose another path with --set")
+            continue
+        made.append(path)
+        if module.check_mode:
+            continue
+        if os.path.lexists(path):  # a dangling link: the host's
+            module.fail_json(msg=f"alumet_created: {path} is a symlink that leads nowhere: alumet-setup does not "
+                                 "replace it; remove it, or choose another path with --set")
+        try:
+            os.mkdir(path, 0o700)  # fails on one made meanwhile: never adopted as ours
+            os.chown(path, 0, 0)
+            os.chmod(path, 0o755)  # not left to the umask
+        except OSError as error:
+            module.fail_json(msg=f"alumet_created: cannot make the directory {path}: {error.strerror}")
+    return made
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "phase": {"type": "str", "required": True, "choices": ["read", "before", "after", "prune"]},
+            "phase": {"type": "str", "required": True, "choices": ["read", "before", "after", "prune", "mkdir"]},
             "file": {"type": "path", "required": True},
             "legacy_user_file": {"type": "path"},
             "track": {"type": "dict", "default": {}},
             "absent": {"type": "dict", "default": {}},
+            "dirs": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )
@@ -148,6 +194,13 @@ def main() -> None:
         absent = {kind: [n for n in _names(track.get(kind)) if not present(kind, n)] for kind in KINDS}
         module.exit_json(changed=False, created=record, absent=absent)
 
+    if phase == "mkdir":
+        made = make_dirs(module, module.params["dirs"])
+        own = os.path.dirname(os.path.normpath(path))
+        updated = {**record, "path": sorted(set(record["path"]) | {d for d in made if d != own})}
+        if updated != record and not module.check_mode:
+            write_record(module, path, updated)
+        module.exit_json(changed=bool(made), made=made, created=updated, absent=_empty())
     if phase == "after":
         given = module.params["absent"]
         fresh = {kind: [n for n in _names(given.get(kind)) if present(kind, n)] for kind in KINDS}
