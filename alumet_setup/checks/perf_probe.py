@@ -161,8 +161,11 @@ def _refused(ctx: Context, who: str, target: str, event: dict[str, Any], data: d
     # Read directly: kernel.perf_event_paranoid needs this check, so this one cannot need it.
     text = (ctx.host.read_text("/proc/sys/kernel/perf_event_paranoid") or "").strip()
     paranoid = int(text) if text.lstrip("-").isdigit() else None
-    if ctx.finding("agent.binary").status is not Status.OK:
-        return Finding(Status.FAIL, f"{detail}: install alumet-agent with cap_perfmon", install_step="agent", data=data)
+    binary = ctx.finding("agent.binary")
+    if binary.status is not Status.OK:
+        # agent.binary's own remedy: `--only agent` alone grants no capability, and stops where Rust is missing.
+        return Finding(Status.FAIL, f"{detail}: no usable alumet-agent to hold cap_perfmon ({binary.detail})",
+                       fix=binary.fix, install_step=binary.install_step, data=data)
     if isinstance(paranoid, int) and paranoid > 2:
         return Finding(Status.FAIL, f"{detail}: perf_event_paranoid {paranoid} is too strict even with cap_perfmon",
                        fix="sudo sysctl -w kernel.perf_event_paranoid=2", install_step="sysctl", data=data)

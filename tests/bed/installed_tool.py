@@ -75,13 +75,18 @@ def readme_install_line() -> str:
     return lines[0]
 
 
+def without_sudo(line: str) -> str:
+    """A command line as root types it on a host without sudo (the README: leave out the leading `sudo`)."""
+    return line.replace("sudo ", "")
+
+
 def as_user(line: str, home: Path, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """A README line run by bash as a user would, with HOME=home, from `cwd`.
 
     As root on a machine without sudo, `sudo ` is left out, as the README says to do there.
     """
     if os.geteuid() == 0 and shutil.which("sudo") is None:
-        line = line.replace("sudo ", "")
+        line = without_sudo(line)
     return subprocess.run(["bash", "-c", line], cwd=cwd, env={**user_env(), "HOME": str(home)},
                           capture_output=True, text=True, timeout=timeout, check=False)
 

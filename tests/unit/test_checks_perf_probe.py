@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 import pytest
-from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, stand_in
+from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, fresh_host, fresh_tree, stand_in
 
-from alumet_setup import perf_event
+from alumet_setup import doctor, perf_event
 from alumet_setup.checks import perf_probe
 from alumet_setup.findings import Status
 from alumet_setup.hosts import CommandResult, LocalHost
@@ -132,7 +132,26 @@ def test_without_agent_probes_with_no_capabilities(monkeypatch: pytest.MonkeyPat
     stand_in(monkeypatch, "agent.binary", Status.FAIL)
     h = host(raw(0), raw(65534, cpu_wide=errno.EACCES))
     f = evaluate(h, "kernel.perf_probe")
-    assert f.status is Status.FAIL and f.install_step == "agent" and f.data["caps"] == []
+    assert f.status is Status.FAIL and f.data["caps"] == []
+
+
+def test_without_agent_the_fix_is_what_installs_and_grants_it() -> None:
+    """A fresh host (agent.binary's real check finds no agent): the probe repeats agent.binary's remedy, the
+    full install. `install --only agent` grants no capability and stops where Rust is missing (issue 25)."""
+    h = host(raw(0), raw(65534, cpu_wide=errno.EACCES))
+    h.which = lambda command, extra_dirs=(): None if command == "alumet-agent" else f"/usr/bin/{command}"  # type: ignore[method-assign]
+    binary, f = evaluate(h, "agent.binary"), evaluate(h, "kernel.perf_probe")
+    assert binary.status is Status.FAIL and binary.fix == ("alumet-setup install",)
+    assert f.status is Status.FAIL and f.fix == binary.fix and "no usable alumet-agent" in f.detail
+    assert doctor.remedy_lines(f) == ["      fix: alumet-setup install"]
+
+
+def test_fresh_host_json_fix_of_the_probe_is_the_full_install(tmp_path) -> None:
+    """What test_printed_fixes runs on a fresh bed host: --json's `fix` of every agent-dependent check."""
+    report = doctor.diagnose(fresh_host(fresh_tree(tmp_path / "root")))
+    checks = {c["id"]: c for c in json.loads(doctor.to_json([report]))["hosts"][0]["checks"]}
+    for check_id in ("agent.binary", "agent.capabilities", "kernel.perf_probe", "kernel.perf_event_paranoid"):
+        assert checks[check_id]["status"] in ("fail", "warn") and checks[check_id]["fix"] == ["alumet-setup install"]
 
 
 @pytest.mark.parametrize("as_root", [raw(0, own=errno.EPERM, cpu_wide=errno.EPERM), raw(0, cpu_wide=errno.EACCES),

@@ -200,7 +200,7 @@ def test_fix_commands_are_numbered_steps_and_the_install_step_an_alternative():
 
 
 def test_no_orphan_or_duplicate_or_line():
-    # An install step alone is the fix itself (checks config.file, kernel.perf_probe with no agent).
+    # An install step alone is the fix itself (check config.file).
     alone = Finding(Status.WARN, "x", install_step="config")
     assert doctor.remedy_lines(alone) == ["      fix: alumet-setup install --only config"]
     # A fix that already runs alumet-setup install gets no second install line (agent.binary).
