@@ -1,9 +1,10 @@
 """A host's existing accounts and groups are never ours (issue 23): the real CLI against a bed container.
 
-An ordinary login user (uid 1000, a home with a file) and a system account with a login shell are refused as the service user before any change and
-stays byte-identical through install and uninstall; Debian's `video` group survives uninstall of the group
-step (and a member the group step added is taken out again, exactly); an existing system account used as
-the service user is used as it is and survives uninstall; what install did create goes again.
+An ordinary login user (uid 1000, a home with a file) and a system account with a login shell are refused as
+the service user before any change and stays byte-identical through install and uninstall; Debian's `video`
+group survives uninstall of the group step (and a member the group step added is taken out again, exactly); an
+existing system account used as the service user is used as it is and survives uninstall; what install did
+create goes again.
 """
 
 from __future__ import annotations
