@@ -84,6 +84,10 @@ def alumet_setting_errors(settings: Mapping[str, Any]) -> list[str]:
         # `-e name=3` gives the text "3": the argument spec's int, as Ansible's own validation reads it.
         if name in RANGES and isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
             value = int(value)
+        # An INI inventory's `rustup_toolchain=1.95` is the float 1.95: the argument spec's `type: str`
+        # turns it into the text "1.95", and so does this check, which runs before the spec's.
+        if name in FORMATS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
         why = problem(str(name), value)
         if why is not None:
             errors.append(f"{name}={value!a}: {why}" if why.startswith("must") else f"{name}: {why}")

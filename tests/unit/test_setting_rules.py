@@ -146,3 +146,12 @@ def test_the_roles_preflight_accepts_what_the_cli_accepts_and_refuses_what_it_re
     setting, raw, accepted = case
     failed = preflight_verdicts[index]
     assert (failed != SETTINGS_TASK) is _cli_accepts(setting, raw)[0] is accepted, (setting, raw, failed)
+
+
+def test_a_number_from_an_ini_inventory_is_judged_as_the_text_the_spec_makes_of_it() -> None:
+    """`rustup_toolchain=1.95` in an INI inventory (the test bed's) reaches the preflight as the float 1.95;
+    the argument spec's `type: str` reads it as "1.95", so the shared check must too (it refused it)."""
+    from alumet_setup.rules import alumet_setting_errors
+    assert alumet_setting_errors({"rustup_toolchain": 1.95, "alumet_agent_version": 1}) == []
+    assert alumet_setting_errors({"rustup_toolchain": True}) == ["rustup_toolchain: True is not a toolchain name such "
+                                                                 "as 1.89 or stable"]
