@@ -66,9 +66,15 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process and its children: each process started here leads a session of its own, and
+    `git daemon` is git running git-daemon as a child, which a SIGKILL of git alone left listening."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
+    _kill_group(proc.pid)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
     _LIVE.discard(proc.pid)
@@ -78,8 +84,7 @@ def _kill(proc: subprocess.Popen) -> None:
 @atexit.register
 def _kill_leftovers() -> None:
     for pid in list(_LIVE):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        _kill_group(pid)
         (PID_DIR / str(pid)).unlink(missing_ok=True)
 
 
@@ -91,7 +96,7 @@ def kill_orphans() -> list[int]:
             owner, pid, started = entry.read_text().split()
             if _start_time(int(owner)) is None:  # the session that started it is gone
                 if _start_time(int(pid)) == started:
-                    os.kill(int(pid), signal.SIGKILL)
+                    _kill_group(int(pid))
                     killed.append(int(pid))
                 entry.unlink()
     return killed
@@ -99,7 +104,8 @@ def kill_orphans() -> list[int]:
 
 def _popen(argv: Sequence[str], log: Path) -> subprocess.Popen:
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     _LIVE.add(proc.pid)
     PID_DIR.mkdir(parents=True, exist_ok=True)
     (PID_DIR / str(proc.pid)).write_text(f"{os.getpid()} {proc.pid} {_start_time(proc.pid)}\n")
