@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import importlib
 
-from ..findings import validate
+from ..findings import REGISTRY, validate
 
 MODULES = ("system", "toolchain", "agent", "agent_probe", "sysctl", "perf_probe", "hidepid", "rapl", "nvml", "config")
 
 
 def load_all() -> None:
-    """Register every check, then refuse unknown needs and cycles (findings.RegistryError)."""
+    """Register every check, put them in MODULES order, then refuse unknown needs and cycles
+    (findings.RegistryError). The reorder matters: any code (a test, a plugin) may import one module before
+    load_all runs, and the report's order must not depend on who imported what first."""
     for name in MODULES:
         importlib.import_module(f"{__name__}.{name}")
+    rank = {f"{__name__}.{name}": i for i, name in enumerate(MODULES)}
+    ordered = sorted(REGISTRY.values(), key=lambda spec: rank.get(spec.func.__module__, len(rank)))
+    if list(REGISTRY.values()) != ordered:
+        REGISTRY.clear()
+        REGISTRY.update((spec.id, spec) for spec in ordered)
     validate()

@@ -94,3 +94,18 @@ def test_no_real_check_reads_an_undeclared_one() -> None:
     for options in (None, doctor.Options(probe=True)):
         for result in doctor.run_checks(LocalHost(), options):
             assert "UndeclaredNeed" not in result.finding.detail, (result.id, result.finding.detail)
+
+
+def test_display_order_does_not_depend_on_which_module_was_imported_first() -> None:
+    """A test (or any caller) importing one check module early registered its checks first, and the
+    report's "not here" line came out in another order than README's example (a CI failure)."""
+    import subprocess
+    import sys
+
+    script = ("import alumet_setup.checks.{first}\n"
+              "from alumet_setup.checks import load_all\nfrom alumet_setup.findings import REGISTRY\n"
+              "load_all(); print(' '.join(REGISTRY))")
+    orders = {subprocess.run([sys.executable, "-c", script.format(first=first)], check=True, capture_output=True,
+                             text=True).stdout for first in ("agent_probe", "nvml", "config")}
+    assert len(orders) == 1, orders
+    assert orders.pop().split()[0].startswith("system.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -182,10 +183,19 @@ def test_ctrl_c_at_the_password_prompt_exits_130() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "alumet_setup", "install", "-K", "--only", "sysctl"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT)
+    # SIGINT once the prompt is there (a fixed sleep lost the race on a loaded machine), and stdin kept open
+    # meanwhile: closing it (communicate does) gave the prompt an end of input instead of the Ctrl-C.
+    out = ""
     try:
-        time.sleep(3)
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while "BECOME password:" not in out and time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            out += os.read(proc.stdout.fileno(), 4096).decode() if ready else ""
+        assert "BECOME password:" in out, out
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        out += proc.stdout.read()
     finally:
         _stop(proc)
     assert proc.returncode == 130, out
