@@ -92,13 +92,14 @@ def vms(bed_env: dict[str, str], vm_work: Path, request: pytest.FixtureRequest) 
 
 # ---- where the time goes: a per-tier table at the end of every run (CI's budget is printed, not guessed) ------
 _TIER_OF_FILE = {
-    "test_remote.py": "end-to-end over SSH (installed tool)",
-    "test_first_install.py": "end-to-end over SSH (installed tool)",
-    "test_agent_service_run.py": "end-to-end over SSH (installed tool)",
-    "test_host_accounts_kept.py": "end-to-end over SSH (installed tool)",
-    "test_no_trace.py": "end-to-end over SSH (installed tool)",
-    "test_tool_upgrade.py": "end-to-end over SSH (installed tool)",
-    "test_values_are_data_e2e.py": "end-to-end over SSH (installed tool)",
+    "test_remote.py": "end-to-end (installed tool)",
+    "test_first_install.py": "end-to-end (installed tool)",
+    "test_agent_service_run.py": "end-to-end (installed tool)",
+    "test_host_accounts_kept.py": "end-to-end (installed tool)",
+    "test_no_trace.py": "end-to-end (installed tool)",
+    "test_printed_fixes.py": "end-to-end (installed tool)",
+    "test_tool_upgrade.py": "end-to-end (installed tool)",
+    "test_values_are_data_e2e.py": "end-to-end (installed tool)",
     "test_faults.py": "faults (killed runs, containers)",
 }
 _TIER_SECONDS: dict[str, list[float]] = {}
@@ -109,7 +110,7 @@ def _tier(item_path: str, nodeid: str) -> str:
     if "/vm/" in f"/{nodeid}":
         return "VM (QEMU)"
     if name == "test_molecule.py":
-        return f"molecule {nodeid.rsplit('[', 1)[-1].rstrip(']')}"
+        return "molecule (all scenarios at once)"
     if name in _TIER_OF_FILE:
         return _TIER_OF_FILE[name]
     return "unit" if nodeid.startswith("tests/unit/") else "other integration (containers, lint, collection)"

@@ -5,18 +5,16 @@ the controller keeps no private /tmp/as-* directory. One sshd container of the t
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sshd  # tests/bed, put on sys.path by tests/conftest.py
+from installed_tool import InstalledTool
 
-ROOT = Path(__file__).resolve().parents[2]
 # The whole tree but the kernel's (/proc, /sys, /dev), the apt archive bind-mounted from this machine (shared
 # with other tests) and the OS's records of ssh logins (pam_motd, pam_wtmpdb, lastlog: made by sshd for any
 # login, not by a run). /tmp and /run are listed: remote temporary files there must go too.
@@ -29,8 +27,9 @@ pytestmark = [pytest.mark.containers]
 
 
 class Host:
-    def __init__(self, host: sshd.SshHost, inventory: Path, work: Path, settings: list[str]) -> None:
-        self.host, self.inventory, self.work, self.settings = host, inventory, work, settings
+    def __init__(self, host: sshd.SshHost, inventory: Path, work: Path, settings: list[str],
+                 tool: InstalledTool) -> None:
+        self.host, self.inventory, self.work, self.settings, self.tool = host, inventory, work, settings, tool
         # The OS's own records of an ssh login (pam_motd's /run/motd.dynamic, the login logs) come with the
         # first login: made before any listing is taken, so that the listings compare what the runs leave.
         subprocess.run(["ssh", "-p", str(host.port), "-i", str(work / "id"), "-o", "BatchMode=yes",
@@ -45,10 +44,11 @@ class Host:
         return self.sh(LISTING).splitlines()
 
     def start(self, *args: str, state: str, settings: bool = False) -> subprocess.Popen[str]:
-        env = {**os.environ, "XDG_STATE_HOME": str(self.work / state), "PYTHONUNBUFFERED": "1"}
-        return subprocess.Popen([sys.executable, "-m", "alumet_setup", *args, "-i", str(self.inventory),
-                                 "--host", "deb13", *(self.settings if settings else [])], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        """The installed tool (the wheel, run from outside the checkout), as a user starts it."""
+        env = self.tool.env(XDG_STATE_HOME=str(self.work / state), PYTHONUNBUFFERED="1")
+        return subprocess.Popen([str(self.tool.program), *args, "-i", str(self.inventory), "--host", "deb13",
+                                 *(self.settings if settings else [])], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env, cwd=self.tool.workdir)
 
     def private_dirs(self, state: str) -> list[Path]:
         """The run's private /tmp/as-* directories (where its artifacts say it had them)."""
@@ -57,7 +57,7 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def host(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+def host(bed: dict[str, str], tool: InstalledTool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     work = tmp_path_factory.mktemp("no-trace")
     key = sshd.make_key(work / "id")
     hosts = sshd.start([("deb13", "debian13")], Path(f"{key}.pub"))
@@ -66,7 +66,7 @@ def host(bed: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Itera
         inventory = sshd.write_inventory(work / "inventory.yml", sshd.inventory(hosts, key, known_hosts))
         settings = [f"rustup_dist_server={bed['mirror_url']}", f"rustup_update_root={bed['rustup_update_root']}",
                     "rustup_toolchain=1.95", f"alumet_agent_git_url={bed['git_url']}"]
-        yield Host(hosts[0], inventory, work, [arg for s in settings for arg in ("--set", s)])
+        yield Host(hosts[0], inventory, work, [arg for s in settings for arg in ("--set", s)], tool)
     finally:
         sshd.remove(hosts)
 
