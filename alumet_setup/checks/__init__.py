@@ -12,7 +12,8 @@ import importlib
 
 from ..findings import REGISTRY, validate
 
-MODULES = ("system", "toolchain", "agent", "agent_probe", "sysctl", "perf_probe", "hidepid", "rapl", "nvml", "config")
+MODULES = ("system", "toolchain", "agent", "agent_probe", "sysctl", "perf_probe", "hidepid", "rapl", "nvml", "config",
+           "service")
 
 
 def load_all() -> None:

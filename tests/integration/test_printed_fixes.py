@@ -19,8 +19,8 @@ cannot change the kernel: here doctor judges the persisted state (sysctl.d, fsta
 checks the live values install leaves after a reboot, not these commands; rapl.persistence (udev rule missing)
 and rapl.access, not-available without RAPL in containers and VMs alike; kernel.perf_probe, not-available
 in these containers (perf_event_open refused even to root: "a seccomp filter ..."), whose fresh-host fix
-tests/unit/test_checks_perf_probe.py judges on the fresh-host fixture instead; a stopped alumet.service, which only
-the VM tier has (no systemd in these containers), and which no doctor check judges (none asks systemd).
+tests/unit/test_checks_perf_probe.py judges on the fresh-host fixture instead; a stopped alumet.service
+(agent.service), which only the VM tier has (no systemd in these containers): tests/vm runs its printed fix there.
 """
 
 from __future__ import annotations
