@@ -39,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -171,32 +170,43 @@ RUN_NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
 def claim_run(runs: Path, keep: int = KEEP_RUNS) -> Iterator[Path]:
     """A new run directory in `runs`, held for as long as the run lasts (a shared flock, which rotation
     respects), after removing the runs beyond the `keep` newest (rotate_runs)."""
-    # Locked under a private name first, then renamed over its reserved run name: rotation never sees it
-    # unlocked, whatever the clock did.
-    fresh = runs / f".new-{uuid.uuid4().hex}"
+    final, fd = _new_run(runs)
     try:
-        fresh.mkdir(mode=0o700)
-        fd = os.open(fresh, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StateDirError(f"cannot make a run directory in {runs}: {exc.strerror or exc}") from None
-    try:
-        with contextlib.suppress(OSError):  # no flock on this file system: runs in progress are not skipped
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        try:
-            while True:
-                now = time.time()
-                final = runs / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{int(now % 1 * 1e6):06d}"
-                with contextlib.suppress(FileExistsError):
-                    final.mkdir(mode=0o700)  # reserves the name: two runs in one microsecond get two
-                    break
-            fresh.rename(final)
-        except OSError as exc:
-            shutil.rmtree(fresh, ignore_errors=True)
-            raise StateDirError(f"cannot make a run directory in {runs}: {exc.strerror or exc}") from None
         rotate_runs(runs, max(keep, 1))
         yield final
     finally:
         os.close(fd)
+
+
+def _new_run(runs: Path) -> tuple[Path, int]:
+    """Make a run directory named after the time and hold it (shared flock). Between its mkdir and the lock a
+    rotation may take it (empty and unheld, it can look like an old run when the clock went back, or beside
+    many runs in progress): a rotation removes only what it holds exclusively, so once ours is held, the
+    directory still at that name being ours means nobody removed it; otherwise take a new name."""
+    for _attempt in range(10_000):  # each lost race costs microseconds; an endless one is a bug, said as such
+        now = time.time()
+        final = runs / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{int(now % 1 * 1e6):06d}"
+        try:
+            final.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # two runs in one microsecond get two names
+        except OSError as exc:
+            raise StateDirError(f"cannot make a run directory in {runs}: {exc.strerror or exc}") from None
+        try:
+            fd = os.open(final, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # a rotation took it already
+        with contextlib.suppress(OSError):  # no flock on this file system: runs in progress are not skipped
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a rotation holds it, then sees whether it is still there
+        held = os.fstat(fd)
+        try:
+            there = os.lstat(final)
+        except FileNotFoundError:
+            there = None
+        if there is not None and (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+            return final, fd
+        os.close(fd)
+    raise StateDirError(f"cannot make a run directory in {runs}: each new one was removed at once")
 
 
 def rotate_runs(runs: Path, keep: int) -> None:

@@ -180,9 +180,11 @@ def test_an_interrupted_run_stops_its_modules_cleans_up_and_exits_128_plus_the_s
 
 
 def test_ctrl_c_at_the_password_prompt_exits_130() -> None:
+    # Ctrl-C as a terminal gives it: SIGINT at its default. A run started in the background (`cmd &` in a
+    # script, as CI may start the suite) inherits SIGINT ignored, and the tool rightly keeps ignoring it.
     proc = subprocess.Popen([sys.executable, "-m", "alumet_setup", "install", "-K", "--only", "sysctl"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=ROOT)
+                            cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # SIGINT once the prompt is there (a fixed sleep lost the race on a loaded machine), and stdin kept open
     # meanwhile: closing it (communicate does) gave the prompt an end of input instead of the Ctrl-C.
     out = ""
