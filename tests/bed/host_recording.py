@@ -122,16 +122,8 @@ class ReplayHost(LocalHost):
             raise PermissionError(13, "Permission denied (recorded)", args[0])
         return _decode(value, op, args)
 
-    @property
-    def is_fixture(self) -> bool:
-        return True
-
-    def read_bytes(self, path: str) -> bytes | None:
+    def read_bytes(self, path: str) -> bytes | None:  # LocalHost.read_text reads through it
         return self._answer("read_bytes", [path], None)
-
-    def read_text(self, path: str) -> str | None:
-        data = self.read_bytes(path)
-        return None if data is None else data.decode("utf-8", "replace")
 
     def exists(self, path: str) -> bool:
         return self._answer("exists", [path], False)
