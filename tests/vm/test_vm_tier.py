@@ -44,6 +44,10 @@ PLATFORMS = vmbed.selected()  # ALUMET_VM_PLATFORMS picks some
 GROUP = "alumet"  # alumet_group_name / alumet_service_user defaults
 SERVICE_USER = "alumet"
 CAP_PERFMON = 38
+CAP_SYS_NICE = 23
+CAP_SYS_PTRACE = 19
+# capabilities_ptrace (the binary's file capabilities) x alumet_service_ptrace (the unit's ambient set).
+PTRACE_COMBINATIONS = [(file_ptrace, unit_ptrace) for file_ptrace in (False, True) for unit_ptrace in (False, True)]
 # The file listing compared before install and after uninstall (as molecule/_shared/snapshot does); the
 # backups useradd/groupadd leave (/etc/passwd- ...) are not ours to remove.
 LISTING = ("find /etc /opt /usr/local /var/lib/alumet-setup -xdev \\( -path /etc/gshadow- -o -path /etc/shadow- "
@@ -113,22 +117,27 @@ def doctor(tool: InstalledTool, work: Path, inventory: Path, names: list[str]) -
     return {h["host"]: h for h in json.loads(run.stdout)["hosts"]}
 
 
-def service_checks(vm: vmbed.Vm) -> dict[str, Any]:
-    """Facts of the rebooted, installed system that doctor does not report, gathered over SSH."""
-    out: dict[str, Any] = {}
-    out["is_active"] = vm.ssh("systemctl is-active alumet", check=False).stdout.strip()
+def service_capabilities(vm: vmbed.Vm) -> dict[str, Any]:
+    """The running service's capability sets, the binary's file capabilities, and the options of the mount the
+    binary is on as the service's own mount namespace sees it."""
+    out: dict[str, Any] = {"is_active": vm.ssh("systemctl is-active alumet", check=False).stdout.strip()}
     pid = vm.ssh("systemctl show -p MainPID --value alumet", check=False).stdout.strip()
     status = vm.ssh(f"cat /proc/{pid}/status", check=False).stdout if pid not in ("", "0") else ""
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    out["uid_name"] = vm.ssh(f"id -un {fields['Uid'].split()[0]}", check=False).stdout.strip() if fields else ""
-    out["cap_amb"] = int(fields.get("CapAmb", "0").strip() or "0", 16)
-    out["cap_eff"] = int(fields.get("CapEff", "0").strip() or "0", 16)
-    out["journal"] = vm.ssh("journalctl -b -u alumet --no-pager -o cat", check=False).stdout
-    # Why the ambient set survives the exec (docs/SECURITY.md): the binary carries file capabilities, and the
-    # service's mount namespace has it on a nosuid mount, so the kernel does not apply them.
+    for name in ("CapAmb", "CapEff", "CapPrm"):
+        out[name] = int(fields.get(name, "0").strip() or "0", 16)
+    out["uid"] = fields["Uid"].split()[0] if "Uid" in fields else ""
     out["file_caps"] = vm.ssh("getcap /opt/alumet/bin/alumet-agent", check=False).stdout.strip()
     out["service_mount"] = vm.ssh(f"findmnt --task {pid} -n -o OPTIONS --target /opt/alumet/bin/alumet-agent",
                                   check=False).stdout.strip() if pid not in ("", "0") else ""
+    return out
+
+
+def service_checks(vm: vmbed.Vm) -> dict[str, Any]:
+    """Facts of the rebooted, installed system that doctor does not report, gathered over SSH."""
+    out = service_capabilities(vm)
+    out["uid_name"] = vm.ssh(f"id -un {out['uid']}", check=False).stdout.strip() if out["uid"] else ""
+    out["journal"] = vm.ssh("journalctl -b -u alumet --no-pager -o cat", check=False).stdout
     out["output"] = vm.ssh("head -c 4000 /var/lib/alumet/alumet-output.csv", check=False).stdout
     out["udev_rule"] = vm.ssh("ls /etc/udev/rules.d/", check=False).stdout
     verify = vm.ssh("command -v udevadm >/dev/null && { udevadm verify --help >/dev/null 2>&1 "
@@ -252,6 +261,30 @@ def seen(vms: dict[str, vmbed.Vm], vm_work: Path, builders: dict[str, dict], too
 
 
 @pytest.fixture(scope="module")
+def ptrace_combinations(seen: Seen, vms: dict[str, vmbed.Vm], vm_work: Path,
+                        tool: InstalledTool) -> dict[str, dict[tuple[bool, bool], dict[str, Any]]]:
+    """The capabilities and service steps with each combination of capabilities_ptrace and
+    alumet_service_ptrace, the service restarted (a fresh exec under the binary's new file capabilities),
+    then its capability sets; afterwards the defaults (auto, auto) again for the rest of the scenario."""
+    assert seen.inventory is not None
+    hosts = [a for n in vms for a in ("--host", n)]
+    steps = [*hosts, "--only", "capabilities,service"]
+    found: dict[str, dict[tuple[bool, bool], dict[str, Any]]] = {n: {} for n in vms}
+    try:
+        for file_ptrace, unit_ptrace in PTRACE_COMBINATIONS:
+            run = cli(tool, vm_work, "install", "-i", str(seen.inventory), *steps,
+                      "--set", f"capabilities_ptrace={str(file_ptrace).lower()}",
+                      "--set", f"alumet_service_ptrace={str(unit_ptrace).lower()}", timeout=900)
+            assert run.returncode == 0, f"install failed:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
+            each(vms, lambda v: v.ssh("systemctl restart alumet && sleep 2"))
+            for name, caps in each(vms, service_capabilities).items():
+                found[name][file_ptrace, unit_ptrace] = caps
+    finally:
+        cli(tool, vm_work, "install", "-i", str(seen.inventory), *steps, timeout=900)
+    return found
+
+
+@pytest.fixture(scope="module")
 def undone(seen: Seen, vms: dict[str, vmbed.Vm], vm_work: Path, tool: InstalledTool) -> Seen:
     """The scenario's second half, run only for the tests that need it (`-k` on the first half's tests
     skips it): uninstall, the fstab that would not boot, a reboot."""
@@ -316,9 +349,9 @@ def test_the_service_runs_unprivileged_with_ambient_capabilities(seen: Seen, nam
     c = seen.checks[name]
     assert c["is_active"] == "active", f"{name}: alumet.service is {c['is_active']} after the reboot:\n{c['journal']}"
     assert c["uid_name"] == SERVICE_USER, f"{name}: the agent runs as {c['uid_name']!r}, not {SERVICE_USER}"
-    assert c["cap_amb"] >> CAP_PERFMON & 1, (
-        f"{name}: the agent has no ambient cap_perfmon (CapAmb {c['cap_amb']:#x}): unit {c['unit']}")
-    assert c["cap_eff"] >> CAP_PERFMON & 1, f"{name}: cap_perfmon is not effective (CapEff {c['cap_eff']:#x})"
+    assert c["CapAmb"] >> CAP_PERFMON & 1, (
+        f"{name}: the agent has no ambient cap_perfmon (CapAmb {c['CapAmb']:#x}): unit {c['unit']}")
+    assert c["CapEff"] >> CAP_PERFMON & 1, f"{name}: cap_perfmon is not effective (CapEff {c['CapEff']:#x})"
     # What the current stand-in agent does on `run`: it says it is ready, then waits.
     assert "ALUMET agent is ready" in c["journal"], f"{name}: the agent did not start:\n{c['journal']}"
     rows = c["output"].splitlines()
@@ -348,8 +381,8 @@ def test_the_service_keeps_its_ambient_capabilities_because_the_binary_is_on_a_n
     assert "cap_perfmon" in c["file_caps"], f"{name}: the binary has no file capabilities: {c['file_caps']!r}"
     assert "nosuid" in c["service_mount"].split(","), (
         f"{name}: the service sees /opt/alumet/bin/alumet-agent on a mount with {c['service_mount']!r}: no nosuid, "
-        f"so the kernel applies the file capabilities (CapAmb {c['cap_amb']:#x}, CapEff {c['cap_eff']:#x})")
-    assert c["cap_amb"] == c["cap_eff"], f"{name}: CapAmb {c['cap_amb']:#x} != CapEff {c['cap_eff']:#x}"
+        f"so the kernel applies the file capabilities (CapAmb {c['CapAmb']:#x}, CapEff {c['CapEff']:#x})")
+    assert c["CapAmb"] == c["CapEff"], f"{name}: CapAmb {c['CapAmb']:#x} != CapEff {c['CapEff']:#x}"
 
 
 @pytest.mark.parametrize("name", PLATFORMS)
@@ -370,6 +403,24 @@ def test_without_the_capabilities_the_cpu_wide_event_is_refused(seen: Seen, name
     assert result["uid"] != 0, f"{name}: the probe ran as root"
     assert not result["cpu_wide"]["ok"], (
         f"{name}: a CPU-wide event opened without capabilities at paranoid 2: the capabilities prove nothing")
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_the_service_has_exactly_the_units_capabilities_whatever_the_binarys_file_capabilities(
+        ptrace_combinations: dict, name: str) -> None:
+    """docs/SECURITY.md: systemd mounts a NoNewPrivileges= unit's namespace nosuid (no SELinux here), so the
+    binary's file capabilities are never applied to the service and its ambient set survives the exec: for
+    every combination the service runs with exactly the unit's set, cap_sys_ptrace where the unit grants it."""
+    for (file_ptrace, unit_ptrace), caps in ptrace_combinations[name].items():
+        which = f"{name}, capabilities_ptrace={file_ptrace} alumet_service_ptrace={unit_ptrace}"
+        assert caps["is_active"] == "active", f"{which}: alumet.service is {caps['is_active']}"
+        assert ("cap_sys_ptrace" in caps["file_caps"]) == file_ptrace, f"{which}: file caps {caps['file_caps']!r}"
+        assert "nosuid" in caps["service_mount"].split(","), (
+            f"{which}: the service sees the binary on a mount with {caps['service_mount']!r}")
+        unit = 1 << CAP_PERFMON | 1 << CAP_SYS_NICE | (1 << CAP_SYS_PTRACE if unit_ptrace else 0)
+        got = {k: f"{caps[k]:#x}" for k in ("CapAmb", "CapEff", "CapPrm")}
+        assert caps["CapAmb"] == caps["CapEff"] == caps["CapPrm"] == unit, (
+            f"{which}: the service runs with {got}, the unit grants {unit:#x}")
 
 
 @pytest.mark.parametrize("name", PLATFORMS)
