@@ -75,7 +75,7 @@ def rustc_version(output: str) -> Version | None:
         return None
 
 
-@check("toolchain.rust", "Rust (rustc, cargo)", needs=MISSING_NEEDS)
+@check("toolchain.rust", "Rust (rustc, cargo)", needs=(*MISSING_NEEDS, "toolchain.rustup"))
 def rust(ctx: Context) -> Finding:
     rustc, cargo = locate(ctx, "rustc"), locate(ctx, "cargo")
     data: dict[str, object] = {"rustc": rustc, "cargo": cargo, "version": None}

@@ -54,4 +54,7 @@ def test_h200_has_nvml_and_only_the_psys_rapl_domain_through_perf() -> None:
     assert status["rapl.powercap"] == "not-available"
     assert status["agent.binary"] == "fail" and status["agent.service"] == "not-available"
     assert {p.plugin for p in report.plugins if p.verdict == "blocked"} == set(doctor.PLUGINS)
-    assert doctor.render_text(report, width=80).splitlines()[-1] == "Next: alumet-setup install"
+    text = doctor.render_text(report, width=80)
+    assert text.splitlines()[-1] == "Next: alumet-setup install"
+    # No Rust at all: one cause, said once at rustup (its step installs rustc and cargo too).
+    assert "causes: toolchain.rust" in text and "toolchain.rust:" not in text
