@@ -156,10 +156,12 @@ def cli() -> None:
 @click.option("--probe", is_flag=True,
               help="Also start alumet-agent for a second (rapl + csv in a temporary directory) and report "
                    "what each plugin really measured (check agent.probe).")
+@click.option("--forks", default=50, show_default=True, type=click.IntRange(1, 200),
+              help="Hosts read at once (each in a few commands on its own SSH connection).")
 def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_path: str | None,
            agent_path: str | None, plugins: tuple[str, ...], check_ids: tuple[str, ...],
            old_check_ids: tuple[str, ...], list_checks: bool, verbose: bool, quiet: bool, color_choice: str,
-           probe: bool) -> None:
+           probe: bool, forks: int) -> None:
     """Tell whether a host is ready for each Alumet plugin, why not, and what fixes it.
 
     The report names the passing checks, says each problem once with what it blocks and the command that fixes
@@ -210,7 +212,8 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
 
     with SshControl() as control:
         connectors = [(_target_name(t), lambda t=t: connect(t, control)) for t in targets]
-        reports = doc.diagnose_many(connectors, options, plugins=selected_plugins, only=selected_checks)
+        reports = doc.diagnose_many(connectors, options, plugins=selected_plugins, only=selected_checks,
+                                    workers=forks)
     for report in reports:
         if report.error is not None:
             error(f"{report.host}: {report.error}")

@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .checks import load_all
 from .findings import GROUPS, REGISTRY, STEPS, Context, Finding, Options, Status, dependency_order
-from .hosts import Host, HostError
+from .hosts import Host, HostError, in_rounds
 from .textsafe import visible
 from .threads import parallel_map
 
@@ -97,6 +97,7 @@ class Report:
     error: str | None = None  # the host could not be reached: no check ran
     asked: tuple[str, ...] = ()  # the plugins named with --plugin: each must be judged ready
     checks_only: bool = False  # --only-check: the selected checks are the verdict, failures stay failures
+    round_trips: int = 0  # commands run on a remote host to read it (batched_host.BatchedHost); 0 here
 
     @classmethod
     def unreachable(cls, host: str, error: str, seconds: float = 0.0) -> Report:
@@ -150,6 +151,7 @@ class Report:
             "ready": self.ready,
             "summary": self.summary(),
             "seconds": round(self.seconds, 3),
+            "round_trips": self.round_trips,
             "checks": [r.to_json() for r in self.results],
             "plugins": {p.plugin: {"verdict": p.verdict, "reasons": p.reasons} for p in self.plugins},
         }
@@ -275,11 +277,11 @@ def settle(results: Sequence[CheckResult], verdicts: Sequence[PluginVerdict],
 def diagnose(host: Host, options: Options | None = None, plugins: Sequence[str] | None = None,
              only: Iterable[str] | None = None) -> Report:
     start = time.perf_counter()
-    results = run_checks(host, options, only)
+    results = in_rounds(host, lambda: run_checks(host, options, only))
     verdicts = judge_plugins(results, plugins)
     checks_only = only is not None
     return Report(host.name, settle(results, verdicts, checks_only), verdicts, time.perf_counter() - start,
-                  asked=tuple(plugins or ()), checks_only=checks_only)
+                  asked=tuple(plugins or ()), checks_only=checks_only, round_trips=getattr(host, "round_trips", 0))
 
 
 def diagnose_many(connectors: Sequence[tuple[str, Callable[[], Host]]], options: Options | None = None,

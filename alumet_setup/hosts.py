@@ -19,12 +19,15 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from . import host_answers
+
+T = TypeVar("T")
 
 # Commands answered 127 when absent, like a shell does.
 COMMAND_NOT_FOUND = 127
@@ -132,11 +135,7 @@ class LocalHost:
         return os.path.join(self.root, path.lstrip("/"))
 
     def read_bytes(self, path: str) -> bytes | None:
-        try:
-            with open(self._resolve(path), "rb") as handle:
-                return handle.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
+        return host_answers.read_bytes(self._resolve(path))
 
     def read_text(self, path: str) -> str | None:
         data = self.read_bytes(path)
@@ -146,23 +145,14 @@ class LocalHost:
         return os.path.lexists(self._p(path))
 
     def listdir(self, path: str) -> list[str]:
-        try:
-            return sorted(os.listdir(self._resolve(path)))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        return host_answers.listdir(self._resolve(path))
 
     def stat(self, path: str, follow: bool = True) -> FileStat | None:
-        try:
-            st = os.stat(self._resolve(path)) if follow else os.lstat(self._p(path))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return FileStat(st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_size, _kind(st.st_mode))
+        found = host_answers.stat(self._resolve(path) if follow else self._p(path), follow)
+        return None if found is None else FileStat(**found)
 
     def readlink(self, path: str) -> str | None:
-        try:
-            return os.readlink(self._p(path))
-        except (FileNotFoundError, OSError):
-            return None
+        return host_answers.readlink(self._p(path))
 
     def realpath(self, path: str) -> str:
         if not self.is_fixture:
@@ -194,40 +184,11 @@ class LocalHost:
         return self._p(self.realpath(path)) if self.is_fixture else path
 
     def getxattr(self, path: str, name: str) -> bytes | None:
-        try:
-            return os.getxattr(self._resolve(path), name)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            if exc.errno in (61, 95):  # ENODATA: no such attribute; EOPNOTSUPP: fs without xattrs
-                return None
-            raise
+        return host_answers.getxattr(self._resolve(path), name)
 
     def run(self, argv: Sequence[str], timeout: float = 10.0, env: dict[str, str] | None = None
             ) -> CommandResult:
-        full_env = None
-        if env:
-            full_env = {**os.environ, **env}
-        try:
-            # Its own session: on timeout the whole process group is killed, so a child that keeps the
-            # output pipes open (`sh -c 'sleep 600 & ...'`) cannot keep us reading for ever.
-            proc = subprocess.Popen(
-                list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
-                stdin=subprocess.DEVNULL, errors="replace", start_new_session=True,
-            )
-        except FileNotFoundError:
-            return CommandResult(tuple(argv), COMMAND_NOT_FOUND, "", f"{argv[0]}: command not found")
-        except PermissionError as exc:
-            return CommandResult(tuple(argv), 126, "", str(exc))
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=5)
-            return CommandResult(tuple(argv), 124, "", f"{argv[0]}: timed out after {timeout:g}s")
-        return CommandResult(tuple(argv), proc.returncode, stdout, stderr)
+        return CommandResult(tuple(argv), *host_answers.run(list(argv), timeout, env))
 
     def which(self, command: str, extra_dirs: Sequence[str] = ()) -> str | None:
         if self.is_fixture:
@@ -237,41 +198,8 @@ class LocalHost:
                 if st and st.is_file and st.mode & 0o111:
                     return candidate
             return None
-        found = shutil.which(command, path=self._path_env)
-        if found:
-            return found
-        for directory in extra_dirs:
-            candidate = os.path.join(os.path.expanduser(directory), command)
-            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-                return candidate
-        return None
+        return host_answers.which(command, list(extra_dirs), self._path_env)
 
-
-# Small programs run on a remote host where a shell one-liner would be fragile. The target has
-# python3 (Ansible needs it too); the snippets stay Python 3.8 compatible for Ubuntu 22.04 hosts.
-_PY_STAT = (
-    "import os,sys\n"
-    "p=sys.argv[1]\n"
-    "try: s=(os.stat if sys.argv[2]=='1' else os.lstat)(p)\n"
-    "except (FileNotFoundError,NotADirectoryError): sys.exit(3)\n"
-    "print(s.st_mode,s.st_uid,s.st_gid,s.st_size)\n"
-)
-_PY_XATTR = (
-    "import os,sys\n"
-    "try: sys.stdout.write(os.getxattr(sys.argv[1],sys.argv[2]).hex())\n"
-    "except OSError as e: sys.exit(3 if e.errno in (2,20,61,95) else 4)\n"
-)
-_PY_LIST = (
-    "import os,sys\n"
-    "try: print('\\0'.join(sorted(os.listdir(sys.argv[1]))),end='')\n"
-    "except (FileNotFoundError,NotADirectoryError): pass\n"
-)
-_PY_READ = (
-    "import sys\n"
-    "try: sys.stdout.write(open(sys.argv[1],'rb').read().hex())\n"
-    "except (FileNotFoundError,NotADirectoryError,IsADirectoryError): sys.exit(3)\n"
-    "except PermissionError: sys.exit(5)\n"
-)
 
 _UNREACHABLE = re.compile(
     r"(Connection refused|Connection timed out|No route to host|Could not resolve hostname|"
@@ -282,7 +210,8 @@ _UNREACHABLE = re.compile(
 
 
 class TestinfraHost:
-    """A host reached through testinfra (ssh, podman, ansible, ...): the same questions, remotely."""
+    """A host reached through testinfra (ssh, podman, ansible, ...): runs one command there. Doctor asks its
+    questions through it in batches (batched_host.BatchedHost), one command per round."""
 
     __test__ = False  # not a pytest test class, despite its name
 
@@ -298,23 +227,6 @@ class TestinfraHost:
 
         name = kwargs.pop("name", None) or spec
         return cls(testinfra.get_host(spec, **kwargs), name=name)
-
-    def ping(self) -> None:
-        """Fail early, with one line, when the host cannot be reached or has no python3."""
-        try:
-            result = self.run(["python3", "-c", "pass"])
-        except HostError:
-            raise
-        except Exception as exc:  # testinfra backends raise their own types
-            raise HostError(f"{self.name}: cannot connect: {exc}") from exc
-        if result.rc == COMMAND_NOT_FOUND:
-            raise HostError(f"{self.name}: python3 is missing on the host (doctor needs it)")
-        if not result.ok:
-            detail = (result.stderr.strip().splitlines() or [f"exit code {result.rc}"])[-1]
-            raise HostError(f"{self.name}: cannot run commands: {detail}")
-
-    def _py(self, source: str, *args: str) -> CommandResult:
-        return self.run(["python3", "-c", source, *args])
 
     def run(self, argv: Sequence[str], timeout: float = 10.0, env: dict[str, str] | None = None
             ) -> CommandResult:
@@ -352,60 +264,6 @@ class TestinfraHost:
             stderr = getattr(result, "stderr", "") or ""
             stderr = stderr if isinstance(stderr, str) else stderr.decode("utf-8", "replace")
             raise HostError(f"{self.name}: {ssh_failure(stderr) or 'ssh failed (exit code 255)'}") from None
-
-    def read_bytes(self, path: str) -> bytes | None:
-        result = self._py(_PY_READ, path)
-        if result.rc == 3:
-            return None
-        if result.rc == 5:
-            raise PermissionError(f"{path}: permission denied")
-        if not result.ok:
-            raise OSError(f"{path}: {result.stderr.strip()}")
-        return bytes.fromhex(result.stdout)
-
-    def read_text(self, path: str) -> str | None:
-        data = self.read_bytes(path)
-        return None if data is None else data.decode("utf-8", "replace")
-
-    def exists(self, path: str) -> bool:
-        return self.stat(path, follow=False) is not None
-
-    def listdir(self, path: str) -> list[str]:
-        out = self._py(_PY_LIST, path).stdout
-        return [name for name in out.split("\0") if name]
-
-    def stat(self, path: str, follow: bool = True) -> FileStat | None:
-        result = self._py(_PY_STAT, path, "1" if follow else "0")
-        if result.rc == 3:
-            return None
-        if not result.ok:
-            raise OSError(f"{path}: {result.stderr.strip()}")
-        mode, uid, gid, size = (int(v) for v in result.stdout.split())
-        return FileStat(mode & 0o7777, uid, gid, size, _kind(mode))
-
-    def readlink(self, path: str) -> str | None:
-        result = self.run(["readlink", "--", path])
-        return result.stdout.rstrip("\n") if result.ok else None
-
-    def realpath(self, path: str) -> str:
-        result = self.run(["realpath", "-m", "--", path])
-        return result.stdout.rstrip("\n") if result.ok else path
-
-    def getxattr(self, path: str, name: str) -> bytes | None:
-        result = self._py(_PY_XATTR, path, name)
-        if result.rc == 3:
-            return None
-        if not result.ok:
-            raise OSError(f"{path}: cannot read {name}: {result.stderr.strip()}")
-        return bytes.fromhex(result.stdout)
-
-    def which(self, command: str, extra_dirs: Sequence[str] = ()) -> str | None:
-        dirs = ":".join(extra_dirs)
-        script = f'PATH="$PATH:{dirs}" command -v {shlex.quote(command)}' if dirs else \
-            f"command -v {shlex.quote(command)}"
-        result = self._run_shell(script)
-        out = result.stdout.strip()
-        return out if result.rc == 0 and out.startswith("/") else None
 
 
 # ssh's own words for why it could not get in -> one line that says what to do about it.
@@ -486,8 +344,9 @@ def close_masters(directory: str) -> None:
 
 
 def connect(target: str | SshTarget | None, control: SshControl | None = None) -> Host:
-    """A reachable Host for a target (HostError otherwise, in one line): None or `local` -> this
-    machine; an SshTarget -> ssh; anything with `://` -> that testinfra backend."""
+    """The Host for a target: None or `local` -> this machine; an SshTarget -> ssh; anything with `://` ->
+    that testinfra backend. A remote host is first reached by its first question (HostError then, in one
+    line, when it cannot be)."""
     if target is None or target in ("", "local", "localhost", "local://"):
         return LocalHost()
     if isinstance(target, SshTarget):
@@ -503,8 +362,24 @@ def connect(target: str | SshTarget | None, control: SshControl | None = None) -
         except Exception as exc:  # testinfra's RuntimeError/ValueError for a URL it cannot use (an inventory's)
             why = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise HostError(f"{target}: cannot connect: {why}") from None
-    host.ping()
-    return host
+    from .batched_host import BatchedHost
+
+    def transport(argv: list[str], timeout: float) -> CommandResult:
+        try:
+            return host.run(argv, timeout=timeout)
+        except HostError:
+            raise
+        except Exception as exc:  # testinfra backends raise their own types
+            raise HostError(f"{host.name}: cannot connect: {exc}") from exc
+
+    return BatchedHost(transport, host.name)
+
+
+def in_rounds(host: Host, work: Callable[[], T]) -> T:
+    """`work`, reads of `host` only, in as few round trips as the host allows (BatchedHost.in_rounds);
+    on this machine, simply run."""
+    rounds = getattr(host, "in_rounds", None)
+    return rounds(work) if rounds is not None else work()
 
 
 def ssh_target(spec: str) -> str | SshTarget:

@@ -89,15 +89,18 @@ def not_applied(record: Any, steps: Sequence[str], digest: str) -> str | None:
 
 
 def changed_file(host: Any, files: Mapping[str, str]) -> str | None:
-    """Which recorded file no longer has the content the last install left, or None."""
+    """The first recorded file that no longer has the content the last install left, or None. Every file is
+    read (no stop at the first change): a remote host answers them all in one round trip."""
+    changed = []
     for path, recorded in files.items():
         st = host.stat(path, follow=True)
         if st is not None and (not st.is_file or st.size > MAX_WITNESS_BYTES):
-            return f"{path} changed since the last install"
+            changed.append(path)
+            continue
         data = None if st is None else host.read_bytes(path)
         if ("" if data is None else hashlib.sha256(data).hexdigest()) != recorded:
-            return f"{path} changed since the last install"
-    return None
+            changed.append(path)
+    return f"{changed[0]} changed since the last install" if changed else None
 
 
 def doctor_objection(report: Any, steps: Sequence[str]) -> str | None:
@@ -121,7 +124,7 @@ def survey(hosts: Sequence[tuple[str, Any]], steps: Sequence[str], digest: str) 
     import time
 
     from . import choices, doctor
-    from .hosts import HostError, SshControl, connect
+    from .hosts import HostError, SshControl, connect, in_rounds
     from .threads import parallel_map
 
     with SshControl() as control:
@@ -130,9 +133,16 @@ def survey(hosts: Sequence[tuple[str, Any]], steps: Sequence[str], digest: str) 
             start = time.perf_counter()
             try:
                 host = connect(target, control)
-                record = choices.read(host)
-                reason = not_applied(record, steps, digest) or changed_file(host, record.files) \
-                    or doctor_objection(doctor.diagnose(host), steps)
+
+                def judge() -> str | None:
+                    # Reads only, all of them asked whatever the first answers say: on a remote host they
+                    # then share round trips (hosts.in_rounds) instead of following one another.
+                    record = choices.read(host)
+                    changed = changed_file(host, record.files)
+                    report = doctor.diagnose(host)
+                    return not_applied(record, steps, digest) or changed or doctor_objection(report, steps)
+
+                reason = in_rounds(host, judge)
             except (HostError, OSError) as exc:
                 reason = str(exc)
                 for label in (name, getattr(target, "name", None)):  # the line starts with the host already

@@ -117,6 +117,40 @@ def installed(fleet: Fleet) -> Run:
     return cli(fleet, "install", "-i", str(fleet.inventory), *hosts_args(*HOSTS), *fleet.settings)
 
 
+LOCAL_DOCTOR = ("import json, sys; from alumet_setup import doctor, hosts; "
+                "print(json.dumps(doctor.diagnose(hosts.LocalHost(name=sys.argv[1])).to_json()))")
+
+
+@pytest.mark.parametrize("name", ["deb13", "u2404"])
+def test_doctor_over_ssh_finds_check_by_check_what_doctor_finds_on_the_host_itself(fleet: Fleet, name: str) -> None:
+    """Over SSH, doctor reads a host in a few commands (alumet_setup/batched_host.py) and judges it here; on the
+    host itself, the same installed package reads it with system calls (LocalHost). A fresh host (this module's
+    first test, before install), whose python3 runs the wheel's package and its one pure-Python dependency."""
+    container = fleet.containers[name]
+    site = next(fleet.tool.program.parent.parent.glob("lib/python3*/site-packages"))
+    fleet.sh(name, "rm -rf /tmp/alumet-local && mkdir /tmp/alumet-local")
+    try:
+        for package in ("alumet_setup", "packaging"):
+            subprocess.run(["podman", "cp", str(site / package), f"{container}:/tmp/alumet-local/{package}"],
+                           check=True, capture_output=True, timeout=60)
+        here = subprocess.run(["podman", "exec", "-e", "PYTHONPATH=/tmp/alumet-local", "-w", "/", container,
+                               "python3", "-c", LOCAL_DOCTOR, name], capture_output=True, text=True, check=True,
+                              timeout=120)
+    finally:
+        fleet.sh(name, "rm -rf /tmp/alumet-local")
+    run = cli(fleet, "doctor", "-i", str(fleet.inventory), "--host", name, "--json", timeout=120)
+    assert run.rc in (0, 1), run.output
+    remote = json.loads(run.stdout)["hosts"][0]
+    local = json.loads(here.stdout)
+
+    def findings(report: dict) -> dict[str, tuple[str, str, list[str]]]:
+        return {c["id"]: (c["status"], c["detail"], c["fix"]) for c in report["checks"]}
+
+    assert findings(remote) == findings(local)
+    assert remote["plugins"] == local["plugins"]
+    assert local["round_trips"] == 0 and 1 <= remote["round_trips"] <= 6, remote["round_trips"]
+
+
 def test_install_builds_once_on_the_oldest_glibc(installed: Run, fleet: Fleet) -> None:
     assert installed.rc == 0, installed.output[-4000:]
     rows = installed.summary()

@@ -43,7 +43,7 @@ def test_unreachable_host_fits_the_schema_and_the_table() -> None:
     assert "error" not in document["hosts"][0]
     assert document["hosts"][1] | {"seconds": 0} == {
         "host": "b", "ready": False, "summary": "unreachable: connection refused", "seconds": 0,
-        "checks": [], "plugins": {}, "error": "connection refused"}
+        "checks": [], "plugins": {}, "error": "connection refused", "round_trips": 0}
     rows = [line.split()[:2] for line in doctor.render_table([ok, gone]).splitlines()]
     assert rows == [["host", "ready"], ["a", "yes"], ["b", "unreachable"]]
 

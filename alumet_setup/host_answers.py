@@ -1,0 +1,156 @@
+"""How doctor reads a host: the answer to each question a check may ask (read a file, stat, list, run a
+command, ...). Standard library only, Python 3.8 and later: this file also runs on the hosts doctor reads.
+
+LocalHost (hosts.py) answers with these functions on this machine. For a remote host, the controller sends
+this file's source and a batch of questions in one command (`python3 -c SOURCE QUESTIONS`,
+batched_host.py) and gets every answer back at once, encoded as JSON:
+  bytes -> {"bytes": base64}   stat -> {"stat": {...}}   command -> {"command": {"rc", "stdout", "stderr"}}
+  an error a check handles -> {"raises": "PermissionError" | "OSError", "message": ...}
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+COMMAND_NOT_FOUND = 127  # as a shell answers for a missing program
+MAX_ANSWER = 1 << 20  # bytes of one file, or of one command's stdout or stderr, that are kept
+_KINDS = {0o040000: "dir", 0o100000: "file", 0o120000: "link"}
+
+
+def read_bytes(path: str):  # -> bytes | None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_ANSWER)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def listdir(path: str) -> list:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def stat(path: str, follow: bool = True):  # -> dict | None, FileStat's fields
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    kind = _KINDS.get(st.st_mode & 0o170000, "other")
+    return {"mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid, "size": st.st_size, "kind": kind}
+
+
+def readlink(path: str):  # -> str | None
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def getxattr(path: str, name: str):  # -> bytes | None
+    try:
+        return os.getxattr(path, name)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno in (61, 95):  # ENODATA: no such attribute; EOPNOTSUPP: fs without xattrs
+            return None
+        raise
+
+
+def run(argv: list, timeout: float = 10.0, env=None) -> tuple:
+    """(rc, stdout, stderr); 127 when the program is missing, 124 when it outlived `timeout`."""
+    full_env = dict(os.environ, **env) if env else None
+    try:
+        # Its own session: on timeout the whole process group is killed, so a child that keeps the
+        # output pipes open (`sh -c 'sleep 600 & ...'`) cannot keep us reading for ever.
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    except FileNotFoundError:
+        return COMMAND_NOT_FOUND, "", f"{argv[0]}: command not found"
+    except PermissionError as exc:
+        return 126, "", str(exc)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=5)
+        return 124, "", f"{argv[0]}: timed out after {timeout:g}s"
+
+    def text(data: bytes) -> str:
+        return data[:MAX_ANSWER].decode("utf-8", "replace")
+
+    return proc.returncode, text(stdout), text(stderr)
+
+
+def which(command: str, extra_dirs: list, path_env: str):  # -> str | None
+    """PATH first, then `extra_dirs` (`~` and `$HOME` expanded)."""
+    found = shutil.which(command, path=path_env)
+    if found:
+        return found
+    for directory in extra_dirs:
+        candidate = os.path.join(os.path.expanduser(os.path.expandvars(directory)), command)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def answer(op: str, args: list):
+    """One question, answered and encoded for JSON."""
+    try:
+        if op == "read_bytes":
+            value = read_bytes(args[0])
+        elif op == "exists":
+            return os.path.lexists(args[0])
+        elif op == "listdir":
+            return listdir(args[0])
+        elif op == "stat":
+            found = stat(args[0], args[1])
+            return None if found is None else {"stat": found}
+        elif op == "readlink":
+            return readlink(args[0])
+        elif op == "realpath":
+            return os.path.realpath(args[0])
+        elif op == "getxattr":
+            value = getxattr(args[0], args[1])
+        elif op == "run":
+            rc, stdout, stderr = run(args[0], args[1], args[2])
+            return {"command": {"rc": rc, "stdout": stdout, "stderr": stderr}}
+        elif op == "which":
+            return which(args[0], args[1], os.environ.get("PATH", os.defpath))
+        else:
+            return {"raises": "OSError", "message": f"unknown question {op!r}"}
+    except PermissionError as exc:
+        return {"raises": "PermissionError", "message": str(exc)}
+    except OSError as exc:
+        return {"raises": "OSError", "message": str(exc)}
+    return None if value is None else {"bytes": base64.b64encode(value).decode()}
+
+
+def pack(questions: list) -> str:
+    """[[key, op, args], ...] -> the command-line argument main() reads."""
+    return base64.b64encode(zlib.compress(json.dumps(questions).encode(), 6)).decode()
+
+
+def main() -> None:
+    questions = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
+    # Commands wait on the host (a probe runs for seconds): every question at once, in threads.
+    with ThreadPoolExecutor(max(1, min(16, len(questions)))) as pool:
+        answers = pool.map(lambda q: (q[0], answer(q[1], q[2])), questions)
+        sys.stdout.write(json.dumps(dict(answers)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Doctor at fleet scale, in one run: a fresh `ssh host true`, doctor on one host, doctor on N hosts, and
+their ratios (issue 27's targets: one host <= 2x the ssh round trip; 50 hosts <= 5 s and <= 3x one host).
+
+The hosts: one Debian 13 sshd container of the test bed (tests/bed/sshd.py) whose sshd also listens on
+N-1 more ports of 127.0.0.1, so that each of the N inventory hosts has a connection (and a ControlMaster)
+of its own, as N machines would; they share the container's CPU with the controller (2 cores here), so a
+real fleet is no slower. A host that never answers (a port that accepts and stays silent) is doctored
+beside the N hosts once, to show it holds none of them. Medians of --repeat runs; doctor is the `alumet-setup`
+of the checkout's venv (the same package the wheel holds).
+
+    CONTAINERS_CONF=$PWD/.ci/containers.conf .venv/bin/python bench/fleet_doctor.py [--sizes 1,8,32,50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "bed"))
+
+import prepare  # noqa: E402  (tests/bed is not a package)
+import sshd  # noqa: E402
+
+TOOL = str(ROOT / ".venv" / "bin" / "alumet-setup")
+
+
+def timed(argv: list[str], repeat: int) -> tuple[float, subprocess.CompletedProcess]:
+    times, last = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        last = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    assert last is not None
+    return statistics.median(times), last
+
+
+def silent_port() -> tuple[int, threading.Event]:
+    """A port on 127.0.0.1 that accepts connections and never says a word (a hung sshd)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+        for conn in held:
+            conn.close()
+        server.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server.getsockname()[1], stop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,8,32,50", help="fleet sizes (comma-separated)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    prepare.main([])  # the bed images (cached)
+    work = Path(tempfile.mkdtemp(prefix="fleet-doctor-"))
+    key = sshd.make_key(work / "id")
+    hosts = sshd.start([("bench", "debian13")], Path(f"{key}.pub"), label="alumet-setup-bench")
+    container = hosts[0].container
+    try:
+        ports = [hosts[0].port] + [sshd.free_port() for _ in range(max(sizes) - 1)]
+        if len(ports) > 1:
+            subprocess.run(["podman", "exec", "-d", container, "/usr/sbin/sshd", "-D", "-o", "ListenAddress=127.0.0.1",
+                            *[a for p in ports[1:] for a in ("-p", str(p))]], check=True)
+            for port in ports[1:]:
+                while not sshd.host_keys(port):
+                    time.sleep(0.2)
+        known_hosts = sshd.write_known_hosts(
+            work / "known_hosts", [sshd.SshHost(f"h{i:02}", "debian13", p, container) for i, p in enumerate(ports)])
+        names = [f"h{i:02}" for i in range(len(ports))]
+        hung_port, stop = silent_port()
+        entries = {n: sshd.connection(p, key, known_hosts) for n, p in zip(names, ports, strict=True)}
+        entries["hung"] = sshd.connection(hung_port, key, known_hosts)
+        inventory = sshd.write_inventory(work / "inventory.yml", {"all": {"hosts": entries}})
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes",
+               "-i", str(key), "-p", str(ports[0]), "root@127.0.0.1", "true"]
+        rtt, _ = timed(ssh, args.repeat)
+        print(f"fresh ssh host true: {rtt:.3f} s (median of {args.repeat})")
+
+        def doctor(names: list[str], repeat: int) -> tuple[float, dict]:
+            argv = [TOOL, "doctor", "-i", str(inventory), *[a for n in names for a in ("--host", n)], "--json"]
+            seconds, run = timed(argv, repeat)
+            document = json.loads(run.stdout)
+            errors = {h["host"]: h["error"] for h in document["hosts"] if "error" in h}
+            assert set(errors) <= {"hung"}, errors
+            return seconds, document
+
+        one, document = doctor(names[:1], args.repeat)
+        trips = document["hosts"][0]["round_trips"]
+        print(f"doctor, 1 host: {one:.3f} s = {one / rtt:.1f}x the ssh round trip ({trips} round trips)")
+        for n in sizes:
+            if n == 1:
+                continue
+            seconds, _ = doctor(names[:n], args.repeat)
+            print(f"doctor, {n} hosts: {seconds:.3f} s = {seconds / one:.1f}x one host, {seconds / rtt:.1f}x the ssh "
+                  "round trip")
+        seconds, document = doctor([*names[: min(8, len(names))], "hung"], 1)
+        hung = next(h for h in document["hosts"] if h["host"] == "hung")
+        print(f"doctor, {min(8, len(names))} hosts + one that never answers: {seconds:.3f} s; the hung one: "
+              f"{hung['error']!r} after {hung['seconds']:.1f} s")
+        stop.set()
+    finally:
+        sshd.remove(hosts)
+
+
+if __name__ == "__main__":
+    main()

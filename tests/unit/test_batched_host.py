@@ -1,0 +1,136 @@
+"""Doctor reads a remote host in rounds (alumet_setup/batched_host.py): the same findings as a host asked one
+question at a time, in a few commands. The transport here runs the command on this machine, as ssh runs it
+on a host: the real host_answers.py, started by a real python3."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from alumet_setup import doctor, host_answers
+from alumet_setup.batched_host import MAX_ROUNDS, AnswerHost, BatchedHost, key
+from alumet_setup.hosts import CommandResult, HostError, LocalHost
+
+
+class Transport:
+    """Runs each command on this machine and counts them."""
+
+    def __init__(self) -> None:
+        self.commands: list[list[str]] = []
+
+    def __call__(self, argv: list[str], timeout: float) -> CommandResult:
+        self.commands.append(argv)
+        return LocalHost().run(argv, timeout)
+
+
+def findings(report: doctor.Report) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    return {r.id: (str(r.finding.status), r.finding.detail, r.finding.fix) for r in report.results}
+
+
+def test_doctor_in_rounds_finds_what_doctor_finds_here_check_by_check_in_a_few_commands() -> None:
+    transport = Transport()
+    batched = doctor.diagnose(BatchedHost(transport, "here"))
+    local = doctor.diagnose(LocalHost())
+    assert findings(batched) == findings(local)
+    assert batched.to_json()["plugins"] == local.to_json()["plugins"]
+    # One command per round; the rounds follow the checks' question chains (which -> stat -> getxattr).
+    assert batched.round_trips == len(transport.commands) <= 6, batched.round_trips
+    assert local.round_trips == 0
+
+
+def test_every_answer_of_a_batch_is_the_answer_local_host_gives() -> None:
+    questions = [
+        ("read_bytes", ["/etc/os-release"]), ("read_bytes", ["/nonexistent"]), ("exists", ["/proc/self"]),
+        ("listdir", ["/proc/sys/kernel"]), ("stat", ["/etc", True]), ("stat", ["/proc/self", False]),
+        ("readlink", ["/proc/self/exe"]), ("realpath", ["/proc/self/../self"]), ("getxattr", ["/", "user.none"]),
+        ("which", ["sh", ["~/.cargo/bin"]]), ("which", ["no-such-program", []]),
+    ]
+    host = BatchedHost(Transport(), "here")
+    host.fetch({key(op, args): (op, args) for op, args in questions})
+    local = LocalHost()
+    for op, args in questions:
+        if op in ("readlink", "realpath") and "self" in args[0]:
+            continue  # the answering process is another one: its own /proc/self
+        assert getattr(host, op)(*args) == getattr(local, op)(*args), (op, args)
+    ran = host.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (ran.rc, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
+    assert host.run(["no-such-program"]).rc == 127
+
+
+def test_a_command_runs_once_however_many_rounds_ask_for_it(tmp_path) -> None:
+    counter = tmp_path / "runs"
+    host = BatchedHost(Transport(), "here")
+
+    def work() -> str:
+        first = host.run(["sh", "-c", f"echo x >> {counter}; echo done"])
+        # A second question that depends on the first answer: a second round.
+        return host.read_text(str(counter)) if first.stdout == "done\n" else ""
+
+    assert host.in_rounds(work) == "x\n"
+    assert host.round_trips == 2
+    assert counter.read_text() == "x\n"
+
+
+def test_rounds_stop_and_ask_what_is_left_one_by_one_when_questions_never_settle() -> None:
+    host = BatchedHost(Transport(), "here")
+    asked = iter(range(1000))
+
+    def work() -> bool:  # a new question every round: never settles
+        return host.exists(f"/nonexistent-{next(asked)}")
+
+    assert host.in_rounds(work) is False
+    assert host.round_trips == MAX_ROUNDS + 1
+
+
+def test_a_host_without_python3_is_one_line() -> None:
+    def transport(argv: list[str], timeout: float) -> CommandResult:
+        return CommandResult(tuple(argv), 127, "", "python3: command not found")
+
+    with pytest.raises(HostError, match=r"^lab01: python3 is missing on the host \(doctor needs it\)$"):
+        doctor.diagnose(BatchedHost(transport, "lab01"))
+
+
+def test_a_host_that_answers_garbage_is_one_line() -> None:
+    def transport(argv: list[str], timeout: float) -> CommandResult:
+        return CommandResult(tuple(argv), 1, "", "Traceback ...\nSyntaxError: invalid syntax")
+
+    with pytest.raises(HostError, match=r"^lab01: cannot read the host: SyntaxError: invalid syntax$"):
+        doctor.diagnose(BatchedHost(transport, "lab01"))
+
+
+def test_a_hung_host_does_not_hold_the_others_beyond_its_deadline() -> None:
+    release = threading.Event()
+
+    def hung(argv: list[str], timeout: float) -> CommandResult:
+        release.wait(0.5)  # the transport's own deadline (TestinfraHost: the command's timeout + grace)
+        raise HostError("hung: no answer within 0.5 s (connection hung)")
+
+    connectors = [("hung", lambda: BatchedHost(hung, "hung")), ("here", lambda: BatchedHost(Transport(), "here"))]
+    start = time.monotonic()
+    reports = doctor.diagnose_many(connectors)
+    assert [r.host for r in reports] == ["hung", "here"]
+    assert reports[0].error == "no answer within 0.5 s (connection hung)"
+    assert reports[1].error is None and reports[1].results
+    assert time.monotonic() - start < 30
+
+
+def test_the_program_and_the_questions_are_each_one_shell_safe_argument_well_under_the_limit() -> None:
+    from alumet_setup.batched_host import _BOOTSTRAP
+
+    packed = host_answers.pack([["k", "exists", ["/"]]] * 200)
+    for argument in (packed, _BOOTSTRAP.split("'")[1]):
+        assert not set(argument) & set("'\"$` \\\n"), argument[:80]
+    assert len(_BOOTSTRAP) + len(packed) < 32 * 1024  # Linux: 128 KiB for one argument
+
+
+def test_a_recorded_host_answers_what_it_recorded_and_notes_the_rest() -> None:
+    host = AnswerHost({key("exists", ["/"]): True, key("read_bytes", ["/secret"]): {"raises": "PermissionError"}})
+    assert host.exists("/") is True
+    assert host.exists("/x") is False
+    with pytest.raises(PermissionError):
+        host.read_text("/secret")
+    assert list(host.unanswered) == [key("exists", ["/x"])]
+    assert json.loads(key("run", [["a", "b"]])) == ["run", ["a", "b"]]
