@@ -145,7 +145,7 @@ def _up_to_date_hosts(targets: Sequence[Any], inventory: str | None, user: str |
         return []
     extravars["install_record_digest"] = digest
     steps = uptodate.run_steps(only, skip, extravars)
-    if full or steps is None:
+    if full:
         return []
     listed = [t.name for t in targets if t.from_inventory]
     surveyed: list[tuple[str, Any]] = []

@@ -13,7 +13,8 @@ A host is up to date for a run when
   new inputs, hence a new digest).
 Drift that none of these sees (say, a group deleted by hand while doctor has nothing against it) stays
 until `install --full`.
-The opt-in service step always runs: the state of a running unit is not something a record can vouch for.
+With the opt-in service step in the run, the unit file is one of those files, and doctor's agent.service
+must find the unit active: an up-to-date host with the service then costs what one without it does.
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ class Survey:
     seconds: float
 
 
-def run_steps(only: Sequence[str], skip: Sequence[str], extravars: Mapping[str, Any]) -> list[str] | None:
-    """The steps this install applies (playbooks/install.yml's tags), or None when the service is one
-    of them (no fast path)."""
+def run_steps(only: Sequence[str], skip: Sequence[str], extravars: Mapping[str, Any]) -> list[str]:
+    """The steps this install applies (playbooks/install.yml's tags), the opt-in service where --only or
+    --set alumet_service_enabled=true asks for it."""
     from .settings import STEPS, selected_steps
 
     steps = selected_steps(STEPS, only, skip, extravars)
-    if "service" in steps or (extravars.get("alumet_service_enabled") is True and "service" not in skip):
-        return None
+    if extravars.get("alumet_service_enabled") is True and "service" not in skip and "service" not in steps:
+        steps = [*steps, "service"]
     return steps
 
 

@@ -21,20 +21,21 @@ DIGEST = "a" * 64
 DEFAULT_STEPS = [s for s in settings.STEPS if s != "service"]
 
 
-def test_the_role_records_every_step_but_the_service() -> None:
+def test_the_role_records_every_step_and_the_unit_file() -> None:
     role_vars = yaml.safe_load((ROOT / "roles/install_record/vars/main.yml").read_text())
-    assert role_vars["install_record_steps"] == DEFAULT_STEPS
+    assert role_vars["install_record_steps"] == list(settings.STEPS)
+    assert "alumet_service_unit_path" in role_vars["install_record_witness_vars"]
 
 
 @pytest.mark.parametrize(("only", "skip", "extravars", "expected"), [
     ([], [], {}, DEFAULT_STEPS),
     (["sysctl", "hidepid"], [], {}, ["sysctl", "hidepid"]),
     ([], ["rustup", "powercap"], {}, [s for s in DEFAULT_STEPS if s not in ("rustup", "powercap")]),
-    (["service"], [], {}, None),  # a running unit is not something the record vouches for
-    ([], [], {"alumet_service_enabled": True}, None),
+    (["service"], [], {}, ["service"]),  # the unit file's sha256 and doctor's agent.service vouch for it
+    ([], [], {"alumet_service_enabled": True}, [*DEFAULT_STEPS, "service"]),
     ([], ["service"], {"alumet_service_enabled": True}, DEFAULT_STEPS),
 ])
-def test_the_steps_of_a_run(only: list[str], skip: list[str], extravars: dict, expected: list[str] | None) -> None:
+def test_the_steps_of_a_run(only: list[str], skip: list[str], extravars: dict, expected: list[str]) -> None:
     assert uptodate.run_steps(only, skip, extravars) == expected
 
 
