@@ -12,4 +12,7 @@ CONFIG_FILE = "/etc/alumet/alumet-config.toml"
 SERVICE_UNIT = "/etc/systemd/system/alumet.service"
 GROUP = "alumet"
 FSTAB_BACKUP_SUFFIX = ".alumet-setup.bak"
-CHOICES_FILE = "/var/lib/alumet-setup/choices.json"  # install_record role: the choices install applied
+# Every record install keeps (the roles' created.json, choices.json, the lines and modes it replaced): uninstall
+# removes or gives back only what these say, so a host without this directory has nothing to uninstall.
+STATE_DIR = "/var/lib/alumet-setup"
+CHOICES_FILE = f"{STATE_DIR}/choices.json"  # install_record role: the choices install applied

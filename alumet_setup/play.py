@@ -74,6 +74,9 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
             return exit_code(False, True)
         if done:
             extravars["alumet_setup_up_to_date"] = done  # leave the play: roles/install_record/tasks/up_to_date.yml
+    elif playbook_name == "uninstall" and _nothing_to_remove(targets, inventory, user):
+        click.echo("Nothing to remove: install recorded nothing on any host.")
+        return exit_code(False, True)
 
     password = None
     # A become password in the environment (ANSIBLE_BECOME_PASS...) is answered at the prompt by the runner.
@@ -136,8 +139,6 @@ def _up_to_date_hosts(targets: Sequence[Any], inventory: str | None, user: str |
     """install's fast path (alumet_setup/uptodate.py): put the digest of this run's inputs in `extravars`
     (install_record records it), survey the hosts, say what it found; the names of the hosts left out."""
     from . import uptodate
-    from .hosts import SshTarget, ssh_target
-    from .inventory import InventoryError, expand_hosts, ssh_targets
 
     extravars.pop("install_record_digest", None)  # this run's own, never one typed in
     digest = uptodate.run_digest(extravars, inventory)
@@ -145,8 +146,21 @@ def _up_to_date_hosts(targets: Sequence[Any], inventory: str | None, user: str |
         return []
     extravars["install_record_digest"] = digest
     steps = uptodate.run_steps(only, skip, extravars)
-    if full:
+    surveyed = None if full else _survey_targets(targets, inventory, user)
+    if not surveyed:
         return []
+    surveys = uptodate.survey(surveyed, steps, digest)
+    for s in surveys:
+        state = "up to date, left out (--full runs it)" if s.up_to_date else f"runs: {s.reason}"
+        click.echo(visible(f"{s.host}: {state} [{s.seconds:.1f}s]"))  # the reason quotes the host (textsafe)
+    return [s.host for s in surveys if s.up_to_date]
+
+
+def _survey_targets(targets: Sequence[Any], inventory: str | None, user: str | None) -> list[tuple[str, Any]] | None:
+    """(name, doctor target) of every host of the run, groups expanded; None when the inventory cannot say."""
+    from .hosts import SshTarget, ssh_target
+    from .inventory import InventoryError, expand_hosts, ssh_targets
+
     listed = [t.name for t in targets if t.from_inventory]
     surveyed: list[tuple[str, Any]] = []
     if listed:
@@ -154,15 +168,27 @@ def _up_to_date_hosts(targets: Sequence[Any], inventory: str | None, user: str |
             surveyed += list(zip(expand_hosts(inventory or "", listed), ssh_targets(inventory or "", listed),
                                  strict=True))
         except InventoryError:
-            return []
+            return None
     for target in targets:
         if not target.from_inventory:
             surveyed.append((target.name, None if target.local else ssh_target(target.spec)))
     if user is not None:  # the SSH user install logs in as where neither the host nor the inventory names one
         surveyed = [(n, dataclasses.replace(t, user=user) if isinstance(t, SshTarget) and t.user is None else t)
                     for n, t in surveyed]
-    surveys = uptodate.survey(surveyed, steps, digest)
+    return surveyed
+
+
+def _nothing_to_remove(targets: Sequence[Any], inventory: str | None, user: str | None) -> bool:
+    """uninstall's fast path (uptodate.untouched): True, having said so per host, when install recorded nothing
+    on any host of the run; a host that holds a record, or cannot be read, sends the run through the play."""
+    from . import uptodate
+
+    surveyed = _survey_targets(targets, inventory, user)
+    if not surveyed:
+        return False
+    surveys = uptodate.untouched(surveyed)
+    if not all(s.up_to_date for s in surveys):
+        return False
     for s in surveys:
-        state = "up to date, left out (--full runs it)" if s.up_to_date else f"runs: {s.reason}"
-        click.echo(visible(f"{s.host}: {state} [{s.seconds:.1f}s]"))  # the reason quotes the host (textsafe)
-    return [s.host for s in surveys if s.up_to_date]
+        click.echo(visible(f"{s.host}: install recorded nothing here, nothing to remove [{s.seconds:.1f}s]"))
+    return True

@@ -121,10 +121,38 @@ def doctor_objection(report: Any, steps: Sequence[str]) -> str | None:
 
 
 def survey(hosts: Sequence[tuple[str, Any]], steps: Sequence[str], digest: str) -> list[Survey]:
-    """Judge each (name, doctor target) in parallel: the record and the files first, doctor's checks last."""
+    """install's fast path: judge each (name, doctor target) in parallel by its record, its recorded files and
+    doctor's checks."""
+    from . import choices, doctor
+
+    def judge(host: Any) -> str | None:
+        # Reads only, all of them asked whatever the first answers say: on a remote host they then share
+        # round trips (hosts.in_rounds) instead of following one another.
+        record = choices.read(host)
+        changed = changed_file(host, record.files)
+        report = doctor.diagnose(host)
+        return not_applied(record, steps, digest) or changed or doctor_objection(report, steps)
+
+    return _each_host(hosts, judge)
+
+
+def untouched(hosts: Sequence[tuple[str, Any]]) -> list[Survey]:
+    """uninstall's fast path: a host without paths.STATE_DIR holds nothing install recorded, and uninstall
+    removes or gives back only what install recorded: it has nothing to do there (`up_to_date`)."""
+    from . import paths
+
+    def judge(host: Any) -> str | None:
+        return None if host.stat(paths.STATE_DIR, follow=False) is None else f"{paths.STATE_DIR} is there"
+
+    return _each_host(hosts, judge)
+
+
+def _each_host(hosts: Sequence[tuple[str, Any]], judge: Any) -> list[Survey]:
+    """`judge(host)` (reads only: the reason the run must go on there, or None) on each (name, doctor target),
+    in parallel; a host that cannot be read, or whose reading breaks, runs."""
     import time
 
-    from . import choices, doctor
+    from .doctor import HOST_WORKERS
     from .hosts import HostError, SshControl, connect, in_rounds
     from .threads import parallel_map
 
@@ -134,16 +162,7 @@ def survey(hosts: Sequence[tuple[str, Any]], steps: Sequence[str], digest: str) 
             start = time.perf_counter()
             try:
                 host = connect(target, control)
-
-                def judge() -> str | None:
-                    # Reads only, all of them asked whatever the first answers say: on a remote host they
-                    # then share round trips (hosts.in_rounds) instead of following one another.
-                    record = choices.read(host)
-                    changed = changed_file(host, record.files)
-                    report = doctor.diagnose(host)
-                    return not_applied(record, steps, digest) or changed or doctor_objection(report, steps)
-
-                reason = in_rounds(host, judge)
+                reason = in_rounds(host, lambda: judge(host))
             except (HostError, OSError) as exc:
                 reason = str(exc)
                 for label in (name, getattr(target, "name", None)):  # the line starts with the host already
@@ -152,4 +171,4 @@ def survey(hosts: Sequence[tuple[str, Any]], steps: Sequence[str], digest: str) 
                 reason = f"not surveyed ({type(exc).__name__}: {exc})"
             return Survey(name, reason is None, reason or "up to date", time.perf_counter() - start)
 
-        return parallel_map(one, hosts, doctor.HOST_WORKERS) if hosts else []
+        return parallel_map(one, hosts, HOST_WORKERS) if hosts else []

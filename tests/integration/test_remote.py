@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,18 @@ def test_doctor_over_ssh_finds_check_by_check_what_doctor_finds_on_the_host_itse
     assert findings(remote) == findings(local)
     assert remote["plugins"] == local["plugins"]
     assert local["round_trips"] == 0 and 1 <= remote["round_trips"] <= 6, remote["round_trips"]
+
+
+def test_uninstall_where_install_recorded_nothing_reads_the_host_and_runs_no_play(fleet: Fleet) -> None:
+    """Before install (a fresh host): uninstall removes only what install recorded, and there is no record."""
+    start = time.monotonic()
+    run = cli(fleet, "uninstall", "-i", str(fleet.inventory), "--host", "deb13b")
+    seconds = time.monotonic() - start
+    assert run.rc == 0, run.output
+    assert run.stdout.startswith("deb13b: install recorded nothing here, nothing to remove ["), run.stdout
+    assert run.stdout.endswith("Nothing to remove: install recorded nothing on any host.\n"), run.stdout
+    assert "Run log:" not in run.stdout  # no play
+    print(f"uninstall with nothing to remove: {seconds:.1f} s")
 
 
 def test_install_builds_once_on_the_oldest_glibc(installed: Run, fleet: Fleet) -> None:

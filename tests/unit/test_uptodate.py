@@ -145,3 +145,28 @@ def test_a_survey_that_breaks_runs_the_host_instead(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(choices, "read", lambda host: record({"sysctl": DIGEST}))
     [survey] = uptodate.survey([("lab01", None)], ["sysctl"], DIGEST)
     assert not survey.up_to_date and survey.reason == "not surveyed (RuntimeError: boom)"
+
+
+def test_uninstall_has_nothing_to_do_only_where_install_recorded_nothing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """uptodate.untouched: no /var/lib/alumet-setup, nothing to remove; the directory (even empty, even a link
+    somewhere else) or a host that cannot be read sends the host through the play."""
+    from alumet_setup import hosts
+
+    fresh, installed, linked = tmp_path / "fresh", tmp_path / "installed", tmp_path / "linked"
+    (installed / "var/lib/alumet-setup").mkdir(parents=True)
+    (linked / "var/lib").mkdir(parents=True)
+    (linked / "var/lib/alumet-setup").symlink_to("/nonexistent")
+    fresh.mkdir()
+    roots = {"fresh": fresh, "installed": installed, "linked": linked}
+
+    def connect(target: str, control: object = None) -> FixtureHost:
+        if target == "gone":
+            raise hosts.HostError("gone: connection refused")
+        return FixtureHost(roots[target])
+
+    monkeypatch.setattr(hosts, "connect", connect)
+    found = {s.host: (s.up_to_date, s.reason) for s in uptodate.untouched(
+        [(name, name) for name in ("fresh", "installed", "linked", "gone")])}
+    assert found == {"fresh": (True, "up to date"), "installed": (False, "/var/lib/alumet-setup is there"),
+                     "linked": (False, "/var/lib/alumet-setup is there"), "gone": (False, "connection refused")}
