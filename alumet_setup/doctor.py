@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .checks import load_all
 from .findings import GROUPS, REGISTRY, STEPS, Context, Finding, Options, Status, dependency_order
-from .hosts import Host, HostError, in_rounds
+from .hosts import Host, in_rounds, read_each
 from .textsafe import visible
 from .threads import parallel_map
 
@@ -287,26 +287,16 @@ def diagnose(host: Host, options: Options | None = None, plugins: Sequence[str] 
 def diagnose_many(connectors: Sequence[tuple[str, Callable[[], Host]]], options: Options | None = None,
                   plugins: Sequence[str] | None = None, only: Iterable[str] | None = None,
                   workers: int = HOST_WORKERS) -> list[Report]:
-    """Diagnose several hosts at once, in the order given. `connectors` are (name, connect) pairs; a
-    connect that raises HostError gives that host an unreachable report, and the others go on."""
+    """Diagnose several hosts at once, in the order given. `connectors` are (name, connect) pairs; a host that
+    cannot be reached or read gets an unreachable report, and the others go on (hosts.read_each)."""
     only = None if only is None else list(only)
-
-    def one(item: tuple[str, Callable[[], Host]]) -> Report:
-        name, connect = item
-        start = time.perf_counter()
-        try:
-            host = connect()
-            report = diagnose(host, options, plugins=plugins, only=only)
-        except HostError as exc:
-            message = str(exc)
-            prefix = f"{name}: "
-            return Report.unreachable(name, message.removeprefix(prefix), time.perf_counter() - start)
-        report.host = name
-        return report
-
-    if len(connectors) == 1:
-        return [one(connectors[0])]
-    return parallel_map(one, connectors, workers)
+    reports = []
+    for reading in read_each(connectors, lambda host: diagnose(host, options, plugins=plugins, only=only), workers):
+        if reading.value is None:
+            reports.append(Report.unreachable(reading.name, reading.error or "no answer", reading.seconds))
+        else:
+            reports.append(dataclasses.replace(reading.value, host=reading.name))
+    return reports
 
 
 def shown(report: Report) -> Report:

@@ -23,7 +23,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import host_answers
 
@@ -373,6 +373,37 @@ def connect(target: str | SshTarget | None, control: SshControl | None = None) -
             raise HostError(f"{host.name}: cannot connect: {exc}") from exc
 
     return BatchedHost(transport, host.name)
+
+
+@dataclass(frozen=True)
+class Reading(Generic[T]):
+    """What read_each got from one host: `value`, or `error` (one line, without the host's name)."""
+
+    name: str
+    value: T | None
+    error: str | None
+    seconds: float
+
+
+def read_each(connectors: Sequence[tuple[str, Callable[[], Host]]], read: Callable[[Host], T],
+              workers: int) -> list[Reading[T]]:
+    """`read` (reads of the host only) on each (name, connect) pair, up to `workers` hosts at once, in the order
+    given: doctor on many hosts, install's and uninstall's surveys. A host that cannot be reached or read gets
+    its one-line error and never holds the others longer than its own deadline (TestinfraHost._run_shell)."""
+    import time
+
+    from .threads import parallel_map
+
+    def one(item: tuple[str, Callable[[], Host]]) -> Reading[T]:
+        name, connect = item
+        start = time.perf_counter()
+        try:
+            host = connect()
+            return Reading(name, in_rounds(host, lambda: read(host)), None, time.perf_counter() - start)
+        except (HostError, OSError) as exc:
+            return Reading(name, None, str(exc).removeprefix(f"{name}: "), time.perf_counter() - start)
+
+    return parallel_map(one, connectors, workers) if connectors else []
 
 
 def in_rounds(host: Host, work: Callable[[], T]) -> T:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,25 +150,20 @@ def untouched(hosts: Sequence[tuple[str, Any]]) -> list[Survey]:
 def _each_host(hosts: Sequence[tuple[str, Any]], judge: Any) -> list[Survey]:
     """`judge(host)` (reads only: the reason the run must go on there, or None) on each (name, doctor target),
     in parallel; a host that cannot be read, or whose reading breaks, runs."""
-    import time
-
     from .doctor import HOST_WORKERS
-    from .hosts import HostError, SshControl, connect, in_rounds
-    from .threads import parallel_map
+    from .hosts import Host, HostError, SshControl, connect, read_each
+
+    def judged(host: Any) -> str:
+        try:
+            return judge(host) or ""
+        except (HostError, OSError):
+            raise
+        except Exception as exc:  # the survey only saves time: whatever breaks it, the host runs
+            return f"not surveyed ({type(exc).__name__}: {exc})"
 
     with SshControl() as control:
-        def one(item: tuple[str, Any]) -> Survey:
-            name, target = item
-            start = time.perf_counter()
-            try:
-                host = connect(target, control)
-                reason = in_rounds(host, lambda: judge(host))
-            except (HostError, OSError) as exc:
-                reason = str(exc)
-                for label in (name, getattr(target, "name", None)):  # the line starts with the host already
-                    reason = reason.removeprefix(f"{label}: ") if label else reason
-            except Exception as exc:  # the survey only saves time: whatever breaks it, the host runs
-                reason = f"not surveyed ({type(exc).__name__}: {exc})"
-            return Survey(name, reason is None, reason or "up to date", time.perf_counter() - start)
+        def connector(target: Any) -> Callable[[], Host]:
+            return lambda: connect(target, control)
 
-        return parallel_map(one, hosts, HOST_WORKERS) if hosts else []
+        readings = read_each([(name, connector(target)) for name, target in hosts], judged, HOST_WORKERS)
+    return [Survey(r.name, r.value == "", r.value or r.error or "up to date", r.seconds) for r in readings]
