@@ -295,7 +295,8 @@ def diagnose_many(connectors: Sequence[tuple[str, Callable[[], Host]]], options:
         if reading.value is None:
             reports.append(Report.unreachable(reading.name, reading.error or "no answer", reading.seconds))
         else:
-            reports.append(dataclasses.replace(reading.value, host=reading.name))
+            # The time to read the host, every round: the report's own is its last round's.
+            reports.append(dataclasses.replace(reading.value, host=reading.name, seconds=reading.seconds))
     return reports
 
 
