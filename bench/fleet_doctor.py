@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -44,27 +42,50 @@ def timed(argv: list[str], repeat: int) -> tuple[float, subprocess.CompletedProc
     return statistics.median(times), last
 
 
-def silent_port() -> tuple[int, threading.Event]:
-    """A port on 127.0.0.1 that accepts connections and never says a word (a hung sshd)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    stop = threading.Event()
-    held: list[socket.socket] = []
+def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat: int, hung_port: int) -> None:
+    ports = [host.port] + [sshd.free_port() for _ in range(max(sizes) - 1)]
+    if len(ports) > 1:
+        subprocess.run(["podman", "exec", "-d", host.container, "/usr/sbin/sshd", "-D", "-o",
+                        "ListenAddress=127.0.0.1", *[a for p in ports[1:] for a in ("-p", str(p))]], check=True)
+        for port in ports[1:]:
+            while not sshd.host_keys(port):
+                time.sleep(0.2)
+    names = [f"h{i:02}" for i in range(len(ports))]
+    listening = [sshd.SshHost(n, "debian13", p, host.container) for n, p in zip(names, ports, strict=True)]
+    known_hosts = sshd.write_known_hosts(work / "known_hosts", listening)
+    entries = {n: sshd.connection(p, key, known_hosts) for n, p in zip(names, ports, strict=True)}
+    entries["hung"] = sshd.connection(hung_port, key, known_hosts)
+    inventory = sshd.write_inventory(work / "inventory.yml", {"all": {"hosts": entries}})
+    ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes",
+           "-i", str(key), "-p", str(ports[0]), "root@127.0.0.1", "true"]
+    rtt, _ = timed(ssh, repeat)
+    print(f"fresh ssh host true: {rtt:.3f} s (median of {repeat})")
+    start, _ = timed([TOOL, "--version"], repeat)
+    print(f"alumet-setup --version (the CLI's start): {start:.3f} s")
 
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-        for conn in held:
-            conn.close()
-        server.close()
+    def doctor(names: list[str], repeat: int) -> tuple[float, dict]:
+        argv = [TOOL, "doctor", "-i", str(inventory), *[a for n in names for a in ("--host", n)], "--json"]
+        seconds, run = timed(argv, repeat)
+        document = json.loads(run.stdout)
+        errors = {h["host"]: h["error"] for h in document["hosts"] if "error" in h}
+        assert set(errors) <= {"hung"}, errors
+        return seconds, document
 
-    threading.Thread(target=accept, daemon=True).start()
-    return server.getsockname()[1], stop
+    one, document = doctor(names[:1], repeat)
+    trips = document["hosts"][0]["round_trips"]
+    print(f"doctor, 1 host: {one:.3f} s = {one / rtt:.1f}x the ssh round trip ({trips} round trips, "
+          f"{document['hosts'][0]['seconds']:.3f} s reading the host)")
+    for n in sizes:
+        if n > 1:
+            seconds, _ = doctor(names[:n], repeat)
+            print(f"doctor, {n} hosts: {seconds:.3f} s = {seconds / one:.1f}x one host, {seconds / rtt:.1f}x the "
+                  "ssh round trip")
+    some = names[: min(8, len(names))]
+    seconds, document = doctor([*some, "hung"], 1)
+    hung = next(h for h in document["hosts"] if h["host"] == "hung")
+    slowest = max(h["seconds"] for h in document["hosts"] if h["host"] != "hung")
+    print(f"doctor, {len(some)} hosts + one that never answers: {seconds:.3f} s; the hung one: {hung['error']!r} "
+          f"after {hung['seconds']:.1f} s; the slowest other host read in {slowest:.2f} s")
 
 
 def main() -> None:
@@ -73,53 +94,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    prepare.main([])  # the bed images (cached)
+    prepare.main()  # the bed images (cached)
     work = Path(tempfile.mkdtemp(prefix="fleet-doctor-"))
     key = sshd.make_key(work / "id")
     hosts = sshd.start([("bench", "debian13")], Path(f"{key}.pub"), label="alumet-setup-bench")
-    container = hosts[0].container
     try:
-        ports = [hosts[0].port] + [sshd.free_port() for _ in range(max(sizes) - 1)]
-        if len(ports) > 1:
-            subprocess.run(["podman", "exec", "-d", container, "/usr/sbin/sshd", "-D", "-o", "ListenAddress=127.0.0.1",
-                            *[a for p in ports[1:] for a in ("-p", str(p))]], check=True)
-            for port in ports[1:]:
-                while not sshd.host_keys(port):
-                    time.sleep(0.2)
-        known_hosts = sshd.write_known_hosts(
-            work / "known_hosts", [sshd.SshHost(f"h{i:02}", "debian13", p, container) for i, p in enumerate(ports)])
-        names = [f"h{i:02}" for i in range(len(ports))]
-        hung_port, stop = silent_port()
-        entries = {n: sshd.connection(p, key, known_hosts) for n, p in zip(names, ports, strict=True)}
-        entries["hung"] = sshd.connection(hung_port, key, known_hosts)
-        inventory = sshd.write_inventory(work / "inventory.yml", {"all": {"hosts": entries}})
-        ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes",
-               "-i", str(key), "-p", str(ports[0]), "root@127.0.0.1", "true"]
-        rtt, _ = timed(ssh, args.repeat)
-        print(f"fresh ssh host true: {rtt:.3f} s (median of {args.repeat})")
-
-        def doctor(names: list[str], repeat: int) -> tuple[float, dict]:
-            argv = [TOOL, "doctor", "-i", str(inventory), *[a for n in names for a in ("--host", n)], "--json"]
-            seconds, run = timed(argv, repeat)
-            document = json.loads(run.stdout)
-            errors = {h["host"]: h["error"] for h in document["hosts"] if "error" in h}
-            assert set(errors) <= {"hung"}, errors
-            return seconds, document
-
-        one, document = doctor(names[:1], args.repeat)
-        trips = document["hosts"][0]["round_trips"]
-        print(f"doctor, 1 host: {one:.3f} s = {one / rtt:.1f}x the ssh round trip ({trips} round trips)")
-        for n in sizes:
-            if n == 1:
-                continue
-            seconds, _ = doctor(names[:n], args.repeat)
-            print(f"doctor, {n} hosts: {seconds:.3f} s = {seconds / one:.1f}x one host, {seconds / rtt:.1f}x the ssh "
-                  "round trip")
-        seconds, document = doctor([*names[: min(8, len(names))], "hung"], 1)
-        hung = next(h for h in document["hosts"] if h["host"] == "hung")
-        print(f"doctor, {min(8, len(names))} hosts + one that never answers: {seconds:.3f} s; the hung one: "
-              f"{hung['error']!r} after {hung['seconds']:.1f} s")
-        stop.set()
+        with sshd.silent_port() as hung_port:
+            measure(hosts[0], key, work, sizes, args.repeat, hung_port)
     finally:
         sshd.remove(hosts)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import sshd  # tests/bed, put on sys.path by tests/conftest.py
 from checkhelpers import FIXTURES, ScriptedHost, done, stand_in
 from hostile import cli, dict_bomb, list_bomb
 
@@ -100,31 +100,8 @@ def test_a_remote_call_that_never_answers_is_a_host_error(monkeypatch: pytest.Mo
 
 @pytest.fixture
 def silent_port() -> Iterator[int]:
-    """A TCP port on 127.0.0.1 that accepts connections and never says a word (no ssh banner)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        server.close()
+    with sshd.silent_port() as port:
+        yield port
 
 
 def test_doctor_over_ssh_to_a_host_that_never_answers_finishes(silent_port: int) -> None:
