@@ -30,7 +30,7 @@ MAX_ROUNDS = 12  # far more than the checks' deepest chain; a run that needs mor
 ROUND_GRACE = 20.0  # beyond the longest command of a round: connecting and answering
 # host_answers.py as one shell-safe argument (base64 has no quotes): a few kB, well under the host's limit
 # for one argument (128 KiB on Linux).
-_BOOTSTRAP = "import base64,zlib;exec(zlib.decompress(base64.b64decode('{}')))".format(
+BOOTSTRAP = "import base64,zlib;exec(zlib.decompress(base64.b64decode('{}')))".format(
     base64.b64encode(zlib.compress((Path(__file__).parent / "host_answers.py").read_bytes(), 9)).decode())
 
 
@@ -127,7 +127,7 @@ class BatchedHost(AnswerHost):
         """Ask the host these questions in one command; their answers join the known ones."""
         batch = [[qkey, op, args] for qkey, (op, args) in questions.items()]
         longest = max((args[1] for _, op, args in batch if op == "run"), default=10.0)
-        result = self._transport(["python3", "-c", _BOOTSTRAP, host_answers.pack(batch)], longest + ROUND_GRACE)
+        result = self._transport(["python3", "-c", BOOTSTRAP, host_answers.pack(batch)], longest + ROUND_GRACE)
         self.round_trips += 1
         if result.rc == COMMAND_NOT_FOUND:
             raise HostError(f"{self.name}: python3 is missing on the host (doctor needs it)")

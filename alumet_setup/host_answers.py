@@ -67,14 +67,14 @@ def getxattr(path: str, name: str):  # -> bytes | None
         raise
 
 
-def run(argv: list, timeout: float = 10.0, env=None) -> tuple:
+def run(argv: list, timeout: float = 10.0, env=None, cwd=None) -> tuple:
     """(rc, stdout, stderr); 127 when the program is missing, 124 when it outlived `timeout`."""
     full_env = dict(os.environ, **env) if env else None
     try:
         # Its own session: on timeout the whole process group is killed, so a child that keeps the
         # output pipes open (`sh -c 'sleep 600 & ...'`) cannot keep us reading for ever.
         proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
     except FileNotFoundError:
         return COMMAND_NOT_FOUND, "", f"{argv[0]}: command not found"
     except PermissionError as exc:
@@ -92,6 +92,27 @@ def run(argv: list, timeout: float = 10.0, env=None) -> tuple:
         return data[:MAX_ANSWER].decode("utf-8", "replace")
 
     return proc.returncode, text(stdout), text(stderr)
+
+
+def run_in_tmpdir(prefix: str, files: dict, argv: list, timeout: float, read: list) -> dict:
+    """`argv` run in a new private directory (`prefix` + random characters, mode 0700) that holds `files`
+    (name -> text), then the files named in `read` read back (None: absent); the directory is removed
+    whatever happens. One question for what takes several steps in order (doctor --probe's agent run)."""
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix=os.path.basename(prefix), dir=os.path.dirname(prefix) or None)
+    try:
+        for name, text in files.items():
+            with open(os.path.join(directory, os.path.basename(name)), "w", encoding="utf-8") as handle:
+                handle.write(text)
+        rc, stdout, stderr = run(argv, timeout, cwd=directory)
+        found = {}
+        for name in read:
+            data = read_bytes(os.path.join(directory, os.path.basename(name)))
+            found[name] = None if data is None else data.decode("utf-8", "replace")
+        return {"rc": rc, "stdout": stdout, "stderr": stderr, "files": found, "dir": directory}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def which(command: str, extra_dirs: list, path_env: str):  # -> str | None
@@ -129,6 +150,8 @@ def answer(op: str, args: list):
             return {"command": {"rc": rc, "stdout": stdout, "stderr": stderr}}
         elif op == "which":
             return which(args[0], args[1], os.environ.get("PATH", os.defpath))
+        elif op == "run_in_tmpdir":
+            return {"tmprun": run_in_tmpdir(*args)}
         else:
             return {"raises": "OSError", "message": f"unknown question {op!r}"}
     except PermissionError as exc:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..findings import Context, Finding, Status, check, not_available
+from ..hosts import CommandResult
 from . import rapl
 
 PROFILE = "rapl"
@@ -25,6 +27,7 @@ PROBE_SETTINGS = {"poll_interval": "200ms", "flush_interval": "500ms"}
 PROBE_SECONDS = 1
 AGENT_TIMEOUT = 30.0
 TMP_PREFIX = "/tmp/alumet-probe."
+CONFIG_NAME, CSV_NAME = "alumet-config.toml", "probe.csv"  # in the probe's directory, the agent's working one
 
 READY = "ALUMET agent is ready"
 # Rows of these metrics in the CSV mean the plugin measured (the csv output appends the unit: _J).
@@ -257,27 +260,31 @@ def agent_probe(ctx: Context) -> Finding:
 
 def _probe(ctx: Context, agent: str) -> Finding:
     from .. import alumet_schema, profiles  # jinja2 only when the probe really runs
+    from ..batched_host import BOOTSTRAP
+    from ..host_answers import pack
 
     host = ctx.host
-    made = host.run(["mktemp", "-d", f"{TMP_PREFIX}XXXXXX"], timeout=5)
-    tmp = made.stdout.strip()
-    if not made.ok or not tmp.startswith(TMP_PREFIX):
-        return Finding(Status.ERROR, f"cannot create a temporary directory: {made.stderr.strip() or made.rc}")
-    config_path, csv_path = f"{tmp}/alumet-config.toml", f"{tmp}/probe.csv"
+    # The agent runs in a private temporary directory with its configuration, and writes its CSV there; the
+    # directory goes whatever happens. One command on the host (host_answers.run_in_tmpdir): its steps keep
+    # their order wherever doctor asks a remote host in batches.
+    text = profiles.render(PROFILE, {**PROBE_SETTINGS, "output_path": CSV_NAME})
+    argv = [agent, "--config", CONFIG_NAME, "exec", "sleep", str(PROBE_SECONDS)]
+    question = [TMP_PREFIX, {CONFIG_NAME: text}, argv, AGENT_TIMEOUT, [CSV_NAME]]
+    # /usr/bin/python3 first, as kernel.perf_probe: the host's own interpreter.
+    python = "/usr/bin/python3" if host.exists("/usr/bin/python3") else "python3"
+    ran = host.run([python, "-c", BOOTSTRAP, pack([["probe", "run_in_tmpdir", question]])],
+                   timeout=AGENT_TIMEOUT + 10)
     try:
-        text = profiles.render(PROFILE, {**PROBE_SETTINGS, "output_path": csv_path})
-        # The Host protocol has no write: a shell redirect carries the text, passed as an argument.
-        wrote = host.run(["sh", "-c", 'printf %s "$1" > "$2"', "sh", text, config_path], timeout=5)
-        if not wrote.ok:
-            return Finding(Status.ERROR, f"cannot write {config_path}: {wrote.stderr.strip()}")
-        argv = [agent, "--config", config_path, "exec", "sleep", str(PROBE_SECONDS)]
-        run = host.run(argv, timeout=AGENT_TIMEOUT)
-        log = parse_agent_log(run.stderr + "\n" + run.stdout)
-        rows = csv_metric_rows(host.read_text(csv_path) or "", profiles.PARAMETERS_BY_NAME["csv_delimiter"].default)
-        uid = host.run(["id", "-u"], timeout=5).stdout.strip()
-        paranoid_text = (host.read_text(PARANOID_FILE) or "").strip()
-    finally:
-        host.run(["rm", "-rf", "--", tmp], timeout=10)
+        outcome = json.loads(ran.stdout)["probe"]["tmprun"]
+    except (ValueError, KeyError, TypeError):
+        why = (ran.stderr.strip().splitlines() or [ran.stdout.strip() or f"exit code {ran.rc}"])[-1]
+        return Finding(Status.ERROR, f"the probe did not run: {why}")
+    tmp = outcome["dir"]
+    run = CommandResult(tuple(argv), outcome["rc"], outcome["stdout"], outcome["stderr"])
+    log = parse_agent_log(run.stderr + "\n" + run.stdout)
+    rows = csv_metric_rows(outcome["files"][CSV_NAME] or "", profiles.PARAMETERS_BY_NAME["csv_delimiter"].default)
+    uid = host.run(["id", "-u"], timeout=5).stdout.strip()
+    paranoid_text = (host.read_text(PARANOID_FILE) or "").strip()
     plugins = alumet_schema.enabled_plugins(alumet_schema.parse_toml(text))
     outcomes = judge(log, rows, plugins)
     summary = "; ".join(f"{o.plugin} {o.outcome}" + (f" ({o.message})" if o.message else "") for o in outcomes)

@@ -118,12 +118,12 @@ def test_a_hung_host_does_not_hold_the_others_beyond_its_deadline() -> None:
 
 
 def test_the_program_and_the_questions_are_each_one_shell_safe_argument_well_under_the_limit() -> None:
-    from alumet_setup.batched_host import _BOOTSTRAP
+    from alumet_setup.batched_host import BOOTSTRAP
 
     packed = host_answers.pack([["k", "exists", ["/"]]] * 200)
-    for argument in (packed, _BOOTSTRAP.split("'")[1]):
+    for argument in (packed, BOOTSTRAP.split("'")[1]):
         assert not set(argument) & set("'\"$` \\\n"), argument[:80]
-    assert len(_BOOTSTRAP) + len(packed) < 32 * 1024  # Linux: 128 KiB for one argument
+    assert len(BOOTSTRAP) + len(packed) < 32 * 1024  # Linux: 128 KiB for one argument
 
 
 def test_a_recorded_host_answers_what_it_recorded_and_notes_the_rest() -> None:

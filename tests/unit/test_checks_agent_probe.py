@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, stand_in
 
 from alumet_setup import doctor
+from alumet_setup.batched_host import BOOTSTRAP
 from alumet_setup.checks import agent_probe
 from alumet_setup.checks.agent_probe import PluginOutcome, csv_metric_rows, judge, parse_agent_log
 from alumet_setup.findings import Options, Status
@@ -146,24 +150,27 @@ def test_refuses_to_run_an_unsafe_binary(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 class ProbeHost(ScriptedHost):
-    """mktemp, the config write, the agent (answering with a fixture log) and rm, on a fake host."""
+    """The probe's one command (host_answers.run_in_tmpdir, through python3) answered with a fixture agent log
+    and CSV; `asked` keeps the question it got."""
 
     def __init__(self, agent_log: str, csv_text: str | None, paranoid: str | None = "2\n"):
         super().__init__(root=FIXTURES)
         self.agent_log, self.csv_text, self.paranoid = agent_log, csv_text, paranoid
         self.script = self.answer
+        self.asked: list = []
 
     def answer(self, argv: Sequence[str]) -> CommandResult:
-        if argv[0] == "mktemp":
-            return done(argv, "/tmp/alumet-probe.abc123\n")
-        if argv[0] == "/usr/local/bin/alumet-agent":
-            return done(argv, "", 0 if self.csv_text is not None else 1, self.agent_log)
+        if tuple(argv[1:3]) == ("-c", BOOTSTRAP):
+            [[key, op, question]] = json.loads(zlib.decompress(base64.b64decode(argv[3])))
+            assert op == "run_in_tmpdir"
+            self.asked.append(question)
+            ran = {"rc": 0 if self.csv_text is not None else 1, "stdout": "", "stderr": self.agent_log,
+                   "files": {"probe.csv": self.csv_text}, "dir": "/tmp/alumet-probe.abc123"}
+            return done(argv, json.dumps({key: {"tmprun": ran}}))
         return done(argv, "1000\n" if argv[0] == "id" else "")
 
     def read_text(self, path: str) -> str | None:
-        if path == "/proc/sys/kernel/perf_event_paranoid":
-            return self.paranoid
-        return self.csv_text if path == "/tmp/alumet-probe.abc123/probe.csv" else None
+        return self.paranoid if path == "/proc/sys/kernel/perf_event_paranoid" else None
 
 
 @pytest.mark.parametrize(
@@ -187,13 +194,11 @@ def test_probe_on_each_agent_log(monkeypatch: pytest.MonkeyPatch, fixture: str, 
     host = ProbeHost((LOGS / f"{fixture}.log").read_text(encoding="utf-8"), csv_text)
     f = evaluate(host, "agent.probe", Options(probe=True))
     assert (f.status, f.install_step) == (status, step), f.detail
-    argvs = [call[0] for call in host.calls]
-    config_write = next(a for a in argvs if a[0] == "sh")
-    assert config_write[-1] == "/tmp/alumet-probe.abc123/alumet-config.toml"
-    assert 'output_path = "/tmp/alumet-probe.abc123/probe.csv"' in config_write[-2]
-    assert ("/usr/local/bin/alumet-agent", "--config", "/tmp/alumet-probe.abc123/alumet-config.toml", "exec",
-            "sleep", "1") in argvs
-    assert ("rm", "-rf", "--", "/tmp/alumet-probe.abc123") in argvs
+    [[prefix, files, argv, timeout, read]] = host.asked  # one command for the whole run
+    assert prefix == "/tmp/alumet-probe." and read == ["probe.csv"] and timeout == agent_probe.AGENT_TIMEOUT
+    assert 'output_path = "probe.csv"' in files["alumet-config.toml"]  # in the run's own directory
+    assert argv == ["/usr/local/bin/alumet-agent", "--config", "alumet-config.toml", "exec", "sleep", "1"]
+    assert f.data["tmpdir"] == "/tmp/alumet-probe.abc123"
 
 
 @pytest.mark.parametrize(("paranoid", "step"), [("3\n", "sysctl"), ("4\n", "sysctl"), ("2\n", "capabilities"),
@@ -241,6 +246,21 @@ def test_probe_end_to_end_with_the_standin(monkeypatch: pytest.MonkeyPatch, stan
         assert f.status is Status.NOT_AVAILABLE and f.install_step is None
     else:
         assert f.data["plugins"]["rapl"]["outcome"] in ("measured", "failed"), f.detail
+
+
+def test_the_probe_keeps_its_order_where_a_remote_host_is_read_in_batches(monkeypatch: pytest.MonkeyPatch,
+                                                                          standin_agent: str) -> None:
+    """Over SSH doctor asks its questions in rounds (alumet_setup/batched_host.py): the probe's steps (its
+    directory, the configuration, the run, the CSV, the cleanup) are one question, so they keep their order."""
+    from alumet_setup.batched_host import BatchedHost
+
+    stand_in(monkeypatch, "agent.binary", Status.OK, path=standin_agent)
+    host = BatchedHost(lambda argv, timeout: LocalHost().run(argv, timeout), "here")
+    batched = doctor.diagnose(host, Options(probe=True), only=["agent.binary", "agent.probe"])
+    f = {r.id: r.finding for r in batched.results}["agent.probe"]
+    here = evaluate(LocalHost(), "agent.probe", Options(probe=True))
+    assert (f.status, f.data["rc"], f.data["plugins"]) == (here.status, here.data["rc"], here.data["plugins"]), f.detail
+    assert f.data["tmpdir"].startswith("/tmp/alumet-probe.") and not os.path.exists(f.data["tmpdir"])
 
 
 @pytest.mark.parametrize(("name", "plugin", "at", "said"), [
