@@ -3,9 +3,12 @@ ScriptedHost: results from a function of argv), and stand-ins for other checks' 
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import posixpath
 import shutil
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -103,6 +106,23 @@ class ScriptedHost(LocalHost):
         self.calls.append((tuple(argv), env))
         result = self.script(argv)
         return result or CommandResult(tuple(argv), COMMAND_NOT_FOUND, "", f"{argv[0]}: command not found")
+
+
+def probe_question(argv: Sequence[str]) -> tuple[str, list] | None:
+    """doctor --probe's one command (host_answers.run_in_tmpdir through python3 -c): (key, its question)."""
+    from alumet_setup.batched_host import BOOTSTRAP
+
+    if tuple(argv[1:3]) != ("-c", BOOTSTRAP):
+        return None
+    [[key, op, question]] = json.loads(zlib.decompress(base64.b64decode(argv[3])))
+    return (key, question) if op == "run_in_tmpdir" else None
+
+
+def probe_ran(argv: Sequence[str], key: str, rc: int, log: str, csv_text: str | None,
+              directory: str = "/tmp/alumet-probe.abc123") -> CommandResult:
+    """The answer to the probe's command: the agent exited `rc`, logged `log` and wrote `csv_text`."""
+    ran = {"rc": rc, "stdout": "", "stderr": log, "files": {"probe.csv": csv_text}, "dir": directory}
+    return CommandResult(tuple(argv), 0, json.dumps({key: {"tmprun": ran}}), "")
 
 
 def done(argv: Sequence[str], stdout: str = "", rc: int = 0, stderr: str = "") -> CommandResult:

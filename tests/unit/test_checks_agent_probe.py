@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
 import subprocess
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, stand_in
+from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, probe_question, probe_ran, stand_in
 
 from alumet_setup import doctor
-from alumet_setup.batched_host import BOOTSTRAP
 from alumet_setup.checks import agent_probe
 from alumet_setup.checks.agent_probe import PluginOutcome, csv_metric_rows, judge, parse_agent_log
 from alumet_setup.findings import Options, Status
@@ -160,13 +156,10 @@ class ProbeHost(ScriptedHost):
         self.asked: list = []
 
     def answer(self, argv: Sequence[str]) -> CommandResult:
-        if tuple(argv[1:3]) == ("-c", BOOTSTRAP):
-            [[key, op, question]] = json.loads(zlib.decompress(base64.b64decode(argv[3])))
-            assert op == "run_in_tmpdir"
-            self.asked.append(question)
-            ran = {"rc": 0 if self.csv_text is not None else 1, "stdout": "", "stderr": self.agent_log,
-                   "files": {"probe.csv": self.csv_text}, "dir": "/tmp/alumet-probe.abc123"}
-            return done(argv, json.dumps({key: {"tmprun": ran}}))
+        asked = probe_question(argv)
+        if asked is not None:
+            self.asked.append(asked[1])
+            return probe_ran(argv, asked[0], 0 if self.csv_text is not None else 1, self.agent_log, self.csv_text)
         return done(argv, "1000\n" if argv[0] == "id" else "")
 
     def read_text(self, path: str) -> str | None:

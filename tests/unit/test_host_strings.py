@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checkhelpers import FIXTURES, FixtureHost, record_choices, result
+from checkhelpers import FIXTURES, FixtureHost, probe_question, probe_ran, record_choices, result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,13 +73,13 @@ class HostileHost(FixtureHost):
     """A fixture tree whose alumet-agent, run by --probe, logs `log`; the probe's other commands succeed."""
 
     def __init__(self, root: Path, log: str):
-        super().__init__(root, canned={"mktemp": result(PROBE_DIR + "\n"), "sh": result(), "rm": result(),
-                                       "id": result("1000\n")})
+        super().__init__(root, canned={"id": result("1000\n")})
         self.log = log
 
     def run(self, argv: Sequence[str], timeout: float = 10.0, env: dict[str, str] | None = None) -> CommandResult:
-        if "exec" in argv:  # the probe run of the agent (agent.binary's --version runs the tree's script)
-            return CommandResult(tuple(argv), 1, "", self.log)
+        asked = probe_question(argv)  # the probe's run of the agent (agent.binary's --version runs the tree's script)
+        if asked is not None:
+            return probe_ran(argv, asked[0], 1, self.log, None, PROBE_DIR)
         return super().run(argv, timeout, env)
 
 
