@@ -44,11 +44,14 @@ def timed(argv: list[str], repeat: int) -> tuple[float, subprocess.CompletedProc
 
 def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat: int, hung_port: int) -> None:
     ports = [host.port] + [sshd.free_port() for _ in range(max(sizes) - 1)]
-    if len(ports) > 1:
-        subprocess.run(["podman", "exec", "-d", host.container, "/usr/sbin/sshd", "-D", "-o",
-                        "ListenAddress=127.0.0.1", *[a for p in ports[1:] for a in ("-p", str(p))]], check=True)
+    if len(ports) > 1:  # a second sshd, as a daemon of its own, on the other ports
+        subprocess.run(["podman", "exec", host.container, "/usr/sbin/sshd", "-o", "ListenAddress=127.0.0.1",
+                        *[a for p in ports[1:] for a in ("-p", str(p))]], check=True)
+        deadline = time.monotonic() + 60
         for port in ports[1:]:
             while not sshd.host_keys(port):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"sshd does not answer on port {port}")
                 time.sleep(0.2)
     names = [f"h{i:02}" for i in range(len(ports))]
     listening = [sshd.SshHost(n, "debian13", p, host.container) for n, p in zip(names, ports, strict=True)]
