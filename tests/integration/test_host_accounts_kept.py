@@ -9,10 +9,11 @@ create goes again.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from bedhost import Container, container, quoted
+from bedhost import Container, container, install_summary, quoted
 from installed_tool import InstalledTool
 
 pytestmark = [pytest.mark.containers]
@@ -83,6 +84,23 @@ def test_existing_accounts_and_groups_are_never_modified_or_removed(bed: dict[st
         # Nothing of install's records is left: an uninstall of some steps takes the empty state directory too.
         assert c.sh("test -e /var/lib/alumet-setup", check=False).returncode != 0, c.sh(
             "ls -la /var/lib/alumet-setup", check=False).stdout
+
+
+def test_a_rerun_with_other_inputs_that_change_nothing_reports_no_change(bed: dict[str, str], tool: InstalledTool,
+                                                                         tmp_path: Path) -> None:
+    """The record's "applied" digests are the fast path's bookkeeping: a run whose inputs differ (a setting
+    spelled out at its default) runs the step again, changes nothing, and says so (found by the VM tier:
+    `install --only service` on an installed host counted the record's new digest as a change)."""
+    with container() as c:
+        run = c.cli(tool, tmp_path, "install", "--only", "sysctl")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+        record = c.sh("cat /var/lib/alumet-setup/choices.json").stdout
+        again = c.cli(tool, tmp_path, "install", "--only", "sysctl", "--set", "perf_paranoid_value=2")
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr
+        assert "up to date" not in again.stdout  # other inputs: the step ran
+        assert all(row[1] == "0" for row in install_summary(again.stdout).values()), again.stdout[-3000:]
+        assert json.loads(c.sh("cat /var/lib/alumet-setup/choices.json").stdout)["applied"] != json.loads(
+            record)["applied"]  # the bookkeeping did move
 
 
 @pytest.mark.parametrize("original", ["# mine\nkernel.perf_event_paranoid=3\nvm.swappiness = 10\n",
