@@ -13,7 +13,7 @@ from ..findings import Context, Finding, Status, check, ok
 MIN_RUST = Version("1.89")  # alumet 0.9.5: rust-version = "1.89" (edition 2024)
 SYSTEM_BIN = f"{paths.CARGO_HOME}/bin"  # where alumet-setup's rustup role installs, system-wide
 RUSTUP_ENV = {"RUSTUP_HOME": paths.RUSTUP_HOME, "CARGO_HOME": paths.CARGO_HOME}
-# A per-user rustup; "~" for LocalHost, "$HOME" for the remote shell (TestinfraHost.which).
+# A per-user rustup (host_answers.which expands both spellings; the recorded hosts' questions name both).
 USER_BINS = ("~/.cargo/bin", "$HOME/.cargo/bin")
 # Never `curl | sh`: download rustup-init, check it against its published sha256, then run it.
 _RUSTUP_URL = "https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
