@@ -250,12 +250,13 @@ def _require_toml(path: str) -> None:
 def _doctor_targets(hosts: Sequence[str], inventory: str | None) -> list[Any]:
     """The --host values as connect() targets, every one checked before any host is contacted."""
     from .hosts import SshTarget, ssh_target
-    from .inventory import InventoryError, resolve_targets, ssh_targets
+    from .inventory import Inventory, InventoryError, resolve_targets
 
     try:
         if inventory is not None:
-            resolve_targets(hosts, inventory)  # unknown names: the same one-line error as install
-            return ssh_targets(inventory, list(hosts))
+            parsed = Inventory(inventory)  # once: Ansible's parse is most of doctor's start-up with -i
+            resolve_targets(hosts, parsed)  # unknown names: the same one-line error as install
+            return parsed.ssh_targets(list(hosts))
         targets: list[str | SshTarget | None] = [ssh_target(spec) for spec in hosts] or [None]
     except InventoryError as exc:
         fail(str(exc))

@@ -163,21 +163,51 @@ def _check_ipv6(text: str, shown: str) -> str:
         raise InventoryError(f"--host {shown}: {text!r} is not a valid IPv6 address") from None
 
 
-def read_inventory(path: str) -> tuple[list[str], list[str]]:
+class Inventory:
+    """A user's -i inventory, checked (check_text_inventory) and parsed by Ansible once: every question a
+    command has about it (its host and group names, what a group stands for, how doctor reaches a host)
+    asks this one parse. Functions below take it or a path; a command loads it once and passes it on."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._manager = _load(path)
+
+    def names(self) -> tuple[list[str], list[str]]:
+        """Host names and group names (InventoryError when it has no host)."""
+        hosts = sorted(h.name for h in self._manager.get_hosts())
+        groups = sorted(g for g in self._manager.groups if g not in ("all", "ungrouped"))
+        if not hosts:
+            raise InventoryError(f"--inventory {self.path}: no hosts found (not a valid INI or YAML inventory?)")
+        return hosts, groups
+
+    def expand(self, names: Sequence[str]) -> list[str]:
+        """The hosts that host and group `names` stand for: in the order named, each group in inventory
+        order, each host once."""
+        return list(dict.fromkeys(h.name for name in names or ["all"] for h in self._manager.get_hosts(pattern=name)))
+
+    def ssh_targets(self, names: Sequence[str]) -> list[str | SshTarget]:
+        """For doctor: each host of `names` as an SshTarget built from its inventory variables
+        (ansible_host/port/user/ssh_private_key_file/ssh_common_args), "local" for a local connection, a
+        testinfra podman:// URL for Ansible's podman connection, and a testinfra ansible:// URL for any other."""
+        from .ansible_config import isolated
+
+        with isolated():
+            return _ssh_targets(self, names)
+
+
+def loaded(inventory: str | Inventory) -> Inventory:
+    """`inventory` parsed: as it is when it already was."""
+    return inventory if isinstance(inventory, Inventory) else Inventory(inventory)
+
+
+def read_inventory(inventory: str | Inventory) -> tuple[list[str], list[str]]:
     """Host names and group names of an INI or YAML inventory, parsed by Ansible itself."""
-    manager = _load(path)
-    hosts = sorted(h.name for h in manager.get_hosts())
-    groups = sorted(g for g in manager.groups if g not in ("all", "ungrouped"))
-    if not hosts:
-        raise InventoryError(f"--inventory {path}: no hosts found (not a valid INI or YAML inventory?)")
-    return hosts, groups
+    return loaded(inventory).names()
 
 
-def expand_hosts(path: str, names: Sequence[str]) -> list[str]:
-    """The hosts that host and group `names` of an inventory stand for: in the order named, each group
-    in inventory order, each host once."""
-    manager = _load(path)
-    return list(dict.fromkeys(h.name for name in names or ["all"] for h in manager.get_hosts(pattern=name)))
+def expand_hosts(inventory: str | Inventory, names: Sequence[str]) -> list[str]:
+    """Inventory.expand."""
+    return loaded(inventory).expand(names)
 
 
 # Inventory variables doctor needs to reach a host the way Ansible would, with their older aliases.
@@ -194,17 +224,12 @@ _SSH_VARS = {
 }
 
 
-def ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
-    """For doctor: each host of `names` as an SshTarget built from its inventory variables
-    (ansible_host/port/user/ssh_private_key_file/ssh_common_args), "local" for a local connection, a
-    testinfra podman:// URL for Ansible's podman connection, and a testinfra ansible:// URL for any other."""
-    from .ansible_config import isolated
-
-    with isolated():
-        return _ssh_targets(path, names)
+def ssh_targets(inventory: str | Inventory, names: Sequence[str]) -> list[str | SshTarget]:
+    """Inventory.ssh_targets."""
+    return loaded(inventory).ssh_targets(names)
 
 
-def _ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
+def _ssh_targets(inventory: Inventory, names: Sequence[str]) -> list[str | SshTarget]:
     import shlex
 
     from ansible.template import Templar
@@ -212,11 +237,12 @@ def _ssh_targets(path: str, names: Sequence[str]) -> list[str | SshTarget]:
 
     from .hosts import SshTarget
 
-    manager = _load(path)
+    path = inventory.path
+    manager = inventory._manager
     loader = manager._loader
     variables = VariableManager(loader=loader, inventory=manager)
     targets: list[str | SshTarget] = []
-    for name in expand_hosts(path, names):
+    for name in inventory.expand(names):
         host_vars = variables.get_vars(host=manager.get_host(name), include_hostvars=False)
         templar = Templar(loader=loader, variables=host_vars)
 
@@ -355,18 +381,20 @@ def _load(path: str) -> Any:
     return manager
 
 
-def resolve_targets(specs: Sequence[str], inventory: str | None = None, user: str | None = None) -> list[Target]:
+def resolve_targets(specs: Sequence[str], inventory: str | Inventory | None = None,
+                    user: str | None = None) -> list[Target]:
     """The --host values as Targets. With -i every --host must name a host or group of it (no host: all
     of them); without -i each is an ad-hoc SSH target, and no --host means this machine."""
     if user is not None:
         check_user(user)
     if inventory is not None:
-        hosts, groups = read_inventory(inventory)
+        parsed = loaded(inventory)
+        hosts, groups = parsed.names()
         chosen = list(specs) or ["all"]
         for name in chosen:
             if name not in hosts and name not in groups and name != "all":
                 known = ", ".join([*groups, *hosts][:12])
-                raise InventoryError(f"--host {name!r} is not a host or group of {inventory} (known: {known})")
+                raise InventoryError(f"--host {name!r} is not a host or group of {parsed.path} (known: {known})")
         return [Target(name=name, spec=name, from_inventory=True) for name in dict.fromkeys(chosen)]
     return unique_names([parse_host(spec) for spec in specs] or [Target(name="localhost", spec="localhost")])
 

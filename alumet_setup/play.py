@@ -10,12 +10,15 @@ import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .exits import EXIT_NOT_READY, exit_code
 from .textsafe import visible
+
+if TYPE_CHECKING:
+    from .inventory import Inventory
 
 
 class BadInput(ValueError):
@@ -44,7 +47,7 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     the exit code."""
     from . import resources, runner
     from .cli import error
-    from .inventory import InventoryError, build_inventory, expand_hosts, resolve_targets
+    from .inventory import Inventory, InventoryError, build_inventory, resolve_targets
     from .settings import SettingError, check_used, load_specs, parse_settings, play_steps, select_steps
 
     try:
@@ -56,25 +59,25 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
         # The shipped playbook's step->role mapping decides which settings this run reads.
         check_used(extravars, specs, resources.bundled("playbooks") / f"{playbook_name}.yml", playbook_name,
                    only_steps, skip_steps)
-        targets = resolve_targets(hosts, inventory, user)
+        parsed = Inventory(inventory) if inventory is not None else None  # parsed once for the whole command
+        targets = resolve_targets(hosts, parsed, user)
         # Every host the play will touch, groups expanded: each gets a summary row even if it never answers.
         ad_hoc_names = [t.name for t in targets if not t.from_inventory]
-        expected = ad_hoc_names + (expand_hosts(inventory, [t.name for t in targets if t.from_inventory])
-                                   if inventory else [])
+        expected = ad_hoc_names + (parsed.expand([t.name for t in targets if t.from_inventory]) if parsed else [])
         runs = runner.runs_directory()
     except (SettingError, InventoryError, resources.ResourceMissing, runner.StateDirError) as exc:
         raise BadInput(str(exc)) from None
     extravars.update(build_settings(build_host, build_on_each, expected))
     steps = play_steps(playbook, only_steps, skip_steps, extravars)
     if playbook_name == "install":
-        done = _up_to_date_hosts(targets, inventory, user, only_steps, skip_steps, extravars, full)
+        done = _up_to_date_hosts(targets, parsed, user, only_steps, skip_steps, extravars, full)
         if set(done) == set(expected):
             click.echo("Nothing to run: every host is up to date (--full runs the steps anyway).")
             click.echo(f"Next: alumet-setup doctor{_doctor_hint(targets, inventory)}")
             return exit_code(False, True)
         if done:
             extravars["alumet_setup_up_to_date"] = done  # leave the play: roles/install_record/tasks/up_to_date.yml
-    elif playbook_name == "uninstall" and _nothing_to_remove(targets, inventory, user):
+    elif playbook_name == "uninstall" and _nothing_to_remove(targets, parsed, user):
         click.echo("Nothing to remove: install recorded nothing on any host.")
         return exit_code(False, True)
 
@@ -134,14 +137,14 @@ def _doctor_hint(targets: Sequence[Any], inventory: str | None) -> str:
     return hint + "".join(f" --host {shlex.quote(h)}" for h in (t.doctor_host() for t in targets) if h)
 
 
-def _up_to_date_hosts(targets: Sequence[Any], inventory: str | None, user: str | None, only: Sequence[str],
-                      skip: Sequence[str], extravars: dict[str, Any], full: bool) -> list[str]:
+def _up_to_date_hosts(targets: Sequence[Any], inventory: Inventory | None, user: str | None,
+                      only: Sequence[str], skip: Sequence[str], extravars: dict[str, Any], full: bool) -> list[str]:
     """install's fast path (alumet_setup/uptodate.py): put the digest of this run's inputs in `extravars`
     (install_record records it), survey the hosts, say what it found; the names of the hosts left out."""
     from . import uptodate
 
     extravars.pop("install_record_digest", None)  # this run's own, never one typed in
-    digest = uptodate.run_digest(extravars, inventory)
+    digest = uptodate.run_digest(extravars, inventory.path if inventory else None)
     if digest is None:
         return []
     extravars["install_record_digest"] = digest
@@ -156,17 +159,17 @@ def _up_to_date_hosts(targets: Sequence[Any], inventory: str | None, user: str |
     return [s.host for s in surveys if s.up_to_date]
 
 
-def _survey_targets(targets: Sequence[Any], inventory: str | None, user: str | None) -> list[tuple[str, Any]] | None:
+def _survey_targets(targets: Sequence[Any], inventory: Inventory | None,
+                    user: str | None) -> list[tuple[str, Any]] | None:
     """(name, doctor target) of every host of the run, groups expanded; None when the inventory cannot say."""
     from .hosts import SshTarget, ssh_target
-    from .inventory import InventoryError, expand_hosts, ssh_targets
+    from .inventory import InventoryError
 
     listed = [t.name for t in targets if t.from_inventory]
     surveyed: list[tuple[str, Any]] = []
-    if listed:
+    if listed and inventory is not None:
         try:
-            surveyed += list(zip(expand_hosts(inventory or "", listed), ssh_targets(inventory or "", listed),
-                                 strict=True))
+            surveyed += list(zip(inventory.expand(listed), inventory.ssh_targets(listed), strict=True))
         except InventoryError:
             return None
     for target in targets:
@@ -178,7 +181,7 @@ def _survey_targets(targets: Sequence[Any], inventory: str | None, user: str | N
     return surveyed
 
 
-def _nothing_to_remove(targets: Sequence[Any], inventory: str | None, user: str | None) -> bool:
+def _nothing_to_remove(targets: Sequence[Any], inventory: Inventory | None, user: str | None) -> bool:
     """uninstall's fast path (uptodate.untouched): True, having said so per host, when install recorded nothing
     on any host of the run; a host that holds a record, or cannot be read, sends the run through the play."""
     from . import uptodate

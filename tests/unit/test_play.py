@@ -94,3 +94,38 @@ def test_the_survey_decides_which_hosts_the_play_leaves_out(monkeypatch: pytest.
                                  "capabilities"]
     options["only"] = ("service",)  # surveyed too: the unit file's sha256 and doctor's agent.service vouch for it
     assert play.play("install", **options) == 0 and steps_surveyed[-1] == ["service"]  # type: ignore[arg-type]
+
+
+def test_the_inventory_is_parsed_once_per_command(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """install (targets, groups expanded, the up-to-date survey's connection variables) and doctor (names
+    checked, connection variables) each ask one parse of -i (Ansible's parser is most of doctor's start-up with
+    an inventory); before, doctor parsed it twice and install up to five times."""
+    from pathlib import Path
+
+    from alumet_setup import cli, inventory, uptodate
+
+    path = Path(str(tmp_path)) / "hosts.ini"
+    path.write_text("[lab]\nlab01 ansible_host=192.0.2.1 ansible_user=ops\nlab02 ansible_host=192.0.2.2\n")
+    parses: list[str] = []
+    load = inventory._load
+
+    def counted(where: str) -> object:
+        parses.append(where)
+        return load(where)
+
+    def survey(hosts: list, _steps: list[str], _digest: str) -> list[uptodate.Survey]:
+        assert [(name, target.user) for name, target in hosts] == [("lab01", "ops"), ("lab02", None)]
+        return [uptodate.Survey(name, True, "up to date", 0.1) for name, _ in hosts]
+
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the playbook ran: every host was up to date")
+
+    monkeypatch.setattr(inventory, "_load", counted)
+    monkeypatch.setattr(uptodate, "survey", survey)
+    monkeypatch.setattr(runner, "run_playbook", never)
+    assert play.play("install", hosts=("lab",), inventory=str(path), user=None, only=(), skip=(), check=True,
+                     diff=False, settings=(), ask_become_pass=False, forks=1, verbose=0) == 0
+    assert parses == [str(path)]
+    parses.clear()
+    targets = cli._doctor_targets(("lab01", "lab"), str(path))
+    assert [t.name for t in targets] == ["lab01", "lab02"] and parses == [str(path)]
