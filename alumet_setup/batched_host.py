@@ -111,31 +111,44 @@ class AnswerHost(LocalHost):
 
 
 Transport = Callable[[list[str], float], CommandResult]  # (argv, timeout) -> the command's result on the host
+Ask = Callable[[str, float], Any]  # (a packed batch, timeout) -> its answers, decoded JSON; HostError when it cannot
+
+
+def one_command_each(transport: Transport, name: str) -> Ask:
+    """An Ask that runs host_answers.py once per batch through `transport` (`python3 -c SOURCE BATCH`): for
+    connections that cannot keep a program running between rounds (testinfra's podman and ansible backends)."""
+
+    def ask(packed: str, timeout: float) -> Any:
+        result = transport(["python3", "-c", BOOTSTRAP, packed], timeout)
+        if result.rc == COMMAND_NOT_FOUND:
+            raise HostError(f"{name}: python3 is missing on the host (doctor needs it)")
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            detail = (result.stderr.strip().splitlines() or [f"exit code {result.rc}"])[-1]
+            raise HostError(f"{name}: cannot read the host: {detail}") from None
+
+    return ask
 
 
 class BatchedHost(AnswerHost):
-    """A remote host asked through `transport`, in batches. Outside in_rounds() (a single read), a question
+    """A remote host asked through `ask`, in batches. Outside in_rounds() (a single read), a question
     without an answer is asked at once, alone."""
 
-    def __init__(self, transport: Transport, name: str) -> None:
+    def __init__(self, ask: Ask, name: str) -> None:
         super().__init__(name=name)
-        self._transport = transport
+        self._ask = ask
         self._speculating = False
         self.round_trips = 0
 
     def fetch(self, questions: dict[str, tuple[str, list[Any]]]) -> None:
-        """Ask the host these questions in one command; their answers join the known ones."""
+        """Ask the host these questions in one round; their answers join the known ones."""
         batch = [[qkey, op, args] for qkey, (op, args) in questions.items()]
         longest = max((args[1] for _, op, args in batch if op == "run"), default=10.0)
-        result = self._transport(["python3", "-c", BOOTSTRAP, host_answers.pack(batch)], longest + ROUND_GRACE)
+        answers = self._ask(host_answers.pack(batch), longest + ROUND_GRACE)
         self.round_trips += 1
-        if result.rc == COMMAND_NOT_FOUND:
-            raise HostError(f"{self.name}: python3 is missing on the host (doctor needs it)")
-        try:
-            answers = json.loads(result.stdout)
-        except ValueError:
-            detail = (result.stderr.strip().splitlines() or [f"exit code {result.rc}"])[-1]
-            raise HostError(f"{self.name}: cannot read the host: {detail}") from None
+        if not isinstance(answers, dict):
+            raise HostError(f"{self.name}: cannot read the host: its answer is not a JSON object")
         with self._lock:
             self.answers.update(answers)
 

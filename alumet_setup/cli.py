@@ -208,10 +208,11 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         options.config_explicit = True
 
     targets = _doctor_targets(hosts, inventory)
-    from .hosts import SshControl, connect
+    from .connection import connect
+    from .ssh import SshSessions
 
-    with SshControl() as control:
-        connectors = [(_target_name(t), lambda t=t: connect(t, control)) for t in targets]
+    with SshSessions() as sessions:
+        connectors = [(_target_name(t), lambda t=t: connect(t, sessions)) for t in targets]
         reports = doc.diagnose_many(connectors, options, plugins=selected_plugins, only=selected_checks,
                                     workers=forks)
     for report in reports:
@@ -249,8 +250,8 @@ def _require_toml(path: str) -> None:
 
 def _doctor_targets(hosts: Sequence[str], inventory: str | None) -> list[Any]:
     """The --host values as connect() targets, every one checked before any host is contacted."""
-    from .hosts import SshTarget, ssh_target
     from .inventory import Inventory, InventoryError, resolve_targets
+    from .ssh import SshTarget, ssh_target
 
     try:
         if inventory is not None:

@@ -3,7 +3,8 @@ command, ...). Standard library only, Python 3.8 and later: this file also runs 
 
 LocalHost (hosts.py) answers with these functions on this machine. For a remote host, the controller sends
 this file's source and a batch of questions in one command (`python3 -c SOURCE QUESTIONS`,
-batched_host.py) and gets every answer back at once, encoded as JSON:
+batched_host.py), or, over ssh, runs it once and writes one batch per line (ssh.py); it gets every answer
+of a batch back at once, encoded as JSON:
   bytes -> {"bytes": base64}   stat -> {"stat": {...}}   command -> {"command": {"rc", "stdout", "stderr"}}
   an error a check handles -> {"raises": "PermissionError" | "OSError", "message": ...}
 """
@@ -166,14 +167,28 @@ def pack(questions: list) -> str:
     return base64.b64encode(zlib.compress(json.dumps(questions).encode(), 6)).decode()
 
 
-def main() -> None:
+def answer_all(questions: list) -> dict:
+    """{key: encoded answer} for a batch of [key, op, args] questions."""
     from concurrent.futures import ThreadPoolExecutor  # here: LocalHost, in doctor's fast path, needs none of it
 
-    questions = json.loads(zlib.decompress(base64.b64decode(sys.argv[1])))
     # Commands wait on the host (a probe runs for seconds): every question at once, in threads.
     with ThreadPoolExecutor(max(1, min(16, len(questions)))) as pool:
-        answers = pool.map(lambda q: (q[0], answer(q[1], q[2])), questions)
-        sys.stdout.write(json.dumps(dict(answers)))
+        return dict(pool.map(lambda q: (q[0], answer(q[1], q[2])), questions))
+
+
+def unpack(packed) -> list:  # str or bytes, as pack() wrote it
+    return json.loads(zlib.decompress(base64.b64decode(packed)))
+
+
+def main() -> None:
+    """`SOURCE PACKED`: answer that batch on stdout. `SOURCE` alone: serve, one packed batch per line of stdin,
+    one line of JSON answers each, until stdin ends (an ssh session of a whole doctor run, ssh.py)."""
+    if len(sys.argv) > 1:
+        sys.stdout.write(json.dumps(answer_all(unpack(sys.argv[1]))))
+        return
+    for line in sys.stdin.buffer:
+        sys.stdout.write(json.dumps(answer_all(unpack(line.strip()))) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

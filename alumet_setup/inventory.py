@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .hosts import SshTarget
+    from .ssh import SshTarget
 
 LOCAL_NAMES = ("local", "localhost")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -235,7 +235,7 @@ def _ssh_targets(inventory: Inventory, names: Sequence[str]) -> list[str | SshTa
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
 
-    from .hosts import SshTarget
+    from .ssh import SshTarget
 
     path = inventory.path
     manager = inventory._manager

@@ -162,8 +162,8 @@ def _up_to_date_hosts(targets: Sequence[Any], inventory: Inventory | None, user:
 def _survey_targets(targets: Sequence[Any], inventory: Inventory | None,
                     user: str | None) -> list[tuple[str, Any]] | None:
     """(name, doctor target) of every host of the run, groups expanded; None when the inventory cannot say."""
-    from .hosts import SshTarget, ssh_target
     from .inventory import InventoryError
+    from .ssh import SshTarget, ssh_target
 
     listed = [t.name for t in targets if t.from_inventory]
     surveyed: list[tuple[str, Any]] = []

@@ -512,7 +512,7 @@ class Progress:
                     message, lines = escalation, [escalation]
                     self.escalation.setdefault(host, escalation)
                 if kind == "runner_on_unreachable":
-                    from .hosts import ssh_failure
+                    from .ssh import ssh_failure
 
                     # Ansible's text carries ssh's multi-line banner (host key warnings): one line instead.
                     raw = res.get("msg", "") if isinstance(res, Mapping) else str(res)
@@ -765,7 +765,7 @@ def run_playbook(
                          envvars, echo, lambda: len(caught) >= 2, quiet=set(progress.escalation))
         finally:
             activity.stop()  # also when the play never started
-            from .hosts import close_masters
+            from .ssh import close_masters
 
             close_masters(str(private / "cp"))
             shutil.rmtree(private, ignore_errors=True)

@@ -150,8 +150,10 @@ def untouched(hosts: Sequence[tuple[str, Any]]) -> list[Survey]:
 def _each_host(hosts: Sequence[tuple[str, Any]], judge: Any) -> list[Survey]:
     """`judge(host)` (reads only: the reason the run must go on there, or None) on each (name, doctor target),
     in parallel; a host that cannot be read, or whose reading breaks, runs."""
+    from .connection import connect
     from .doctor import HOST_WORKERS
-    from .hosts import Host, HostError, SshControl, connect, read_each
+    from .hosts import Host, HostError, read_each
+    from .ssh import SshSessions
 
     def judged(host: Any) -> str:
         try:
@@ -161,9 +163,9 @@ def _each_host(hosts: Sequence[tuple[str, Any]], judge: Any) -> list[Survey]:
         except Exception as exc:  # the survey only saves time: whatever breaks it, the host runs
             return f"not surveyed ({type(exc).__name__}: {exc})"
 
-    with SshControl() as control:
+    with SshSessions() as sessions:
         def connector(target: Any) -> Callable[[], Host]:
-            return lambda: connect(target, control)
+            return lambda: connect(target, sessions)
 
         readings = read_each([(name, connector(target)) for name, target in hosts], judged, HOST_WORKERS)
     return [Survey(r.name, r.value == "", r.value or r.error or "up to date", r.seconds) for r in readings]

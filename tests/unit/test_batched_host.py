@@ -5,17 +5,25 @@ on a host: the real host_answers.py, started by a real python3."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 
 import pytest
 
 from alumet_setup import doctor, host_answers
-from alumet_setup.batched_host import MAX_ROUNDS, AnswerHost, BatchedHost, key
+from alumet_setup.batched_host import MAX_ROUNDS, AnswerHost, BatchedHost, Transport, key, one_command_each
 from alumet_setup.hosts import CommandResult, HostError, LocalHost
+from alumet_setup.ssh import SshSession, SshTarget
 
 
-class Transport:
+def command_host(transport: Transport, name: str = "here") -> BatchedHost:
+    """A BatchedHost that runs host_answers.py once per round through `transport`."""
+    return BatchedHost(one_command_each(transport, name), name)
+
+
+class Here:
     """Runs each command on this machine and counts them."""
 
     def __init__(self) -> None:
@@ -31,8 +39,8 @@ def findings(report: doctor.Report) -> dict[str, tuple[str, str, tuple[str, ...]
 
 
 def test_doctor_in_rounds_finds_what_doctor_finds_here_check_by_check_in_a_few_commands() -> None:
-    transport = Transport()
-    batched = doctor.diagnose(BatchedHost(transport, "here"))
+    transport = Here()
+    batched = doctor.diagnose(command_host(transport, "here"))
     local = doctor.diagnose(LocalHost())
     assert findings(batched) == findings(local)
     assert batched.to_json()["plugins"] == local.to_json()["plugins"]
@@ -48,7 +56,7 @@ def test_every_answer_of_a_batch_is_the_answer_local_host_gives() -> None:
         ("readlink", ["/proc/self/exe"]), ("realpath", ["/proc/self/../self"]), ("getxattr", ["/", "user.none"]),
         ("which", ["sh", ["~/.cargo/bin"]]), ("which", ["no-such-program", []]),
     ]
-    host = BatchedHost(Transport(), "here")
+    host = command_host(Here(), "here")
     host.fetch({key(op, args): (op, args) for op, args in questions})
     local = LocalHost()
     for op, args in questions:
@@ -62,7 +70,7 @@ def test_every_answer_of_a_batch_is_the_answer_local_host_gives() -> None:
 
 def test_a_command_runs_once_however_many_rounds_ask_for_it(tmp_path) -> None:
     counter = tmp_path / "runs"
-    host = BatchedHost(Transport(), "here")
+    host = command_host(Here(), "here")
 
     def work() -> str:
         first = host.run(["sh", "-c", f"echo x >> {counter}; echo done"])
@@ -75,7 +83,7 @@ def test_a_command_runs_once_however_many_rounds_ask_for_it(tmp_path) -> None:
 
 
 def test_rounds_stop_and_ask_what_is_left_one_by_one_when_questions_never_settle() -> None:
-    host = BatchedHost(Transport(), "here")
+    host = command_host(Here(), "here")
     asked = iter(range(1000))
 
     def work() -> bool:  # a new question every round: never settles
@@ -90,7 +98,7 @@ def test_a_host_without_python3_is_one_line() -> None:
         return CommandResult(tuple(argv), 127, "", "python3: command not found")
 
     with pytest.raises(HostError, match=r"^lab01: python3 is missing on the host \(doctor needs it\)$"):
-        doctor.diagnose(BatchedHost(transport, "lab01"))
+        doctor.diagnose(command_host(transport, "lab01"))
 
 
 def test_a_host_that_answers_garbage_is_one_line() -> None:
@@ -98,7 +106,7 @@ def test_a_host_that_answers_garbage_is_one_line() -> None:
         return CommandResult(tuple(argv), 1, "", "Traceback ...\nSyntaxError: invalid syntax")
 
     with pytest.raises(HostError, match=r"^lab01: cannot read the host: SyntaxError: invalid syntax$"):
-        doctor.diagnose(BatchedHost(transport, "lab01"))
+        doctor.diagnose(command_host(transport, "lab01"))
 
 
 def test_a_hung_host_does_not_hold_the_others_beyond_its_deadline() -> None:
@@ -108,7 +116,7 @@ def test_a_hung_host_does_not_hold_the_others_beyond_its_deadline() -> None:
         release.wait(0.5)  # the transport's own deadline (TestinfraHost: the command's timeout + grace)
         raise HostError("hung: no answer within 0.5 s (connection hung)")
 
-    connectors = [("hung", lambda: BatchedHost(hung, "hung")), ("here", lambda: BatchedHost(Transport(), "here"))]
+    connectors = [("hung", lambda: command_host(hung, "hung")), ("here", lambda: command_host(Here(), "here"))]
     start = time.monotonic()
     reports = doctor.diagnose_many(connectors)
     assert [r.host for r in reports] == ["hung", "here"]
@@ -134,3 +142,82 @@ def test_a_recorded_host_answers_what_it_recorded_and_notes_the_rest() -> None:
         host.read_text("/secret")
     assert list(host.unanswered) == [key("exists", ["/x"])]
     assert json.loads(key("run", [["a", "b"]])) == ["run", ["a", "b"]]
+
+
+# ---- the ssh session (alumet_setup/ssh.py): one program on the host for the whole run, one line per round.
+# Here the session's command is a local shell instead of ssh: the same program, pipes and exit codes.
+
+
+def local_session(script: str, name: str = "here") -> SshSession:
+    return SshSession(name, ["sh", "-c", script])
+
+
+def serving() -> str:
+    """What SshSession.for_target runs on the host, run here."""
+    import shlex
+
+    from alumet_setup.batched_host import BOOTSTRAP
+
+    return f"exec {shlex.quote(sys.executable)} -c {shlex.quote(BOOTSTRAP)}"
+
+
+def test_a_session_serves_every_round_with_one_program_and_finds_what_doctor_finds_here(tmp_path) -> None:
+    started = tmp_path / "started"
+    session = local_session(f"echo >> {started}; {serving()}")
+    try:
+        batched = doctor.diagnose(BatchedHost(session.ask, "here"))
+    finally:
+        session.close()
+    assert findings(batched) == findings(doctor.diagnose(LocalHost()))
+    assert batched.round_trips >= 2 and started.read_text() == "\n"  # every round, one program
+    with pytest.raises(HostError, match=r"^here: the connection is closed$"):
+        session.ask(host_answers.pack([["k", "exists", ["/"]]]), 5)
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    ("exit 127", "^lab01: python3 is missing on the host \\(doctor needs it\\)$"),
+    ("echo 'ssh: connect to host lab01 port 22: Connection refused' >&2; exit 255",
+     "^lab01: connection refused: no ssh server listening on that port$"),
+    ("echo 'Traceback ...' >&2; echo 'SyntaxError: invalid syntax' >&2; exit 1",
+     "^lab01: cannot read the host: SyntaxError: invalid syntax$"),
+    ("read line; echo 'not json'", "^lab01: cannot read the host: its answer is not JSON$"),
+])
+def test_a_session_that_ends_says_why_in_one_line_and_so_does_every_later_question(script: str,
+                                                                                   expected: str) -> None:
+    session = local_session(script, "lab01")
+    host = BatchedHost(session.ask, "lab01")
+    for _ in range(2):
+        with pytest.raises(HostError, match=expected):
+            doctor.diagnose(host)
+
+
+def test_a_session_that_never_answers_is_ended_at_its_deadline(tmp_path) -> None:
+    pid_file = tmp_path / "pid"
+    session = local_session(f"echo $$ > {pid_file}; exec sleep 60")
+    start = time.monotonic()
+    with pytest.raises(HostError, match=r"^here: no answer within 0\.5 s \(connection hung\)$"):
+        session.ask(host_answers.pack([["k", "exists", ["/"]]]), 0.5)
+    assert time.monotonic() - start < 5
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # killed, not left behind
+        os.kill(pid, 0)
+
+
+def test_sessions_end_with_the_run(tmp_path) -> None:
+    from alumet_setup.ssh import SshSessions
+
+    with SshSessions() as sessions:
+        session = sessions.open(SshTarget("lab01", "lab01"), "unused")
+        session._argv = ["sh", "-c", serving()]  # here instead of ssh
+        assert session.ask(host_answers.pack([["k", "exists", ["/"]]]), 30) == {"k": True}
+        process = session._process
+    assert process is not None and process.poll() == 0  # ended by its stdin's end, not killed
+
+
+def test_an_ssh_command_line_keeps_the_destination_out_of_the_options() -> None:
+    target = SshTarget("lab", "-oProxyCommand=x", user="ops", port=2222, identity_file="/k",
+                       extra_args=("-o", "ProxyJump=bastion"))
+    argv = target.ssh_argv("true")
+    assert argv[-3:] == ["--", "-oProxyCommand=x", "true"]
+    assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-l") + 1] == "ops"
+    assert "BatchMode=yes" in argv and argv.index("ProxyJump=bastion") < argv.index("--")

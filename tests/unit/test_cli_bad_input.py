@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import doctor, hosts, profiles, resources, runner
+from alumet_setup import connection, doctor, profiles, resources, runner
 from alumet_setup.cli import main
 from alumet_setup.settings import load_specs
 
@@ -18,7 +18,7 @@ def _never(*_args: object, **_kwargs: object) -> None:
 @pytest.fixture(autouse=True)
 def guard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "run_playbook", _never)
-    monkeypatch.setattr(hosts, "connect", _never)
+    monkeypatch.setattr(connection, "connect", _never)
     monkeypatch.setattr(doctor, "diagnose_many", _never)
 
 

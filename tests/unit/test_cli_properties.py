@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alumet_setup import hosts, profiles, resources, runner
+from alumet_setup import connection, hosts, profiles, resources, runner
 from alumet_setup.cli import main
 from alumet_setup.settings import STEPS, load_specs
 
@@ -56,7 +56,7 @@ def _stop_connect(target: object, *_args: object) -> None:
 def no_host_is_touched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runner, "run_playbook", _stop_play)
-        mp.setattr(hosts, "connect", _stop_connect)
+        mp.setattr(connection, "connect", _stop_connect)
         mp.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
         import ansible.inventory.manager  # noqa: F401  (imported once here, not timed in the first example)
         before = _checkout_state()

@@ -145,10 +145,10 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {unit!r})
 from checkhelpers import fresh_host
-from alumet_setup import hosts
+from alumet_setup import connection
 from alumet_setup.cli import main
 host = fresh_host(Path(sys.argv[1]))
-hosts.connect = lambda target, control=None: host
+connection.connect = lambda target, sessions=None: host
 main(["doctor", *sys.argv[2:]])
 """
 

@@ -27,7 +27,7 @@ from checkhelpers import FIXTURES, FixtureHost, probe_question, probe_ran, recor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alumet_setup import doctor, hosts, runner, uptodate
+from alumet_setup import connection, doctor, hosts, runner, uptodate
 from alumet_setup.checks.agent_probe import TMP_PREFIX
 from alumet_setup.cli import main
 from alumet_setup.findings import Options
@@ -156,12 +156,12 @@ def hostile_connect(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     payload = PAYLOADS["osc-title-bel"] + PAYLOADS["csi-clear-screen"] + PAYLOADS["c1-osc-st"]
     host = hostile_host(tmp_path, payload)
 
-    def connect(target: Any, control: Any = None) -> hosts.Host:
+    def connect(target: Any, sessions: Any = None) -> hosts.Host:
         if getattr(target, "name", None) == "gone":
             raise HostError(f"gone: ssh: {payload}")
         return host
 
-    monkeypatch.setattr(hosts, "connect", connect)
+    monkeypatch.setattr(connection, "connect", connect)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     return payload
 
@@ -190,7 +190,7 @@ def test_install_survey_line_shows_doctor_s_objection_escaped(hostile_connect: s
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # The host's install record says the last install applied sysctl with these very inputs and names a
     # witness file, which is now different: the survey line quotes the record's path.
-    root = Path(hosts.connect(None).root)
+    root = Path(connection.connect(None).root)
     (root / "etc" / f"{hostile_connect}.conf").write_text("changed\n")
     record_choices(root, text=json.dumps({"version": 1, "choices": {},
                                           "applied": {"sysctl": uptodate.run_digest({}, None)},

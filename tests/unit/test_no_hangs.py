@@ -15,9 +15,10 @@ import sshd  # tests/bed, put on sys.path by tests/conftest.py
 from checkhelpers import FIXTURES, ScriptedHost, done, stand_in
 from hostile import cli, dict_bomb, list_bomb
 
-from alumet_setup import hosts
+from alumet_setup import connection
+from alumet_setup.connection import TestinfraHost
 from alumet_setup.findings import Context, Status
-from alumet_setup.hosts import CommandResult, HostError, LocalHost, TestinfraHost
+from alumet_setup.hosts import CommandResult, HostError, LocalHost
 from alumet_setup.threads import in_background
 
 
@@ -84,7 +85,7 @@ class _Silent:
 
 
 def test_a_remote_call_that_never_answers_is_a_host_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hosts, "REMOTE_GRACE", 0.5)
+    monkeypatch.setattr(connection, "REMOTE_GRACE", 0.5)
     backend = _Silent()
     host = TestinfraHost(backend, name="stalled")
     try:

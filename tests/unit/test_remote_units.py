@@ -9,8 +9,9 @@ import jsonschema
 import pytest
 
 from alumet_setup import doctor
-from alumet_setup.hosts import HostError, SshControl, SshTarget, ssh_failure, ssh_target
+from alumet_setup.hosts import HostError
 from alumet_setup.inventory import InventoryError
+from alumet_setup.ssh import SshTarget, ssh_failure, ssh_target
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "doctor-schema.json").read_text())
 BANNER = """@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
@@ -61,13 +62,11 @@ def test_diagnose_many_keeps_order_and_isolates_a_failing_connect() -> None:
 def test_ssh_targets_from_specs_and_quoted_arguments() -> None:
     assert ssh_target("podman://c1") == "podman://c1"
     assert ssh_target("bob@lab01:2222") == SshTarget("bob@lab01:2222", "lab01", "bob", 2222)
-    assert SshTarget("x", "::1", port=22).spec() == "ssh://[::1]:22"
+    assert SshTarget("x", "::1", port=22).ssh_argv("true")[-5:] == ["-p", "22", "--", "::1", "true"]
     with pytest.raises(InventoryError, match="not allowed"):
         ssh_target("lab01;reboot")
-    with SshControl() as control:
-        args = control.args(SshTarget("x", "h", extra_args=("-o", "ProxyCommand=nc %h %p; echo")))
-        assert "'ProxyCommand=nc %h %p; echo'" in args and "BatchMode=yes" in args
-    assert not Path(control.directory).exists()
+    argv = SshTarget("x", "h", extra_args=("-o", "ProxyCommand=nc %h %p; echo")).ssh_argv("true")
+    assert "ProxyCommand=nc %h %p; echo" in argv and "BatchMode=yes" in argv  # each its own argument, no shell
 
 
 def test_an_inventory_host_on_the_podman_connection_is_reached_with_podman_exec(tmp_path: Path) -> None:

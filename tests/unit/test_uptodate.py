@@ -138,9 +138,9 @@ def test_doctor_objects_only_to_what_a_step_of_the_run_would_fix() -> None:
 
 
 def test_a_survey_that_breaks_runs_the_host_instead(monkeypatch: pytest.MonkeyPatch) -> None:
-    from alumet_setup import doctor, hosts
+    from alumet_setup import connection, doctor
 
-    monkeypatch.setattr(hosts, "connect", lambda target, control=None: FixtureHost("/nonexistent"))
+    monkeypatch.setattr(connection, "connect", lambda target, sessions=None: FixtureHost("/nonexistent"))
     monkeypatch.setattr(doctor, "diagnose", lambda host: (_ for _ in ()).throw(RuntimeError("boom")))
     monkeypatch.setattr(choices, "read", lambda host: record({"sysctl": DIGEST}))
     [survey] = uptodate.survey([("lab01", None)], ["sysctl"], DIGEST)
@@ -151,7 +151,7 @@ def test_uninstall_has_nothing_to_do_only_where_install_recorded_nothing(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """uptodate.untouched: no /var/lib/alumet-setup, nothing to remove; the directory (even empty, even a link
     somewhere else) or a host that cannot be read sends the host through the play."""
-    from alumet_setup import hosts
+    from alumet_setup import connection, hosts
 
     fresh, installed, linked = tmp_path / "fresh", tmp_path / "installed", tmp_path / "linked"
     (installed / "var/lib/alumet-setup").mkdir(parents=True)
@@ -160,12 +160,12 @@ def test_uninstall_has_nothing_to_do_only_where_install_recorded_nothing(
     fresh.mkdir()
     roots = {"fresh": fresh, "installed": installed, "linked": linked}
 
-    def connect(target: str, control: object = None) -> FixtureHost:
+    def connect(target: str, sessions: object = None) -> FixtureHost:
         if target == "gone":
             raise hosts.HostError("gone: connection refused")
         return FixtureHost(roots[target])
 
-    monkeypatch.setattr(hosts, "connect", connect)
+    monkeypatch.setattr(connection, "connect", connect)
     found = {s.host: (s.up_to_date, s.reason) for s in uptodate.untouched(
         [(name, name) for name in ("fresh", "installed", "linked", "gone")])}
     assert found == {"fresh": (True, "up to date"), "installed": (False, "/var/lib/alumet-setup is there"),
