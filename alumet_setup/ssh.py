@@ -131,7 +131,7 @@ class SshSession:
         with self._lock:
             if self._failed is not None:
                 raise HostError(self._failed)
-            process = self._process or self._start()
+            process = self._process or self._start()  # a session that was never start()ed
             try:
                 assert process.stdin is not None
                 process.stdin.write(line.encode() + b"\n")
@@ -150,6 +150,12 @@ class SshSession:
             except ValueError:
                 self._fail(f"{self.name}: cannot read the host: its answer is not JSON")
                 raise HostError(self._failed) from None
+
+    def start(self) -> None:
+        """Connect now rather than at the first question."""
+        with self._lock:
+            if self._process is None and self._failed is None:
+                self._start()
 
     def close(self) -> None:
         """End the session: the program ends with its stdin, and ssh with it."""
@@ -236,9 +242,14 @@ class SshSessions:
         self._lock = threading.Lock()
 
     def open(self, target: SshTarget, program: str) -> SshSession:
-        session = SshSession.for_target(target, program)
+        """A session to `target`, connecting now: the handshake goes on while the checks' first pass runs."""
+        return self.keep(SshSession.for_target(target, program))
+
+    def keep(self, session: SshSession) -> SshSession:
+        """`session`, started, to be ended with the others."""
         with self._lock:
             self._sessions.append(session)
+        session.start()
         return session
 
     def close(self) -> None:

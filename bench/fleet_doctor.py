@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Doctor at fleet scale, in one run: a fresh `ssh host true`, doctor on one host, doctor on N hosts, and
-their ratios (issue 27's targets: one host <= 2x the ssh round trip; 50 hosts <= 5 s and <= 3x one host).
+"""Doctor at fleet scale, in one run: a fresh `ssh host true`, doctor on one host (by `--host user@host:port`
+and by `-i INVENTORY`, whose parse by Ansible the controller pays for), doctor on N hosts, uninstall where
+install recorded nothing, an install rerun on 8 up-to-date hosts, and their ratios (issue 27's targets: one
+host <= 2x the ssh round trip; 50 hosts <= 5 s and <= 3x one host; the rerun on 8 hosts <= 3x doctor on one;
+uninstall with nothing to remove <= 3 s).
 
 The hosts: one Debian 13 sshd container of the test bed (tests/bed/sshd.py) whose sshd also listens on
 N-1 more ports of 127.0.0.1, so that each of the N inventory hosts has a connection (and a ControlMaster)
 of its own, as N machines would; they share the container's CPU with the controller (2 cores here), so a
 real fleet is no slower. A host that never answers (a port that accepts and stays silent) is doctored
 beside the N hosts once, to show it holds none of them. Medians of --repeat runs; doctor is the `alumet-setup`
-of the checkout's venv (the same package the wheel holds).
+of the checkout's venv (the same package the wheel holds). `ssh` is, for every command here, a wrapper that
+adds the bench's ssh configuration (its key and known_hosts), so `--host root@127.0.0.1:PORT` works as it
+does for a user whose ~/.ssh/config names the key. The install rerun's hosts were installed once (h00, with
+the test bed's Rust mirror and stand-in agent): the 8 inventory hosts are one container, so all 8 hold that
+install's record.
 
     CONTAINERS_CONF=$PWD/.ci/containers.conf .venv/bin/python bench/fleet_doctor.py [--sizes 1,8,32,50]
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -26,14 +34,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import prepare  # noqa: E402  (tests/bed is not a package)
+import services  # noqa: E402
 import sshd  # noqa: E402
+from fleet_install import SETTINGS  # noqa: E402  (the bed's mirror and stand-in agent)
 
 TOOL = str(ROOT / ".venv" / "bin" / "alumet-setup")
 
 
 CPU: list[float] = []  # the controller's CPU seconds (the command and its ssh clients) of the last timed() call
+
+
+ENV: dict[str, str] = {}  # the environment of every timed command (set by main: PATH with the ssh wrapper)
+
+
+def ssh_wrapper(work: Path, key: Path, known_hosts: Path) -> Path:
+    """A directory holding `ssh`: the system's ssh with this bench's key and known_hosts for 127.0.0.1."""
+    config = work / "ssh_config"
+    config.write_text(f"Host 127.0.0.1\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+                      f"  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n")
+    directory = work / "bin"
+    directory.mkdir()
+    wrapper = directory / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
+    wrapper.chmod(0o755)
+    return directory
 
 
 def timed(argv: list[str], repeat: int) -> tuple[float, subprocess.CompletedProcess]:
@@ -42,7 +69,8 @@ def timed(argv: list[str], repeat: int) -> tuple[float, subprocess.CompletedProc
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        last = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        last = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
+                              env=ENV or None)
         times.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -51,7 +79,8 @@ def timed(argv: list[str], repeat: int) -> tuple[float, subprocess.CompletedProc
     return statistics.median(times), last
 
 
-def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat: int, hung_port: int) -> None:
+def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat: int, hung_port: int,
+            surveys: bool) -> None:
     ports = [host.port] + [sshd.free_port() for _ in range(max(sizes) - 1)]
     # More sshd daemons on the other ports, 15 each: OpenSSH listens on 16 sockets at most (MAX_LISTEN_SOCKS).
     for first in range(1, len(ports), 15):
@@ -73,52 +102,76 @@ def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat:
     entries = {n: sshd.connection(p, key, known_hosts) for n, p in zip(names, ports, strict=True)}
     entries["hung"] = sshd.connection(hung_port, key, known_hosts)
     inventory = sshd.write_inventory(work / "inventory.yml", {"all": {"hosts": entries}})
-    ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes",
-           "-i", str(key), "-p", str(ports[0]), "root@127.0.0.1", "true"]
-    rtt, _ = timed(ssh, repeat)
+    ENV.update(os.environ, PATH=f"{ssh_wrapper(work, key, known_hosts)}:{os.environ['PATH']}",
+               XDG_STATE_HOME=str(work / "state"))
+    login = f"root@127.0.0.1:{ports[0]}"
+    rtt, _ = timed(["ssh", "-o", "BatchMode=yes", "-p", str(ports[0]), "root@127.0.0.1", "true"], repeat)
     print(f"fresh ssh host true: {rtt:.3f} s (median of {repeat})")
     start, _ = timed([TOOL, "--version"], repeat)
     print(f"alumet-setup --version (the CLI's start): {start:.3f} s")
 
-    def doctor(names: list[str], repeat: int) -> tuple[float, dict]:
-        argv = [TOOL, "doctor", "-i", str(inventory), *[a for n in names for a in ("--host", n)], "--json"]
+    def doctor(hosts: list[str], repeat: int, inventory_file: Path | None = inventory) -> tuple[float, dict]:
+        chosen = ["-i", str(inventory_file)] if inventory_file else []
+        argv = [TOOL, "doctor", *chosen, *[a for n in hosts for a in ("--host", n)], "--json"]
         seconds, run = timed(argv, repeat)
         document = json.loads(run.stdout)
         errors = {h["host"]: h["error"] for h in document["hosts"] if "error" in h}
         assert set(errors) <= {"hung"}, errors
         return seconds, document
 
+    alone, document = doctor([login], repeat, None)
+    print(f"doctor --host {login}: {alone:.3f} s = {alone / rtt:.1f}x the ssh round trip "
+          f"({document['hosts'][0]['round_trips']} rounds on one ssh connection, "
+          f"{document['hosts'][0]['seconds']:.3f} s reading the host; controller CPU {CPU[0]:.2f} s)")
     one, document = doctor(names[:1], repeat)
-    trips = document["hosts"][0]["round_trips"]
     one_cpu = CPU[0]
-    print(f"doctor, 1 host: {one:.3f} s = {one / rtt:.1f}x the ssh round trip ({trips} round trips, "
-          f"{document['hosts'][0]['seconds']:.3f} s reading the host; controller CPU {one_cpu:.2f} s)")
+    print(f"doctor -i INVENTORY, 1 host: {one:.3f} s = {one / rtt:.1f}x the ssh round trip "
+          f"({document['hosts'][0]['seconds']:.3f} s reading the host; controller CPU {one_cpu:.2f} s)")
     for n in sizes:
         if n > 1:
             seconds, _ = doctor(names[:n], repeat)
-            print(f"doctor, {n} hosts: {seconds:.3f} s = {seconds / one:.1f}x one host, {seconds / rtt:.1f}x the "
-                  f"ssh round trip; controller CPU {CPU[0]:.2f} s = {(CPU[0] - one_cpu) / (n - 1):.3f} s per more host")
+            print(f"doctor -i INVENTORY, {n} hosts: {seconds:.3f} s = {seconds / one:.1f}x one host, "
+                  f"{seconds / rtt:.1f}x the ssh round trip; controller CPU {CPU[0]:.2f} s = "
+                  f"{(CPU[0] - one_cpu) / (n - 1):.3f} s per more host")
     some = names[: min(8, len(names))]
     seconds, document = doctor([*some, "hung"], 1)
     hung = next(h for h in document["hosts"] if h["host"] == "hung")
     slowest = max(h["seconds"] for h in document["hosts"] if h["host"] != "hung")
     print(f"doctor, {len(some)} hosts + one that never answers: {seconds:.3f} s; the hung one: {hung['error']!r} "
           f"after {hung['seconds']:.1f} s; the slowest other host read in {slowest:.2f} s")
+    if not surveys:
+        return
+
+    seconds, run = timed([TOOL, "uninstall", "--host", login], repeat)
+    assert run.returncode == 0 and "Nothing to remove" in run.stdout, run.stdout + run.stderr
+    print(f"uninstall --host {login}, install recorded nothing: {seconds:.3f} s")
+    settings = [a for s in SETTINGS for a in ("--set", s)]
+    seconds, run = timed([TOOL, "install", "-i", str(inventory), "--host", names[0], *settings], 1)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    print(f"(install on {names[0]}, the stand-in agent built: {seconds:.0f} s)")
+    eight = [a for n in names[:8] for a in ("--host", n)]
+    seconds, run = timed([TOOL, "install", "-i", str(inventory), *eight, *settings], repeat)
+    assert run.returncode == 0 and "Nothing to run" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+    print(f"install rerun, {len(names[:8])} up-to-date hosts: {seconds:.3f} s = {seconds / one:.1f}x doctor on one "
+          f"host (-i); controller CPU {CPU[0]:.2f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,8,32,50", help="fleet sizes (comma-separated)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument("--doctor-only", action="store_true", help="leave out uninstall and the install rerun")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    if max(sizes := [int(s) for s in args.sizes.split(",")]) < 8 and not args.doctor_only:
+        parser.error("the install rerun needs a size of at least 8 (or --doctor-only)")
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
     prepare.main()  # the bed images (cached)
     work = Path(tempfile.mkdtemp(prefix="fleet-doctor-"))
     key = sshd.make_key(work / "id")
     hosts = sshd.start([("bench", "debian13")], Path(f"{key}.pub"), label="alumet-setup-bench")
     try:
-        with sshd.silent_port() as hung_port:
-            measure(hosts[0], key, work, sizes, args.repeat, hung_port)
+        with sshd.silent_port() as hung_port, services.running():
+            measure(hosts[0], key, work, sizes, args.repeat, hung_port, not args.doctor_only)
     finally:
         sshd.remove(hosts)
 

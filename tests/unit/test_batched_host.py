@@ -207,11 +207,11 @@ def test_sessions_end_with_the_run(tmp_path) -> None:
     from alumet_setup.ssh import SshSessions
 
     with SshSessions() as sessions:
-        session = sessions.open(SshTarget("lab01", "lab01"), "unused")
-        session._argv = ["sh", "-c", serving()]  # here instead of ssh
+        session = sessions.keep(local_session(serving()))
+        process = session._process  # started by keep(), before any question
+        assert process is not None and process.poll() is None
         assert session.ask(host_answers.pack([["k", "exists", ["/"]]]), 30) == {"k": True}
-        process = session._process
-    assert process is not None and process.poll() == 0  # ended by its stdin's end, not killed
+    assert process.poll() == 0  # ended by its stdin's end, not killed
 
 
 def test_an_ssh_command_line_keeps_the_destination_out_of_the_options() -> None:
