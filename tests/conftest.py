@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,7 +106,7 @@ _TIER_OF_FILE = {
 _TIER_SECONDS: dict[str, list[float]] = {}
 
 
-def _tier(item_path: str, nodeid: str) -> str:
+def _tier(item_path: str, nodeid: str, keywords: Any = ()) -> str:
     name = Path(item_path).name
     if "/vm/" in f"/{nodeid}":
         return "VM (QEMU)"
@@ -113,11 +114,13 @@ def _tier(item_path: str, nodeid: str) -> str:
         return "molecule (all scenarios at once)"
     if name in _TIER_OF_FILE:
         return _TIER_OF_FILE[name]
-    return "unit" if nodeid.startswith("tests/unit/") else "other integration (containers, lint, collection)"
+    if nodeid.startswith("tests/unit/"):
+        return "unit, starting processes" if "processes" in keywords else "unit, hermetic"
+    return "other integration (containers, lint, collection)"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    entry = _TIER_SECONDS.setdefault(_tier(report.fspath, report.nodeid), [0.0, 0])
+    entry = _TIER_SECONDS.setdefault(_tier(report.fspath, report.nodeid, report.keywords), [0.0, 0])
     entry[0] += report.duration
     entry[1] += report.when == "call"
 

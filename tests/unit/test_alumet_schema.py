@@ -344,6 +344,7 @@ def test_event_only_measurements_name_procfs_event_and_perf() -> None:
 
 # ---- `config validate`: one line per problem, exit 1; --for service warns --------------------------------
 
+@pytest.mark.processes
 def test_validate_prints_one_line_per_problem_naming_key_and_rule(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     text = profiles.render("rapl-perf").replace('"LL_READ_MISS"', '"LL_READ"').replace('"1s"', '"1.5ns"', 1)
@@ -359,6 +360,7 @@ def test_validate_prints_one_line_per_problem_naming_key_and_rule(tmp_path: Path
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.processes
 def test_validate_for_service_warns_about_exec_only_measurements(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(profiles.render("energy-attribution-exec"))
@@ -374,6 +376,7 @@ def test_validate_for_service_warns_about_exec_only_measurements(tmp_path: Path)
     assert "warning" not in cli("config", "validate", "--for", "service", str(config)).stdout
 
 
+@pytest.mark.processes
 def test_validate_substitutes_from_the_environment_of_the_run_it_is_for(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(profiles.render("rapl").replace('"alumet-output.csv"', '"${ALUMET_TEST_OUT}/o.csv"'))
@@ -386,6 +389,7 @@ def test_validate_substitutes_from_the_environment_of_the_run_it_is_for(tmp_path
     assert cli("config", "validate", "--for", "service", str(config), env=env).returncode == 0
 
 
+@pytest.mark.processes
 def test_validate_json_is_one_document_with_the_problems_and_the_same_exit_code(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     text = profiles.render("rapl-perf").replace('"LL_READ_MISS"', '"LL_READ"').replace('"1s"', '"1.5ns"', 1)
@@ -410,6 +414,7 @@ def test_validate_json_is_one_document_with_the_problems_and_the_same_exit_code(
     assert missing.returncode == 2 and missing.stdout == "" and missing.stderr.count("\n") == 1
 
 
+@pytest.mark.processes
 def test_validate_bad_for_is_a_usage_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(profiles.render("rapl"))
@@ -494,6 +499,7 @@ def test_the_service_writes_its_csv_only_under_its_state_directory(output: str, 
     assert all("ProtectSystem=strict" in p for p in problems)
 
 
+@pytest.mark.processes
 def test_config_validate_for_service_refuses_an_output_the_service_cannot_write(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(profiles.render("rapl", {"output_path": "/var/log/alumet-output.csv"}))

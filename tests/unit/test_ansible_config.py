@@ -80,6 +80,7 @@ def _importers(marker: Path) -> set[str]:
     return set(marker.read_text().split()) if marker.exists() else set()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_doctor_reads_no_ansible_configuration_of_the_user(tmp_path: Path, case: str) -> None:
     # ansible_connection=docker: doctor reaches it through testinfra's ansible:// backend, whose
@@ -93,6 +94,7 @@ def test_doctor_reads_no_ansible_configuration_of_the_user(tmp_path: Path, case:
         assert _importers(marker) == set(), (line, run.stderr[-500:])
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_install_reads_no_ansible_configuration_of_the_user_itself(tmp_path: Path, case: str) -> None:
     cwd, env, marker = _setup(tmp_path, case, "h1 ansible_host=127.0.0.1 ansible_port=1\n")

@@ -38,6 +38,7 @@ def findings(report: doctor.Report) -> dict[str, tuple[str, str, tuple[str, ...]
     return {r.id: (str(r.finding.status), r.finding.detail, r.finding.fix) for r in report.results}
 
 
+@pytest.mark.processes
 def test_doctor_in_rounds_finds_what_doctor_finds_here_check_by_check_in_a_few_commands() -> None:
     transport = Here()
     batched = doctor.diagnose(command_host(transport, "here"))
@@ -49,6 +50,7 @@ def test_doctor_in_rounds_finds_what_doctor_finds_here_check_by_check_in_a_few_c
     assert local.round_trips == 0
 
 
+@pytest.mark.processes
 def test_every_answer_of_a_batch_is_the_answer_local_host_gives() -> None:
     questions = [
         ("read_bytes", ["/etc/os-release"]), ("read_bytes", ["/nonexistent"]), ("exists", ["/proc/self"]),
@@ -68,6 +70,7 @@ def test_every_answer_of_a_batch_is_the_answer_local_host_gives() -> None:
     assert host.run(["no-such-program"]).rc == 127
 
 
+@pytest.mark.processes
 def test_a_command_runs_once_however_many_rounds_ask_for_it(tmp_path) -> None:
     counter = tmp_path / "runs"
     host = command_host(Here(), "here")
@@ -82,6 +85,7 @@ def test_a_command_runs_once_however_many_rounds_ask_for_it(tmp_path) -> None:
     assert counter.read_text() == "x\n"
 
 
+@pytest.mark.processes
 def test_rounds_stop_and_ask_what_is_left_one_by_one_when_questions_never_settle() -> None:
     host = command_host(Here(), "here")
     asked = iter(range(1000))
@@ -109,6 +113,7 @@ def test_a_host_that_answers_garbage_is_one_line() -> None:
         doctor.diagnose(command_host(transport, "lab01"))
 
 
+@pytest.mark.processes
 def test_a_hung_host_does_not_hold_the_others_beyond_its_deadline() -> None:
     release = threading.Event()
 
@@ -161,6 +166,7 @@ def serving() -> str:
     return f"exec {shlex.quote(sys.executable)} -c {shlex.quote(BOOTSTRAP)}"
 
 
+@pytest.mark.processes
 def test_a_session_serves_every_round_with_one_program_and_finds_what_doctor_finds_here(tmp_path) -> None:
     started = tmp_path / "started"
     session = local_session(f"echo >> {started}; {serving()}")
@@ -182,6 +188,7 @@ def test_a_session_serves_every_round_with_one_program_and_finds_what_doctor_fin
      "^lab01: cannot read the host: SyntaxError: invalid syntax$"),
     ("read line; echo 'not json'", "^lab01: cannot read the host: its answer is not JSON$"),
 ])
+@pytest.mark.processes
 def test_a_session_that_ends_says_why_in_one_line_and_so_does_every_later_question(script: str,
                                                                                    expected: str) -> None:
     session = local_session(script, "lab01")
@@ -191,6 +198,7 @@ def test_a_session_that_ends_says_why_in_one_line_and_so_does_every_later_questi
             doctor.diagnose(host)
 
 
+@pytest.mark.processes
 def test_a_session_that_never_answers_is_ended_at_its_deadline(tmp_path) -> None:
     pid_file = tmp_path / "pid"
     session = local_session(f"echo $$ > {pid_file}; exec sleep 60")
@@ -203,6 +211,7 @@ def test_a_session_that_never_answers_is_ended_at_its_deadline(tmp_path) -> None
         os.kill(pid, 0)
 
 
+@pytest.mark.processes
 def test_sessions_end_with_the_run(tmp_path) -> None:
     from alumet_setup.ssh import SshSessions
 

@@ -120,6 +120,7 @@ def test_setcap_command_is_one_call() -> None:
 SETCAP = shutil.which("setcap") or next((p for p in ("/usr/sbin/setcap", "/sbin/setcap") if os.path.exists(p)), None)
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(SETCAP is None, reason="setcap (libcap2-bin) is not installed")
 @pytest.mark.skipif(os.geteuid() != 0, reason="setting a file capability needs CAP_SETFCAP (root)")
 def test_real_setcap_decoded_through_localhost(tmp_path: Path) -> None:

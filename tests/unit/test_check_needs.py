@@ -89,6 +89,7 @@ def test_reading_an_undeclared_check_is_an_error(monkeypatch: pytest.MonkeyPatch
     assert ctx.finding("system.zz_open").status is Status.OK
 
 
+@pytest.mark.processes
 def test_no_real_check_reads_an_undeclared_one() -> None:
     """Every check on this machine, and with --probe: none hides a dependency."""
     for options in (None, doctor.Options(probe=True)):
@@ -96,6 +97,7 @@ def test_no_real_check_reads_an_undeclared_one() -> None:
             assert "UndeclaredNeed" not in result.finding.detail, (result.id, result.finding.detail)
 
 
+@pytest.mark.processes
 def test_display_order_does_not_depend_on_which_module_was_imported_first() -> None:
     """A test (or any caller) importing one check module early registered its checks first, and the
     report's "not here" line came out in another order than README's example (a CI failure)."""

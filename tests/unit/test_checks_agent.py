@@ -44,6 +44,7 @@ def test_parse_version(output: str, version: str | None) -> None:
     assert agent.parse_version(output) == version
 
 
+@pytest.mark.processes
 @needs_root
 def test_installed_link_resolved_and_version_read(installed: Path) -> None:
     host = FixtureHost(installed)
@@ -61,6 +62,7 @@ def test_missing_agent_fails_with_install_fix(tmp_path: Path) -> None:
     assert finding.data["path"] is None and finding.data["real_path"] is None
 
 
+@pytest.mark.processes
 @needs_root
 def test_agent_path_option(installed: Path) -> None:
     finding = context(FixtureHost(installed), agent_path=REAL).finding("agent.binary")
@@ -69,6 +71,7 @@ def test_agent_path_option(installed: Path) -> None:
     assert missing.status is Status.FAIL and "/srv/alumet-agent" in missing.detail
 
 
+@pytest.mark.processes
 @needs_root
 def test_found_in_search_dirs_off_path(tmp_path: Path) -> None:
     root = copy_fixture("agent/cargo-home", tmp_path)
@@ -141,6 +144,7 @@ def test_capabilities_without_agent(tmp_path: Path) -> None:
     assert finding.data["has_perfmon"] is False and finding.data["has_ptrace"] is False
 
 
+@pytest.mark.processes
 @needs_root
 def test_no_capabilities_fails_with_one_setcap(installed: Path) -> None:
     finding = context(FixtureHost(installed)).finding("agent.capabilities")
@@ -150,6 +154,7 @@ def test_no_capabilities_fails_with_one_setcap(installed: Path) -> None:
     assert finding.install_step == "capabilities"
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_real_capabilities_ok(installed: Path) -> None:
     setcap(installed, "cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep")
@@ -161,6 +166,7 @@ def test_real_capabilities_ok(installed: Path) -> None:
     assert finding.fix == ()
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_no_ptrace_is_ok_where_nothing_needs_it(installed: Path) -> None:
     setcap(installed, "cap_perfmon,cap_sys_nice=ep")  # the user book's cargo section; upstream's before 2026-02
@@ -203,6 +209,7 @@ memory_mode = "{event_mode}"
     ({"strategy": "event", "regex": "x", "group_mode": "slow_but_accurate", "event_mode": "quick"}, None),
     ({"strategy": "event", "regex": "", "group_mode": "quick", "event_mode": "slow_but_accurate"}, "smaps_rollup"),
 ])
+@pytest.mark.processes
 def test_ptrace_needed_by_the_config(installed: Path, settings: dict[str, str], needed: str | None) -> None:
     write(installed, "/etc/alumet/alumet-config.toml", PROCESSES.format(**settings))
     setcap(installed, "cap_perfmon,cap_sys_nice=ep")
@@ -218,6 +225,7 @@ def test_ptrace_needed_by_the_config(installed: Path, settings: dict[str, str], 
     assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_ptrace_needed_by_hidepid_without_the_group(installed: Path) -> None:
     mountinfo = installed / "proc/self/mountinfo"
@@ -231,6 +239,7 @@ def test_ptrace_needed_by_hidepid_without_the_group(installed: Path) -> None:
     assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_ptrace_as_install_was_asked(installed: Path) -> None:
     write(installed, "/etc/alumet/alumet-config.toml", PROCESSES.format(
@@ -252,6 +261,7 @@ def test_ptrace_as_install_was_asked(installed: Path) -> None:
                                                                  "(capabilities_ptrace=true)")
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_permitted_but_not_effective_fails(installed: Path) -> None:
     setcap(installed, "cap_perfmon,cap_sys_nice,cap_sys_ptrace=p")
@@ -260,6 +270,7 @@ def test_permitted_but_not_effective_fails(installed: Path) -> None:
     assert finding.data["has_perfmon"] is False and finding.data["effective"] == []
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_missing_required_fails(installed: Path) -> None:
     setcap(installed, "cap_sys_ptrace=ep")
@@ -268,6 +279,7 @@ def test_missing_required_fails(installed: Path) -> None:
     assert finding.detail == f"missing cap_perfmon, cap_sys_nice on {REAL}"
 
 
+@pytest.mark.processes
 @needs_setcap
 @pytest.mark.parametrize(("fixture", "why"), [("agent/nosuid-opt", "/opt is mounted nosuid"),
                                               ("agent/nfs-opt", "/opt is on nfs4")])
@@ -280,6 +292,7 @@ def test_capabilities_ignored_by_the_mount(tmp_path: Path, fixture: str, why: st
     assert finding.data["has_perfmon"] is False  # what the agent really gets at exec
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_prefix_named_mount_does_not_hold_the_binary(installed: Path) -> None:
     # The fixture mounts /opt/alumet-old nosuid: a string prefix of /opt/alumet/..., not a path prefix.
@@ -287,6 +300,7 @@ def test_prefix_named_mount_does_not_hold_the_binary(installed: Path) -> None:
     assert context(FixtureHost(installed)).finding("agent.capabilities").data["ignored_by"] is None
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_old_kernel_needs_cap_sys_admin(tmp_path: Path) -> None:
     root = copy_fixture("agent/cargo-home", tmp_path)  # kernel 5.4: no cap_perfmon yet
@@ -300,6 +314,7 @@ def test_old_kernel_needs_cap_sys_admin(tmp_path: Path) -> None:
     assert ok.status is Status.OK and ok.data["has_perfmon"] is True
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_getcap_disagreement_warns(installed: Path) -> None:
     setcap(installed, "cap_perfmon=ep cap_sys_nice=ep cap_sys_ptrace=ep")
@@ -316,6 +331,7 @@ def test_getcap_disagreement_warns(installed: Path) -> None:
     assert finding.status is Status.WARN and "getcap disagrees" in finding.detail
 
 
+@pytest.mark.processes
 @needs_root
 def test_getcap_fallback_when_xattr_unreadable(installed: Path) -> None:
     class NoXattr(FixtureHost):
@@ -351,6 +367,7 @@ def podman_bounding_set(installed: Path) -> Path:
     return status
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_capabilities_beyond_the_bounding_set_fail(installed: Path) -> None:
     # Podman's default bounding set (no CAP_PERFMON, CAP_SYS_NICE, CAP_SYS_PTRACE): execve gets EPERM.
@@ -364,6 +381,7 @@ def test_capabilities_beyond_the_bounding_set_fail(installed: Path) -> None:
     assert context(FixtureHost(installed)).finding("agent.capabilities").status is Status.OK
 
 
+@pytest.mark.processes
 @needs_setcap
 def test_agent_refused_by_the_bounding_set_says_what_to_do(installed: Path) -> None:
     # The agent's capabilities outside a container's bounding set: execve fails for everyone (exit 126).

@@ -226,6 +226,7 @@ def standin_agent(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(target / "release" / "alumet-agent")
 
 
+@pytest.mark.processes
 def test_probe_end_to_end_with_the_standin(monkeypatch: pytest.MonkeyPatch, standin_agent: str) -> None:
     # The stand-in sits under /tmp, which agent.binary rightly calls unsafe: vouch for it here.
     stand_in(monkeypatch, "agent.binary", Status.OK, path=standin_agent)
@@ -241,14 +242,15 @@ def test_probe_end_to_end_with_the_standin(monkeypatch: pytest.MonkeyPatch, stan
         assert f.data["plugins"]["rapl"]["outcome"] in ("measured", "failed"), f.detail
 
 
+@pytest.mark.processes
 def test_the_probe_keeps_its_order_where_a_remote_host_is_read_in_batches(monkeypatch: pytest.MonkeyPatch,
                                                                           standin_agent: str) -> None:
     """Over SSH doctor asks its questions in rounds (alumet_setup/batched_host.py): the probe's steps (its
     directory, the configuration, the run, the CSV, the cleanup) are one question, so they keep their order."""
-    from alumet_setup.batched_host import BatchedHost
+    from alumet_setup.batched_host import BatchedHost, one_command_each
 
     stand_in(monkeypatch, "agent.binary", Status.OK, path=standin_agent)
-    host = BatchedHost(lambda argv, timeout: LocalHost().run(argv, timeout), "here")
+    host = BatchedHost(one_command_each(lambda argv, timeout: LocalHost().run(argv, timeout), "here"), "here")
     batched = doctor.diagnose(host, Options(probe=True), only=["agent.binary", "agent.probe"])
     f = {r.id: r.finding for r in batched.results}["agent.probe"]
     here = evaluate(LocalHost(), "agent.probe", Options(probe=True))

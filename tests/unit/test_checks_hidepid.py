@@ -145,6 +145,7 @@ def test_fstab_would_hide_again_at_boot(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(finding.fix) == 1 and finding.fix[0].startswith("sudo sed --follow-symlinks -i.alumet-setup.bak -E ")
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("linked", [False, True], ids=["regular fstab", "symlinked fstab"])
 def test_fstab_fix_edits_only_the_proc_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked: bool) -> None:
     root = copy_fixture("hidepid/fstab-mismatch", tmp_path)

@@ -44,6 +44,7 @@ def test_rapl_event_from_the_pmu_fixture() -> None:
     assert perf_event.rapl_event(os.path.join(FIXTURES, "rapl-none", "sys/devices/power")) is None
 
 
+@pytest.mark.processes
 def test_script_runs_standalone_and_reports_consistently() -> None:
     out = subprocess.run([sys.executable, perf_event.__file__, "--pmu", "/nonexistent"], capture_output=True,
                          text=True, check=True, timeout=20).stdout
@@ -63,6 +64,7 @@ def _python38() -> str | None:
     return None
 
 
+@pytest.mark.processes
 def test_script_is_python38_compatible() -> None:
     python38 = _python38()
     if python38 is None:
@@ -173,6 +175,7 @@ def test_setpriv_missing_or_broken(agent: None) -> None:
     assert evaluate(host("Traceback ..."), "kernel.perf_probe").status is Status.ERROR
 
 
+@pytest.mark.processes
 def test_this_machine() -> None:
     """The real probe, as doctor runs it here: measured results, an honest status, never a crash."""
     f = evaluate(LocalHost(), "kernel.perf_probe")

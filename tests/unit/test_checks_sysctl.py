@@ -250,6 +250,7 @@ def test_ubuntu_level_4_fails_with_the_sysctl_fix(tmp_path: Path, monkeypatch: p
     assert finding.install_step == "sysctl"
 
 
+@pytest.mark.processes
 def test_persist_fix_keeps_other_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = copy_fixture("sysctl/zz-hardening", tmp_path)
     (root / "proc/sys/kernel/perf_event_paranoid").write_text("4\n")
@@ -266,6 +267,7 @@ def test_persist_fix_keeps_other_settings(tmp_path: Path, monkeypatch: pytest.Mo
     assert parse_sysctl(local.read_text()) == [("kernel/sysrq", "0"), ("kernel/perf_event_paranoid", "2")]
 
 
+@pytest.mark.processes
 def test_unoverride_fix_comments_the_key_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = copy_fixture("sysctl/zz-hardening", tmp_path)
     finding = paranoid(FixtureHost(root), monkeypatch)

@@ -95,6 +95,7 @@ def test_git_only_matters_for_a_rebuild_once_the_agent_is_installed(tmp_path: Pa
     assert f.status is Status.WARN and "only needed to rebuild" in f.detail and f.data["agent_installed"]
 
 
+@pytest.mark.processes
 def test_this_machine() -> None:
     host = LocalHost()
     for check_id in CHECKS:

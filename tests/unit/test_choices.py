@@ -202,6 +202,7 @@ def test_paranoid_value_as_asked_is_what_the_fix_writes(tmp_path: Path, monkeypa
     assert "echo 'kernel.perf_event_paranoid = 1' | sudo tee /etc/sysctl.d/local.conf" in finding.fix
 
 
+@pytest.mark.processes
 @needs_root
 def test_config_file_as_asked_decides_the_ptrace_need(tmp_path: Path) -> None:
     from test_checks_agent import PROCESSES, setcap
@@ -218,6 +219,7 @@ def test_config_file_as_asked_decides_the_ptrace_need(tmp_path: Path) -> None:
     assert finding.status is Status.WARN and "smaps_rollup" in finding.detail
 
 
+@pytest.mark.processes
 @needs_root
 def test_ptrace_choice_as_asked(tmp_path: Path) -> None:
     from test_checks_agent import setcap

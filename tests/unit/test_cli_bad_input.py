@@ -255,6 +255,7 @@ def test_testinfra_urls_are_checked_before_any_connection(capsys: pytest.Capture
     ("\u00b2", "'\u00b2'"),  # '²'.isdigit() is true, int('²') a ValueError: a traceback
     ("99999", "'99999'"),  # before: handed to ssh ("Bad port")
 ])
+@pytest.mark.processes
 def test_inventory_ports_are_checked_before_any_connection(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                            port: str, shown: str) -> None:
     inventory = tmp_path / "hosts.ini"

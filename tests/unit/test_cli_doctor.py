@@ -16,12 +16,14 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, check=False)
 
 
+@pytest.mark.processes
 def test_version():
     result = cli("--version")
     assert result.returncode == 0
     assert __version__ in result.stdout
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("command", [[], ["doctor"], ["install"], ["uninstall"], ["config", "render"]])
 def test_help_on_every_command(command):
     result = cli(*command, "--help")
@@ -29,6 +31,7 @@ def test_help_on_every_command(command):
     assert "Usage:" in result.stdout
 
 
+@pytest.mark.processes
 def test_doctor_json_goes_to_stdout_alone_and_the_exit_code_says_ready():
     result = cli("doctor", "--json")
     assert result.returncode in (0, 1), result.stderr
@@ -38,12 +41,14 @@ def test_doctor_json_goes_to_stdout_alone_and_the_exit_code_says_ready():
     assert result.stderr == ""
 
 
+@pytest.mark.processes
 def test_doctor_restricted_to_one_plugin_judges_only_that_plugin():
     result = cli("doctor", "--json", "--plugin", "csv")
     document = json.loads(result.stdout)
     assert list(document["hosts"][0]["plugins"]) == ["csv"]
 
 
+@pytest.mark.processes
 def test_list_checks_names_every_check():
     result = cli("doctor", "--list-checks")
     assert result.returncode == 0
@@ -61,6 +66,7 @@ def test_list_checks_names_every_check():
         (["frobnicate"], "No such command"),
     ],
 )
+@pytest.mark.processes
 def test_bad_input_is_one_line_exit_2_no_traceback(args, message):
     result = cli(*args)
     assert result.returncode == 2
@@ -71,6 +77,7 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, message):
     assert message in lines[0]
 
 
+@pytest.mark.processes
 def test_invalid_toml_config_is_a_usage_error(tmp_path):
     bad = tmp_path / "alumet-config.toml"
     bad.write_text("[plugins.rapl\npoll_interval = ")
@@ -80,6 +87,7 @@ def test_invalid_toml_config_is_a_usage_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.processes
 def test_text_report_has_no_orphan_or_duplicate_or_lines():
     """`or:` only follows fix commands, and never repeats one (here: agent.binary, config.file, perf probe)."""
     result = cli("doctor", "-v", "--agent", "/etc/passwd")
@@ -111,12 +119,14 @@ def test_colours_follow_the_terminal_conventions() -> None:
     assert use_color("never", Tty(), {}) is False
 
 
+@pytest.mark.processes
 def test_color_always_paints_the_report_and_never_does_not() -> None:
     painted = cli("doctor", "--only-check", "system.os", "--color", "always")
     plain = cli("doctor", "--only-check", "system.os", "--color", "never")
     assert "\x1b[" in painted.stdout and "\x1b[" not in plain.stdout
 
 
+@pytest.mark.processes
 def test_list_checks_json_names_what_each_check_blocks() -> None:
     checks = {c["id"]: c for c in json.loads(cli("doctor", "--list-checks", "--json").stdout)["checks"]}
     assert checks["rapl.access"]["blocks"] == ["rapl", "energy-attribution"]

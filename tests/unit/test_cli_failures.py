@@ -21,6 +21,7 @@ FAILING = """
 """
 
 
+@pytest.mark.processes
 def test_a_failed_host_is_named_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     playbook = tmp_path / "install.yml"
     playbook.write_text(FAILING)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from alumet_setup.cli import cli
@@ -32,6 +33,7 @@ def test_install_still_offers_the_build_options():
     assert "--build-host" in text and "--build-on-each" in text
 
 
+@pytest.mark.processes
 def test_uninstall_refuses_a_build_option_as_usage_error():
     result = run("uninstall", "--build-on-each")
     assert result.returncode == 2
@@ -44,6 +46,7 @@ def test_doctor_names_its_check_filter_only_check_and_hides_the_old_name():
     assert "--check " not in text and "--check\n" not in text
 
 
+@pytest.mark.processes
 def test_doctor_old_check_name_still_works_with_one_warning_line():
     result = run("doctor", "--check", "system.os", "--json")
     assert result.returncode in (0, 1), result.stderr
@@ -51,6 +54,7 @@ def test_doctor_old_check_name_still_works_with_one_warning_line():
     assert '"system.os"' in result.stdout
 
 
+@pytest.mark.processes
 def test_doctor_only_check_runs_only_those_checks():
     import json
 
@@ -60,6 +64,7 @@ def test_doctor_only_check_runs_only_those_checks():
     assert ids == ["system.os", "system.kernel"]
 
 
+@pytest.mark.processes
 def test_the_command_alone_prints_the_help_and_exits_0():
     result = run()
     assert result.returncode == 0, result.stderr

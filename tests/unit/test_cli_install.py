@@ -85,6 +85,7 @@ def test_settings_against_the_real_specs() -> None:
         convert(options["perf_paranoid_value"].__class__(name="mode", role="r", choices=("a", "b")), "c")
 
 
+@pytest.mark.processes
 def test_cli_does_not_import_ansible_runner() -> None:
     code = "import sys, alumet_setup.cli; print('ansible_runner' in sys.modules, 'ansible' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -118,6 +119,7 @@ def tiny_playbook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return playbook
 
 
+@pytest.mark.processes
 @pytest.mark.usefixtures("tiny_playbook")
 def test_install_runs_the_selected_steps(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["install", "--only", "sysctl", "--set", "perf_paranoid_value=1", "--check"])
@@ -133,6 +135,7 @@ def test_install_runs_the_selected_steps(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "alumet-setup" / "runs").is_dir()
 
 
+@pytest.mark.processes
 @pytest.mark.usefixtures("tiny_playbook")
 def test_become_password_prompt_is_hidden_and_kept_off_disk(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["install", "--only", "sysctl", "-K"], input="Hidden-pw-4471\n")
@@ -151,6 +154,7 @@ SECRETS = {  # variable -> a value found nowhere else
 }
 
 
+@pytest.mark.processes
 @pytest.mark.usefixtures("tiny_playbook")
 def test_secrets_in_the_environment_are_written_to_no_file_of_the_run(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,6 +191,7 @@ def test_redact_replaces_a_value_in_every_file_under_a_run(tmp_path: Path) -> No
     assert outside.read_text() == "Sudo-pw-7730"
 
 
+@pytest.mark.processes
 @pytest.mark.usefixtures("tiny_playbook")
 def test_unreachable_host_exits_2() -> None:
     result = CliRunner().invoke(cli, ["install", "--host", "root@127.0.0.1:1", "--only", "sysctl"])

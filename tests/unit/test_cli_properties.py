@@ -326,6 +326,7 @@ def _plant_tree(root: Path, entries: dict[str, str]) -> None:
             path.symlink_to({"link-to-bomb": root / "bombs", "loop": inventory, "link-to-vars": root / "vars"}[kind])
 
 
+@pytest.mark.processes
 @settings(max_examples=TREE_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(entries=st.dictionaries(st.sampled_from(PLACES), st.sampled_from(TREE_KINDS), min_size=1, max_size=4),
        as_file=st.booleans(), command=st.sampled_from([["doctor"], ["install", "--check", "--host", "nope"]]))

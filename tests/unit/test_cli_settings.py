@@ -77,6 +77,7 @@ def test_the_listing_in_json():
     assert {row["step"] for row in json.loads(listing("--json", "--step", "group"))} == {"group"}
 
 
+@pytest.mark.processes
 def test_settings_rejects_an_unknown_step_in_one_line():
     result = subprocess.run([sys.executable, "-m", "alumet_setup", "settings", "--step", "nope"],
                             capture_output=True, text=True, timeout=60, check=False)
@@ -109,6 +110,7 @@ def complete(line: str) -> list[str]:
     return [row.split(",", 1)[1] for row in result.stdout.splitlines() if row]  # none: one empty line
 
 
+@pytest.mark.processes
 def test_completion_of_commands_steps_settings_and_profiles():
     assert {"doctor", "install", "uninstall", "settings", "config"} <= set(complete("alumet-setup "))
     assert complete("alumet-setup install --only pre") == ["prereqs"]
@@ -138,6 +140,7 @@ def test_an_emoji_delimiter_is_one_character_for_the_agent_and_is_accepted() -> 
         {"alumet_config_csv_delimiter": "\U0001f600"}
 
 
+@pytest.mark.processes
 def test_completion_of_bool_values_and_not_of_internal_variables():
     assert complete("alumet-setup install --set perf_paranoid_allow_override=") == [
         "perf_paranoid_allow_override=true", "perf_paranoid_allow_override=false"]
@@ -147,6 +150,7 @@ def test_completion_of_bool_values_and_not_of_internal_variables():
     assert complete("alumet-setup install --set alumet_config_t") == []
 
 
+@pytest.mark.processes
 def test_completion_of_config_render_parameters_and_their_values():
     assert complete("alumet-setup config render --profile nvml --set nvml_m") == ["nvml_mode="]
     assert complete("alumet-setup config render --profile nvml --set nvml_mode=") == [

@@ -28,6 +28,7 @@ def run(tmp_path: Path, check_mode: bool = False, **args: Any) -> dict[str, Any]
     return json.loads(proc.stdout)
 
 
+@pytest.mark.processes
 def test_before_after_prune_record_only_what_the_tasks_created(tmp_path: Path) -> None:
     had, made = tmp_path / "had", tmp_path / "made"
     had.write_text("the host's")
@@ -52,6 +53,7 @@ def test_before_after_prune_record_only_what_the_tasks_created(tmp_path: Path) -
     assert not (tmp_path / "state" / "created.json").exists()  # an empty record goes
 
 
+@pytest.mark.processes
 def test_check_mode_answers_the_same_and_writes_nothing(tmp_path: Path) -> None:
     made = tmp_path / "made"
     made.write_text("x")
@@ -60,6 +62,7 @@ def test_check_mode_answers_the_same_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.processes
 def test_a_foreign_or_oversized_record_counts_as_empty(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -70,6 +73,7 @@ def test_a_foreign_or_oversized_record_counts_as_empty(tmp_path: Path) -> None:
         assert run(tmp_path, phase="read")["created"]["path"] == [], text[:40]
 
 
+@pytest.mark.processes
 def test_a_link_at_the_record_is_never_followed_nor_written_over(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -85,6 +89,7 @@ def test_a_link_at_the_record_is_never_followed_nor_written_over(tmp_path: Path)
     assert json.loads(target.read_text()) == {"version": 1, "path": [str(tmp_path)]}
 
 
+@pytest.mark.processes
 def test_an_earlier_release_record_of_the_service_user_is_merged_then_removed(tmp_path: Path) -> None:
     legacy = tmp_path / "service-user"
     legacy.write_text(f"{NO_SUCH_USER}\n")
@@ -95,6 +100,7 @@ def test_an_earlier_release_record_of_the_service_user_is_merged_then_removed(tm
     assert not legacy.exists()
 
 
+@pytest.mark.processes
 def test_mkdir_makes_only_what_is_absent_and_never_touches_a_directory_the_host_has(tmp_path: Path) -> None:
     """A shared directory (1777, another owner, as /tmp) stays exactly as it was; those made are root:root
     0755 whatever the umask, parents first, and recorded at once; a rerun makes nothing."""
@@ -116,6 +122,7 @@ def test_mkdir_makes_only_what_is_absent_and_never_touches_a_directory_the_host_
     assert again["changed"] is False and again["made"] == []
 
 
+@pytest.mark.processes
 def test_mkdir_in_check_mode_makes_nothing_and_its_own_state_directory_is_not_recorded(tmp_path: Path) -> None:
     state = tmp_path / "state"
     preview = run(tmp_path, check_mode=True, phase="mkdir", dirs=[str(state), str(tmp_path / "x" / "y")])
@@ -127,6 +134,7 @@ def test_mkdir_in_check_mode_makes_nothing_and_its_own_state_directory_is_not_re
     assert result["created"]["path"] == [] and not (state / "created.json").exists()  # rmdir.yml removes it
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("kind", ["file", "dangling link"])
 def test_mkdir_refuses_what_is_not_a_directory_and_leaves_it(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "taken"

@@ -27,6 +27,7 @@ def broken_check():
     del REGISTRY["system.zz_broken"]
 
 
+@pytest.mark.processes
 def test_a_check_that_raises_is_an_error_and_the_others_still_run(broken_check):
     results = doctor.run_checks(LocalHost())
     by_id = {r.id: r for r in results}
@@ -90,6 +91,7 @@ def test_a_failing_recommended_check_only_degrades():
     assert "no udev rule" in verdict.reasons[0]
 
 
+@pytest.mark.processes
 def test_report_on_this_machine_matches_the_json_schema():
     report = doctor.diagnose(LocalHost())
     document = json.loads(doctor.to_json([report]))
@@ -106,6 +108,7 @@ def test_missing_rapl_and_gpu_are_not_available_never_ok(tmp_path):
     assert statuses == dict.fromkeys(["rapl.pmu", "rapl.powercap", "nvml.device"], Status.NOT_AVAILABLE)
 
 
+@pytest.mark.processes
 def test_verbose_text_report_groups_checks_and_ends_with_the_summary_and_next():
     report = doctor.diagnose(LocalHost())
     text = doctor.render_text(report, verbose=True)

@@ -120,6 +120,7 @@ def test_coloured_report_wraps_like_the_plain_one(fresh: doctor.Report) -> None:
     assert max(len(line) for line in plain.splitlines()) <= 60
 
 
+@pytest.mark.processes
 def test_doctor_honours_columns_and_leaves_a_pipe_unwrapped(tmp_path: Path) -> None:
     root = fresh_tree(tmp_path / "root")
 
@@ -192,6 +193,7 @@ def screen_rows(output: str, columns: int) -> list[str]:
     return rows
 
 
+@pytest.mark.processes
 def test_a_fresh_host_fits_one_80x24_screen_with_the_next_line(tmp_path: Path) -> None:
     root = fresh_tree(tmp_path / "root")
     code, output = on_terminal(root)
@@ -211,6 +213,7 @@ def test_a_fresh_host_fits_one_80x24_screen_with_the_next_line(tmp_path: Path) -
 
 # ---- --json stays the full record, whatever -q or -v say
 
+@pytest.mark.processes
 def test_json_is_one_document_with_a_hosts_list_whatever_q_or_v(tmp_path: Path) -> None:
     root = fresh_tree(tmp_path / "root")
     documents = []

@@ -122,6 +122,7 @@ def hostile_reports(tmp_path: Path, payload: str) -> list[doctor.Report]:
     return doctor.diagnose_many([(f"lab{payload}", lambda: host), ("gone", unreachable)], Options(probe=True))
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
 def test_doctor_report_shows_host_strings_escaped(tmp_path: Path, payload: str) -> None:
     reports = hostile_reports(tmp_path, payload)
@@ -166,6 +167,7 @@ def hostile_connect(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     return payload
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("tty", [True, False], ids=["terminal", "pipe"])
 def test_doctor_command_on_a_terminal_and_through_a_pipe(hostile_connect: str, tty: bool) -> None:
     code, out, err = _cli(["doctor", "--probe", "--host", "lab", "--host", "gone"], tty)
@@ -176,6 +178,7 @@ def test_doctor_command_on_a_terminal_and_through_a_pipe(hostile_connect: str, t
     assert visible(hostile_connect) in out
 
 
+@pytest.mark.processes
 def test_json_carries_host_strings_exactly_and_escaped(hostile_connect: str) -> None:
     code, out, _err = _cli(["doctor", "--json", "--probe", "--host", "lab", "--host", "gone"], False)
     assert code == 2 and raw_controls(out) == []
@@ -186,6 +189,7 @@ def test_json_carries_host_strings_exactly_and_escaped(hostile_connect: str) -> 
     assert hostile_connect in document["hosts"][1]["error"]
 
 
+@pytest.mark.processes
 def test_install_survey_line_shows_doctor_s_objection_escaped(hostile_connect: str, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # The host's install record says the last install applied sysctl with these very inputs and names a

@@ -168,6 +168,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     ("fifo", "a FIFO, not an inventory file"),
     (b"#" * (1 << 20) + b"\n", "too large (1048577 bytes; at most 1048576)"),
 ])
+@pytest.mark.processes
 def test_hostile_inventories_are_refused_in_one_line(tmp_path: Path, command: list[str], content: str | bytes,
                                                      expected: str) -> None:
     if content == "/dev/zero":
@@ -233,6 +234,7 @@ def _layout(tmp_path: Path, layout: str, kind: str) -> tuple[str, str]:
     return str(tmp_path / inventory), str(tmp_path / hostile)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("kind", sorted(hostile_trees.KINDS))
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_every_file_ansible_would_read_is_checked_first(tmp_path: Path, layout: str, kind: str) -> None:
@@ -248,6 +250,7 @@ def test_every_file_ansible_would_read_is_checked_first(tmp_path: Path, layout: 
     assert took < 10, took  # a second of work at most; the rest is a shared machine's Python start-up
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_install_checks_them_before_anything_runs(tmp_path: Path, layout: str) -> None:
     inventory, hostile = _layout(tmp_path, layout, "fifo")
@@ -256,6 +259,7 @@ def test_install_checks_them_before_anything_runs(tmp_path: Path, layout: str) -
     assert run.stderr == f"alumet-setup: error: --inventory {hostile}: a FIFO, not a regular file\n"
 
 
+@pytest.mark.processes
 def test_a_directory_that_links_back_to_itself_is_refused(tmp_path: Path) -> None:
     """Ansible follows such links: two of them made it parse the inventory 2^40 times."""
     (tmp_path / "inv").mkdir()
@@ -282,6 +286,7 @@ def test_links_to_good_files_and_directories_are_followed(tmp_path: Path) -> Non
     assert ssh_targets(str(tmp_path / "inv"), ["lab01"])[0].user == "ops"  # type: ignore[union-attr]
 
 
+@pytest.mark.processes
 def test_a_template_error_in_a_connection_variable_is_one_line(tmp_path: Path) -> None:
     """Before: the template error's traceback (exit 1); a lookup that does not exist, or whose plugin
     directory is no longer read (test_ansible_config.py), ends there."""

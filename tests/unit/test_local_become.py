@@ -36,6 +36,7 @@ def test_root_never_asks() -> None:
     assert local_become.needs_password(is_root=True) is False
 
 
+@pytest.mark.processes
 def test_sudo_without_password_or_with_one(normal_user: Path) -> None:
     _sudo(normal_user, 0)
     assert local_become.needs_password() is False
@@ -47,6 +48,7 @@ def test_sudo_without_password_or_with_one(normal_user: Path) -> None:
     (None, "sudo is not installed"),
     ((1, "Sorry, user lab may not run sudo on lab01."), "Sorry, user lab may not run sudo on lab01."),
 ])
+@pytest.mark.processes
 def test_no_usable_sudo_is_one_line_and_nothing_runs(normal_user: Path, capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      sudo: tuple[int, str] | None, why: str) -> None:
@@ -62,6 +64,7 @@ def test_no_usable_sudo_is_one_line_and_nothing_runs(normal_user: Path, capsys: 
                                 "to use it"]
 
 
+@pytest.mark.processes
 def test_sudo_wanting_a_password_prompts_for_it(normal_user: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _sudo(normal_user, 1, "sudo: a password is required")
     seen: dict[str, object] = {}

@@ -51,6 +51,7 @@ def test_a_check_whose_background_command_raises_is_an_error_finding(monkeypatch
     assert finding.status is Status.ERROR and "connection lost" in finding.detail
 
 
+@pytest.mark.processes
 def test_a_local_command_that_outlives_its_timeout_is_cut_with_its_children(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     start = time.monotonic()
@@ -105,6 +106,7 @@ def silent_port() -> Iterator[int]:
         yield port
 
 
+@pytest.mark.processes
 def test_doctor_over_ssh_to_a_host_that_never_answers_finishes(silent_port: int) -> None:
     run = subprocess.run([sys.executable, "-m", "alumet_setup", "doctor", "--host", f"root@127.0.0.1:{silent_port}"],
                          capture_output=True, text=True, timeout=90, check=False, stdin=subprocess.DEVNULL)
@@ -120,6 +122,7 @@ DICT_BOMB, LIST_BOMB = dict_bomb(), list_bomb()
     ("prereqs_packages_extra", LIST_BOMB),  # a list of str
     ("alumet_group_members", LIST_BOMB),  # a list checked against FORMATS
 ])
+@pytest.mark.processes
 def test_an_alias_bomb_in_a_setting_is_one_line_within_a_second(setting: str, value: str) -> None:
     """Before: validation passed, then hashing the settings for the fast path expanded 9**7 values (the CLI
     hung, its memory growing by about 45 MB/s). hostile.cli bounds the CLI's time and memory: a hang fails."""

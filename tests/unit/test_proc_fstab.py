@@ -67,6 +67,7 @@ def doctor_boot(tmp_path: Path, fstab_text: str, monkeypatch: pytest.MonkeyPatch
     return context(FixtureHost(root)).finding("procfs.hidepid").data
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
 @pytest.mark.parametrize("case", FSTABS)
 def test_role_and_doctor_agree_on_one_fstab(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,6 +135,7 @@ def meta(path: Path) -> tuple[int, int, int]:
     return st.st_mode & 0o7777, st.st_uid, st.st_gid
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute link", "relative link"])
 def test_a_symlinked_fstab_stays_a_link_through_edit_and_restore(tmp_path: Path, relative: bool) -> None:
@@ -160,6 +162,7 @@ def test_a_symlinked_fstab_stays_a_link_through_edit_and_restore(tmp_path: Path,
     assert module(tmp_path, restore=True, fstab=str(link))["changed"] is False  # nothing left to do
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
 @pytest.mark.parametrize("target", ["missing", "fifo", "directory", "/dev/null"])
 def test_a_link_to_anything_but_a_regular_file_is_refused_and_nothing_is_written(tmp_path: Path,
@@ -182,6 +185,7 @@ def test_a_link_to_anything_but_a_regular_file_is_refused_and_nothing_is_written
     assert target != "missing" or not pointed.exists()
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
 def test_a_link_in_place_of_the_backup_is_never_written_through(tmp_path: Path) -> None:
     fstab = tmp_path / "fstab"
@@ -198,6 +202,7 @@ def test_a_link_in_place_of_the_backup_is_never_written_through(tmp_path: Path) 
     assert not elsewhere.exists()
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("findmnt") is None, reason="the module verifies fstabs with findmnt")
 def test_restore_refuses_when_more_than_the_proc_line_changed(tmp_path: Path) -> None:
     link, real, _ = linked_fstab(tmp_path, relative=True)

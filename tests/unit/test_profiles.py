@@ -180,12 +180,14 @@ def test_durations_are_read_as_humantime_2_3_reads_them(value: object, nanosecon
 
 # ---- the CLI ------------------------------------------------------------------------------------
 
+@pytest.mark.processes
 def test_config_render_prints_the_golden_file() -> None:
     result = cli("config", "render", "--profile", "rapl-perf")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (GOLDEN / "rapl-perf.toml").read_text(encoding="utf-8")
 
 
+@pytest.mark.processes
 def test_config_render_writes_atomically_and_validate_accepts_it(tmp_path: Path) -> None:
     out = tmp_path / "alumet-config.toml"
     out.write_text("old")
@@ -207,6 +209,7 @@ def test_config_render_writes_atomically_and_validate_accepts_it(tmp_path: Path)
         (["--set", "poll_interval=fast"], '--set poll_interval: expected a duration such as "1s" or "500ms"'),
     ],
 )
+@pytest.mark.processes
 def test_config_render_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "out.toml"
     result = cli("config", "render", *args, "-o", str(out))
@@ -217,6 +220,7 @@ def test_config_render_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[s
     assert not out.exists()
 
 
+@pytest.mark.processes
 def test_config_validate_lists_every_error_and_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[plugins.csv]\noutput_path = "x.csv"\n\n[plugins.gpu]\n')
@@ -227,11 +231,13 @@ def test_config_validate_lists_every_error_and_exits_1(tmp_path: Path) -> None:
     assert f"{bad}: plugins.gpu: unknown plugin gpu (alumet-agent 0.9.5 refuses to start)" in lines
 
 
+@pytest.mark.processes
 def test_config_validate_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     result = cli("config", "validate", str(tmp_path / "absent.toml"))
     assert result.returncode == 2 and result.stderr.startswith("alumet-setup: error: ")
 
 
+@pytest.mark.processes
 def test_the_role_filter_renders_every_profile_byte_for_byte_as_render_does(tmp_path: Path) -> None:
     """The alumet_config role writes what its filter plugin returns: real ansible-playbook, the filter loaded
     through the role's link (roles/alumet_config/filter_plugins), so the modules beside its target."""

@@ -43,6 +43,7 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("name", resources.NAMES)
 def test_installed_wheel_finds_its_bundled_copy(installed_wheel: Path, name: str, tmp_path: Path) -> None:
     source = ROOT / name
@@ -60,6 +61,7 @@ def test_installed_wheel_finds_its_bundled_copy(installed_wheel: Path, name: str
     assert files(source) <= files(found)
 
 
+@pytest.mark.processes
 def test_installed_wheel_says_its_release_alone(installed_wheel: Path, tmp_path: Path) -> None:
     """No checkout next to the package: `--version` is the release (alumet_setup/version.py)."""
     run = ("import sys; sys.path.insert(0, sys.argv[1]); sys.argv[1:] = ['--version']; "

@@ -42,6 +42,7 @@ def _runs_like(directory: Path, count: int, start: int = 0) -> list[str]:
     return names
 
 
+@pytest.mark.processes
 def test_a_symlinked_runs_directory_is_refused_and_its_target_kept(tmp_path: Path) -> None:
     """Before: rotation followed the link and removed the oldest entries of whatever it pointed to."""
     precious = tmp_path / "precious"
@@ -58,6 +59,7 @@ def test_a_symlinked_runs_directory_is_refused_and_its_target_kept(tmp_path: Pat
     assert sorted(p.name for p in precious.iterdir()) == sorted([*names, "thesis.tex"])
 
 
+@pytest.mark.processes
 def test_only_runs_are_rotated_and_a_stray_file_breaks_nothing(tmp_path: Path) -> None:
     """Before: a stray file among the oldest entries made every later run fail with a NotADirectoryError
     traceback (exit 1); a symlink there would have been followed."""
@@ -79,6 +81,7 @@ def test_only_runs_are_rotated_and_a_stray_file_breaks_nothing(tmp_path: Path) -
     assert (tmp_path / "elsewhere" / "keep").exists()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("state", ["a-file", "/proc/self", "/proc/self/status"])
 def test_a_state_directory_that_cannot_be_made_is_one_line(tmp_path: Path, state: str) -> None:
     """Before: a FileExistsError or NotADirectoryError traceback, exit 1."""
@@ -91,6 +94,7 @@ def test_a_state_directory_that_cannot_be_made_is_one_line(tmp_path: Path, state
                                  f"runs (XDG_STATE_HOME={state}): ") and run.stderr.count("\n") == 1, run.stderr
 
 
+@pytest.mark.processes
 def test_a_relative_xdg_state_home_is_ignored(tmp_path: Path) -> None:
     """The XDG base directory specification: relative paths are invalid and must be ignored."""
     (tmp_path / "cwd").mkdir()
@@ -100,6 +104,7 @@ def test_a_relative_xdg_state_home_is_ignored(tmp_path: Path) -> None:
     assert len(list((tmp_path / "home" / ".local" / "state" / "alumet-setup" / "runs").iterdir())) == 1
 
 
+@pytest.mark.processes
 def test_runs_at_once_never_fail_each_other_nor_lose_a_run_in_progress(tmp_path: Path) -> None:
     """Before: ansible-runner's rotation listed the directory, then stat-ed and removed entries that another
     run had just removed (FileNotFoundError), and removed a run still in progress once ten newer existed."""

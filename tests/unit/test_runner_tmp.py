@@ -138,6 +138,7 @@ def _run_env(tmp_path: Path, state: str) -> dict[str, str]:
     return json.loads(command.read_text())["env"]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_stops_its_modules_cleans_up_and_exits_128_plus_the_signal(
         tmp_path: Path, signum: int) -> None:
@@ -179,6 +180,7 @@ def test_an_interrupted_run_stops_its_modules_cleans_up_and_exits_128_plus_the_s
     assert not Path(_run_env(tmp_path, "a")["ANSIBLE_LOCAL_TEMP"]).parent.exists()
 
 
+@pytest.mark.processes
 def test_ctrl_c_at_the_password_prompt_exits_130() -> None:
     # Ctrl-C as a terminal gives it: SIGINT at its default. A run started in the background (`cmd &` in a
     # script, as CI may start the suite) inherits SIGINT ignored, and the tool rightly keeps ignoring it.

@@ -30,6 +30,7 @@ def one_line(run: subprocess.CompletedProcess[str], code: int = 2) -> str:
     return run.stderr
 
 
+@pytest.mark.processes
 def test_a_symlink_is_kept_unless_followed(tmp_path: Path) -> None:
     target = tmp_path / "real.toml"
     target.write_text("mine\n")
@@ -43,6 +44,7 @@ def test_a_symlink_is_kept_unless_followed(tmp_path: Path) -> None:
     assert link.is_symlink() and "[plugins.rapl]" in target.read_text()
 
 
+@pytest.mark.processes
 def test_a_fifo_is_not_replaced(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -50,6 +52,7 @@ def test_a_fifo_is_not_replaced(tmp_path: Path) -> None:
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
+@pytest.mark.processes
 def test_a_link_to_a_device_is_not_followed_onto_it(tmp_path: Path) -> None:
     link = tmp_path / "null"
     link.symlink_to("/dev/null")
@@ -57,6 +60,7 @@ def test_a_link_to_a_device_is_not_followed_onto_it(tmp_path: Path) -> None:
     assert link.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
+@pytest.mark.processes
 def test_an_existing_file_needs_force_and_keeps_its_mode(tmp_path: Path) -> None:
     out = tmp_path / "alumet-config.toml"
     out.write_text("old\n")
@@ -79,6 +83,7 @@ def test_an_existing_file_needs_force_and_keeps_its_mode(tmp_path: Path) -> None
     (lambda d: _write(d, b"#" * (safe_io.MAX_READ + 1)), "too large (1048577 bytes; at most 1048576)"),
     (lambda d: str(d / "missing.toml"), "no such file"),
 ])
+@pytest.mark.processes
 def test_reads_are_bounded_and_text_only(tmp_path: Path, command: tuple[str, str], make: object,
                                          expected: str) -> None:
     path = make(tmp_path)  # type: ignore[operator]

@@ -29,6 +29,7 @@ def ssh_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.processes
 def test_a_name_whose_user_is_root_is_not_made_to_sudo(ssh_config: Path) -> None:
     hosts = build_inventory(resolve_targets(["rootbox", "alicebox"]), is_root=False)["all"]["hosts"]
     assert hosts["rootbox"] == {"ansible_host": "rootbox", "ansible_connection": "ssh", "ansible_become": False}
@@ -40,6 +41,7 @@ def test_an_explicit_user_wins_over_the_config(ssh_config: Path) -> None:
     assert hosts["rootbox"]["ansible_user"] == "alice" and "ansible_become" not in hosts["rootbox"]
 
 
+@pytest.mark.processes
 def test_ssh_login_user_reads_ssh_G(ssh_config: Path) -> None:
     assert inventory.ssh_login_user("rootbox") == "root"
     assert inventory.ssh_login_user("alicebox", 2222) == "alice"

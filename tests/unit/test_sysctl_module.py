@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from alumet_setup.sysctl_precedence import Setter, overriding
 
 ROOT = Path(__file__).parents[2]
@@ -19,6 +21,7 @@ def test_the_role_module_is_the_doctor_code():
     assert MODULE.resolve() == (ROOT / "alumet_setup" / "sysctl_precedence.py").resolve()
 
 
+@pytest.mark.processes
 def test_module_mode_answers_with_json_on_this_machine(tmp_path):
     args = tmp_path / "args.json"
     args.write_text(json.dumps({"key": "kernel.perf_event_paranoid", "file": "/etc/sysctl.d/local.conf",

@@ -37,6 +37,7 @@ def checkout(tmp_path: Path) -> Path:
     return repo
 
 
+@pytest.mark.processes
 def test_a_checkout_names_its_commit_and_says_when_tracked_files_differ(checkout: Path) -> None:
     assert describe(checkout) == f"{__version__}+g0d3213a"
     (checkout / "notes.txt").write_text("untracked: not the commit's, not a change to it\n")
@@ -45,6 +46,7 @@ def test_a_checkout_names_its_commit_and_says_when_tracked_files_differ(checkout
     assert describe(checkout) == f"{__version__}+g0d3213a.dirty"
 
 
+@pytest.mark.processes
 def test_the_callers_git_environment_does_not_redirect_it(checkout: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     other = tmp_path / "other"
@@ -58,12 +60,14 @@ def test_no_git_directory_is_the_release_alone(tmp_path: Path) -> None:
     assert describe(tmp_path) == __version__
 
 
+@pytest.mark.processes
 def test_a_checkout_without_git_to_ask_says_so(checkout: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
     assert describe(checkout) == f"{__version__}+unknown"
 
 
+@pytest.mark.processes
 def test_this_checkout_names_its_commit() -> None:
     result = subprocess.run([sys.executable, "-m", "alumet_setup", "--version"], capture_output=True, text=True,
                             timeout=60, check=False)
