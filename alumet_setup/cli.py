@@ -16,8 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
-from .exits import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, Interrupted, exit_code
-from .textsafe import visible
+from .exits import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, Interrupted, error, exit_code
 
 
 class UsageFailure(click.ClickException):
@@ -27,12 +26,6 @@ class UsageFailure(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         error(self.format_message())
-
-
-def error(message: str) -> None:
-    """One `alumet-setup: error:` line on stderr, whatever the message quotes of the user's input: a
-    character that would break the line or the terminal (newline, vertical tab, ESC, U+2028) is escaped."""
-    click.echo(f"alumet-setup: error: {visible(message)}", err=True)
 
 
 def fail(message: str) -> NoReturn:
@@ -250,20 +243,15 @@ def _require_toml(path: str) -> None:
 
 def _doctor_targets(hosts: Sequence[str], inventory: str | None) -> list[Any]:
     """The --host values as connect() targets, every one checked before any host is contacted."""
-    from .inventory import Inventory, InventoryError, resolve_targets
-    from .ssh import SshTarget, ssh_target
+    from .inventory import InventoryError, resolve_hosts
 
     try:
-        if inventory is not None:
-            parsed = Inventory(inventory)  # once: Ansible's parse is most of doctor's start-up with -i
-            resolve_targets(hosts, parsed)  # unknown names: the same one-line error as install
-            return parsed.ssh_targets(list(hosts))
-        targets: list[str | SshTarget | None] = [ssh_target(spec) for spec in hosts] or [None]
+        resolved = resolve_hosts(hosts, inventory, doctor=True)
     except InventoryError as exc:
         fail(str(exc))
-    # A host given twice (or this machine as both local and localhost) is checked once: one row per name.
+    # One row per label: a host given twice, or this machine as both local and localhost, is checked once.
     unique: dict[str, Any] = {}
-    for target in targets:
+    for _, target in resolved.reached:
         unique.setdefault(_target_name(target), target)
     return list(unique.values())
 
@@ -343,7 +331,7 @@ def _play(playbook_name: str, options: dict[str, Any]) -> NoReturn:
     from . import play
 
     try:
-        sys.exit(play.play(playbook_name, **options))
+        sys.exit(play.play(play.PlayRequest(playbook_name, **options)))
     except play.BadInput as exc:
         fail(str(exc))
 

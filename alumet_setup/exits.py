@@ -1,9 +1,19 @@
 """Exit codes, one policy for doctor and install/uninstall alike; a run stopped by a signal exits 128 + its
-number (Interrupted)."""
+number (Interrupted); the one-line error every command prints."""
 
 from __future__ import annotations
 
+import click
+
+from .textsafe import visible
+
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
+
+
+def error(message: str) -> None:
+    """One `alumet-setup: error:` line on stderr, whatever the message quotes of the user's input: a
+    character that would break the line or the terminal (newline, vertical tab, ESC, U+2028) is escaped."""
+    click.echo(f"alumet-setup: error: {visible(message)}", err=True)
 
 
 def exit_code(unreachable: bool, ok: bool) -> int:

@@ -46,10 +46,19 @@ class Target:
     user: str | None = None
     port: int | None = None
     from_inventory: bool = False
+    url: str | None = None  # doctor only: a testinfra URL (podman://NAME...) read through that backend
 
     @property
     def local(self) -> bool:
-        return self.address is None and not self.from_inventory
+        return self.address is None and not self.from_inventory and self.url is None
+
+    def reach(self) -> str | SshTarget | None:
+        """How doctor's checks read this ad-hoc target: None (this machine), its URL, or ssh."""
+        from .ssh import SshTarget
+
+        if self.local or self.url is not None:
+            return self.url
+        return SshTarget(name=self.spec, destination=self.address or self.spec, user=self.user, port=self.port)
 
     def doctor_host(self) -> str | None:
         """The `alumet-setup doctor --host` value that checks this host; None for this machine."""
@@ -381,10 +390,58 @@ def _load(path: str) -> Any:
     return manager
 
 
+Reach = Any  # how doctor's checks read a host: None (this machine), "local", a testinfra URL, or an SshTarget
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """The hosts of one command (doctor, install, uninstall), resolved once by resolve_hosts: what the user
+    named, every host that stands for, and how doctor's checks read each."""
+
+    named: list[Target]  # the --host values: hosts and groups of the inventory, or ad-hoc logins
+    names: list[str]  # every host the run touches, groups expanded, in order (each gets a summary row)
+    reaches: list[Reach] | None  # how each of `names` is read; None when the inventory cannot say here
+    inventory: Inventory | None = None
+
+    @property
+    def reached(self) -> list[tuple[str, Reach]]:
+        """(name, how it is read) of every host; empty when the inventory cannot say how to read them."""
+        return list(zip(self.names, self.reaches, strict=True)) if self.reaches is not None else []
+
+
+def resolve_hosts(specs: Sequence[str], inventory: str | None = None, user: str | None = None,
+                  doctor: bool = False) -> Hosts:
+    """The --host values, checked (InventoryError) before any host is contacted, the inventory parsed once.
+    `user`: the SSH user of hosts that name none (install's --user). `doctor`: testinfra URLs are targets too
+    (--host podman://NAME), and connection variables that cannot be read are an error; install then runs its
+    play without the survey (Ansible reads those variables itself)."""
+    from .ssh import SshTarget
+
+    parsed = Inventory(inventory) if inventory is not None else None
+    named = resolve_targets(specs, parsed, user, urls=doctor)
+    reaches: list[Reach] | None
+    if parsed is not None:
+        listed = [t.name for t in named]
+        names = parsed.expand(listed)
+        try:
+            reaches = list(parsed.ssh_targets(listed))
+        except InventoryError:
+            if doctor:
+                raise
+            reaches = None
+    else:
+        names, reaches = [t.name for t in named], [t.reach() for t in named]
+    if user is not None and reaches is not None:
+        reaches = [dataclasses.replace(r, user=user) if isinstance(r, SshTarget) and r.user is None else r
+                   for r in reaches]
+    return Hosts(named, names, reaches, parsed)
+
+
 def resolve_targets(specs: Sequence[str], inventory: str | Inventory | None = None,
-                    user: str | None = None) -> list[Target]:
+                    user: str | None = None, urls: bool = False) -> list[Target]:
     """The --host values as Targets. With -i every --host must name a host or group of it (no host: all
-    of them); without -i each is an ad-hoc SSH target, and no --host means this machine."""
+    of them); without -i each is an ad-hoc SSH target (or, with `urls`, a testinfra URL), and no --host means
+    this machine."""
     if user is not None:
         check_user(user)
     if inventory is not None:
@@ -396,7 +453,13 @@ def resolve_targets(specs: Sequence[str], inventory: str | Inventory | None = No
                 known = ", ".join([*groups, *hosts][:12])
                 raise InventoryError(f"--host {name!r} is not a host or group of {parsed.path} (known: {known})")
         return [Target(name=name, spec=name, from_inventory=True) for name in dict.fromkeys(chosen)]
-    return unique_names([parse_host(spec) for spec in specs] or [Target(name="localhost", spec="localhost")])
+    return unique_names([_ad_hoc(spec, urls) for spec in specs] or [Target(name="localhost", spec="localhost")])
+
+
+def _ad_hoc(spec: str, urls: bool) -> Target:
+    if urls and "://" in spec:
+        return Target(name=spec, spec=spec, url=check_url(spec))
+    return parse_host(spec)
 
 
 def unique_names(targets: Sequence[Target]) -> list[Target]:
@@ -406,7 +469,7 @@ def unique_names(targets: Sequence[Target]) -> list[Target]:
     `--host a@h --host b@h --host h_2` is h, h_3, h_2 and no host is left out or shown twice."""
     distinct: dict[tuple[Any, ...], Target] = {}
     for target in targets:
-        distinct.setdefault((target.address, target.user, target.port, target.local), target)
+        distinct.setdefault((target.address, target.user, target.port, target.local, target.url), target)
     own = {t.name for t in distinct.values()}
     used: set[str] = set()
     unique: list[Target] = []

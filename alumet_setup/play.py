@@ -6,23 +6,45 @@ ansible-runner and the inventory code are imported inside play(): doctor never p
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .exits import EXIT_NOT_READY, exit_code
+from .exits import EXIT_NOT_READY, error, exit_code
 from .textsafe import visible
 
 if TYPE_CHECKING:
-    from .inventory import Inventory
+    from .inventory import Hosts
 
 
 class BadInput(ValueError):
     """A usage error found before anything ran: one line (exit 2)."""
+
+
+@dataclass(frozen=True)
+class PlayRequest:
+    """One install or uninstall, as asked: what to run (the playbook, its steps, its settings), where (hosts,
+    inventory, user) and how (check, diff, forks...). The CLI builds it; play() and the layers below read it."""
+
+    playbook: str  # install or uninstall
+    hosts: tuple[str, ...] = ()
+    inventory: str | None = None
+    user: str | None = None
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    check: bool = False
+    diff: bool = False
+    settings: tuple[str, ...] = ()
+    ask_become_pass: bool = False
+    forks: int = 10
+    verbose: int = 0
+    build_host: str | None = None
+    build_on_each: bool = False
+    full: bool = False
 
 
 def build_settings(build_host: str | None, build_on_each: bool, hosts: Sequence[str]) -> dict[str, Any]:
@@ -39,50 +61,44 @@ def build_settings(build_host: str | None, build_on_each: bool, hosts: Sequence[
     return extravars
 
 
-def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user: str | None,
-         only: tuple[str, ...], skip: tuple[str, ...], check: bool, diff: bool, settings: tuple[str, ...],
-         ask_become_pass: bool, forks: int, verbose: int, build_host: str | None = None,
-         build_on_each: bool = False, full: bool = False) -> int:
+def play(request: PlayRequest) -> int:
     """Validate every input (nothing runs before that: BadInput), run the playbook, render the summary;
     the exit code."""
     from . import resources, runner
-    from .cli import error
-    from .inventory import Inventory, InventoryError, build_inventory, resolve_targets
+    from .inventory import InventoryError, build_inventory, resolve_hosts
     from .settings import SettingError, check_used, load_specs, parse_settings, play_steps, select_steps
 
     try:
-        only_steps, skip_steps = select_steps(only, skip)
+        only_steps, skip_steps = select_steps(request.only, request.skip)
         roles = resources.bundled("roles")
         specs = load_specs(roles)
-        extravars = parse_settings(settings, specs)
-        playbook = resources.playbook(playbook_name)
+        extravars = parse_settings(request.settings, specs)
+        playbook = resources.playbook(request.playbook)
         # The shipped playbook's step->role mapping decides which settings this run reads.
-        check_used(extravars, specs, resources.bundled("playbooks") / f"{playbook_name}.yml", playbook_name,
-                   only_steps, skip_steps)
-        parsed = Inventory(inventory) if inventory is not None else None  # parsed once for the whole command
-        targets = resolve_targets(hosts, parsed, user)
-        # Every host the play will touch, groups expanded: each gets a summary row even if it never answers.
-        ad_hoc_names = [t.name for t in targets if not t.from_inventory]
-        expected = ad_hoc_names + (parsed.expand([t.name for t in targets if t.from_inventory]) if parsed else [])
+        check_used(extravars, specs, resources.bundled("playbooks") / f"{request.playbook}.yml",
+                   request.playbook, only_steps, skip_steps)
+        resolved = resolve_hosts(request.hosts, request.inventory, request.user)  # the inventory parsed once
+        targets, expected = resolved.named, resolved.names
         runs = runner.runs_directory()
     except (SettingError, InventoryError, resources.ResourceMissing, runner.StateDirError) as exc:
         raise BadInput(str(exc)) from None
-    extravars.update(build_settings(build_host, build_on_each, expected))
+    extravars.update(build_settings(request.build_host, request.build_on_each, expected))
     steps = play_steps(playbook, only_steps, skip_steps, extravars)
-    if playbook_name == "install":
-        done = _up_to_date_hosts(targets, parsed, user, only_steps, skip_steps, extravars, full)
+    if request.playbook == "install":
+        done = _up_to_date_hosts(resolved, request.inventory, only_steps, skip_steps, extravars, request.full)
         if set(done) == set(expected):
             click.echo("Nothing to run: every host is up to date (--full runs the steps anyway).")
-            click.echo(f"Next: alumet-setup doctor{_doctor_hint(targets, inventory)}")
+            click.echo(f"Next: alumet-setup doctor{_doctor_hint(targets, request.inventory)}")
             return exit_code(False, True)
         if done:
             extravars["alumet_setup_up_to_date"] = done  # leave the play: roles/install_record/tasks/up_to_date.yml
-    elif playbook_name == "uninstall" and _nothing_to_remove(targets, parsed, user):
+    elif request.playbook == "uninstall" and _nothing_to_remove(resolved):
         click.echo("Nothing to remove: install recorded nothing on any host.")
         return exit_code(False, True)
 
     password = None
     # A become password in the environment (ANSIBLE_BECOME_PASS...) is answered at the prompt by the runner.
+    ask_become_pass = request.ask_become_pass
     if not ask_become_pass and any(t.local for t in targets) and runner.env_become_password() is None:
         from .local_become import NoEscalation, needs_password
 
@@ -95,12 +111,13 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     ad_hoc = [t for t in targets if not t.from_inventory]
     try:
         result = runner.run_playbook(
-            playbook, inventory=[inventory] if inventory else [],
-            generated_inventory=build_inventory(ad_hoc, user=user) if ad_hoc else None,
-            hosts=expected, forks=forks,
+            playbook, inventory=[request.inventory] if request.inventory else [],
+            generated_inventory=build_inventory(ad_hoc, user=request.user) if ad_hoc else None,
+            hosts=expected, forks=request.forks,
             limit=",".join(t.name for t in targets if t.from_inventory) or None,
-            extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=check, diff=diff,
-            verbosity=verbose, remote_user=user if inventory else None, become_password=password,
+            extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=request.check, diff=request.diff,
+            verbosity=request.verbose, remote_user=request.user if request.inventory else None,
+            become_password=password,
             roles_path=roles, echo=click.echo, runs_dir=runs, steps=steps, live=sys.stdout,
         )
     except runner.RunnerError as exc:
@@ -108,7 +125,7 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
         return EXIT_NOT_READY
 
     click.echo("")
-    for line in runner.render_changes(result.changes, result.hosts, check=check):
+    for line in runner.render_changes(result.changes, result.hosts, check=request.check):
         click.echo(line)
     click.echo("")
     for line in runner.render_summary(result.stats, result.hosts):
@@ -124,10 +141,10 @@ def play(playbook_name: str, hosts: tuple[str, ...], inventory: str | None, user
     if any("sudo" in m and "password" in m for m in result.messages):
         click.echo("hint: sudo wants a password: rerun with --ask-become-pass")
     click.echo(f"Run log: {result.artifact_dir}")
-    if check:
+    if request.check:
         click.echo("Check mode: nothing was changed.")
     if result.ok:  # after a failure the failed task's message is what to read, not doctor
-        click.echo(f"Next: alumet-setup doctor{_doctor_hint(targets, inventory)}")
+        click.echo(f"Next: alumet-setup doctor{_doctor_hint(targets, request.inventory)}")
     return exit_code(bool(unreachable), result.ok)
 
 
@@ -137,59 +154,35 @@ def _doctor_hint(targets: Sequence[Any], inventory: str | None) -> str:
     return hint + "".join(f" --host {shlex.quote(h)}" for h in (t.doctor_host() for t in targets) if h)
 
 
-def _up_to_date_hosts(targets: Sequence[Any], inventory: Inventory | None, user: str | None,
-                      only: Sequence[str], skip: Sequence[str], extravars: dict[str, Any], full: bool) -> list[str]:
+def _up_to_date_hosts(hosts: Hosts, inventory: str | None, only: Sequence[str], skip: Sequence[str],
+                      extravars: dict[str, Any], full: bool) -> list[str]:
     """install's fast path (alumet_setup/uptodate.py): put the digest of this run's inputs in `extravars`
     (install_record records it), survey the hosts, say what it found; the names of the hosts left out."""
     from . import uptodate
 
     extravars.pop("install_record_digest", None)  # this run's own, never one typed in
-    digest = uptodate.run_digest(extravars, inventory.path if inventory else None)
+    digest = uptodate.run_digest(extravars, inventory)
     if digest is None:
         return []
     extravars["install_record_digest"] = digest
     steps = uptodate.run_steps(only, skip, extravars)
-    surveyed = None if full else _survey_targets(targets, inventory, user)
-    if not surveyed:
+    if full or not hosts.reached:
         return []
-    surveys = uptodate.survey(surveyed, steps, digest)
+    surveys = uptodate.survey(hosts.reached, steps, digest)
     for s in surveys:
         state = "up to date, left out (--full runs it)" if s.up_to_date else f"runs: {s.reason}"
         click.echo(visible(f"{s.host}: {state} [{s.seconds:.1f}s]"))  # the reason quotes the host (textsafe)
     return [s.host for s in surveys if s.up_to_date]
 
 
-def _survey_targets(targets: Sequence[Any], inventory: Inventory | None,
-                    user: str | None) -> list[tuple[str, Any]] | None:
-    """(name, doctor target) of every host of the run, groups expanded; None when the inventory cannot say."""
-    from .inventory import InventoryError
-    from .ssh import SshTarget, ssh_target
-
-    listed = [t.name for t in targets if t.from_inventory]
-    surveyed: list[tuple[str, Any]] = []
-    if listed and inventory is not None:
-        try:
-            surveyed += list(zip(inventory.expand(listed), inventory.ssh_targets(listed), strict=True))
-        except InventoryError:
-            return None
-    for target in targets:
-        if not target.from_inventory:
-            surveyed.append((target.name, None if target.local else ssh_target(target.spec)))
-    if user is not None:  # the SSH user install logs in as where neither the host nor the inventory names one
-        surveyed = [(n, dataclasses.replace(t, user=user) if isinstance(t, SshTarget) and t.user is None else t)
-                    for n, t in surveyed]
-    return surveyed
-
-
-def _nothing_to_remove(targets: Sequence[Any], inventory: Inventory | None, user: str | None) -> bool:
+def _nothing_to_remove(hosts: Hosts) -> bool:
     """uninstall's fast path (uptodate.untouched): True, having said so per host, when install recorded nothing
     on any host of the run; a host that holds a record, or cannot be read, sends the run through the play."""
     from . import uptodate
 
-    surveyed = _survey_targets(targets, inventory, user)
-    if not surveyed:
+    if not hosts.reached:
         return False
-    surveys = uptodate.untouched(surveyed)
+    surveys = uptodate.untouched(hosts.reached)
     if not all(s.up_to_date for s in surveys):
         return False
     for s in surveys:

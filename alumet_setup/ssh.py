@@ -83,20 +83,6 @@ class SshTarget:
         return [*argv, "--", self.destination, remote_command]  # `--`: the destination is never an option
 
 
-def ssh_target(spec: str) -> str | SshTarget:
-    """A --host value without an inventory: a testinfra URL stays as it is; `[user@]host[:port]` is
-    checked like install checks it (InventoryError) and becomes an SshTarget."""
-    from .inventory import LOCAL_NAMES, check_url, parse_host
-
-    if "://" in spec:
-        return check_url(spec)
-
-    if spec in LOCAL_NAMES:
-        return "local"
-    parsed = parse_host(spec)
-    return SshTarget(name=spec, destination=parsed.address or spec, user=parsed.user, port=parsed.port)
-
-
 MAX_REPLY = 64 << 20  # bytes of one round's answers (each answer holds at most host_answers.MAX_ANSWER)
 _KEPT_STDERR = 64 << 10  # ssh's and the program's last words, for the error line
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from alumet_setup import play, runner
@@ -41,13 +43,10 @@ def test_bad_input_stops_play_before_anything_runs(monkeypatch: pytest.MonkeyPat
         raise AssertionError("the playbook ran")
 
     monkeypatch.setattr(runner, "run_playbook", never)
-    options = dict(hosts=(), inventory=None, user=None, skip=(), check=True, diff=False, settings=(),
-                   ask_become_pass=False, forks=1, verbose=0)
     with pytest.raises(play.BadInput, match="unknown step nope"):
-        play.play("install", only=("nope",), **options)  # type: ignore[arg-type]
+        play.play(play.PlayRequest("install", only=("nope",), check=True))
     with pytest.raises(play.BadInput, match="exclude each other"):
-        play.play("install", only=("sysctl",), build_host="localhost", build_on_each=True,
-                  **options)  # type: ignore[arg-type]
+        play.play(play.PlayRequest("install", only=("sysctl",), build_host="localhost", build_on_each=True))
 
 
 def test_the_survey_decides_which_hosts_the_play_leaves_out(monkeypatch: pytest.MonkeyPatch,
@@ -78,22 +77,21 @@ def test_the_survey_decides_which_hosts_the_play_leaves_out(monkeypatch: pytest.
 
     monkeypatch.setattr(uptodate, "survey", survey)
     monkeypatch.setattr(runner, "run_playbook", run_playbook)
-    options = dict(hosts=("root@lab01", "root@lab02"), inventory=None, user=None, only=(), skip=(), check=False,
-                   diff=False, settings=(), ask_become_pass=False, forks=1, verbose=0)
+    request = play.PlayRequest("install", hosts=("root@lab01", "root@lab02"))
     up_to_date.add("lab01")
-    assert play.play("install", **options) == 0  # type: ignore[arg-type]
+    assert play.play(request) == 0
     assert plays[-1]["alumet_setup_up_to_date"] == ["lab01"] and len(plays[-1]["install_record_digest"]) == 64
     assert "lab01: up to date, left out (--full runs it)" in capsys.readouterr().out
     up_to_date.add("lab02")
-    assert play.play("install", **options) == 0 and len(plays) == 1  # type: ignore[arg-type]
+    assert play.play(request) == 0 and len(plays) == 1
     assert "Nothing to run: every host is up to date" in capsys.readouterr().out
-    assert play.play("install", full=True, **options) == 0 and len(surveyed) == 2  # type: ignore[arg-type]
+    assert play.play(dataclasses.replace(request, full=True)) == 0 and len(surveyed) == 2
     assert "alumet_setup_up_to_date" not in plays[-1] and plays[-1]["install_record_digest"]
     # A plain install: every default step, the opt-in service left out (written out, not computed).
     assert steps_surveyed[0] == ["prereqs", "rustup", "agent", "group", "sysctl", "hidepid", "powercap", "config",
                                  "capabilities"]
-    options["only"] = ("service",)  # surveyed too: the unit file's sha256 and doctor's agent.service vouch for it
-    assert play.play("install", **options) == 0 and steps_surveyed[-1] == ["service"]  # type: ignore[arg-type]
+    # surveyed too: the unit file's sha256 and doctor's agent.service vouch for it
+    assert play.play(dataclasses.replace(request, only=("service",))) == 0 and steps_surveyed[-1] == ["service"]
 
 
 def test_the_inventory_is_parsed_once_per_command(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
@@ -123,8 +121,7 @@ def test_the_inventory_is_parsed_once_per_command(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(inventory, "_load", counted)
     monkeypatch.setattr(uptodate, "survey", survey)
     monkeypatch.setattr(runner, "run_playbook", never)
-    assert play.play("install", hosts=("lab",), inventory=str(path), user=None, only=(), skip=(), check=True,
-                     diff=False, settings=(), ask_become_pass=False, forks=1, verbose=0) == 0
+    assert play.play(play.PlayRequest("install", hosts=("lab",), inventory=str(path), check=True)) == 0
     assert parses == [str(path)]
     parses.clear()
     targets = cli._doctor_targets(("lab01", "lab"), str(path))

@@ -11,7 +11,7 @@ import pytest
 from alumet_setup import doctor
 from alumet_setup.hosts import HostError
 from alumet_setup.inventory import InventoryError
-from alumet_setup.ssh import SshTarget, ssh_failure, ssh_target
+from alumet_setup.ssh import SshTarget, ssh_failure
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "doctor-schema.json").read_text())
 BANNER = """@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
@@ -60,11 +60,18 @@ def test_diagnose_many_keeps_order_and_isolates_a_failing_connect() -> None:
 
 
 def test_ssh_targets_from_specs_and_quoted_arguments() -> None:
-    assert ssh_target("podman://c1") == "podman://c1"
-    assert ssh_target("bob@lab01:2222") == SshTarget("bob@lab01:2222", "lab01", "bob", 2222)
+    from alumet_setup.inventory import resolve_hosts
+
+    def reach(spec: str) -> object:
+        [(_, target)] = resolve_hosts([spec], doctor=True).reached
+        return target
+
+    assert reach("podman://c1") == "podman://c1"
+    assert reach("bob@lab01:2222") == SshTarget("bob@lab01:2222", "lab01", "bob", 2222)
+    assert reach("localhost") is None and reach("local") is None
     assert SshTarget("x", "::1", port=22).ssh_argv("true")[-5:] == ["-p", "22", "--", "::1", "true"]
     with pytest.raises(InventoryError, match="not allowed"):
-        ssh_target("lab01;reboot")
+        reach("lab01;reboot")
     argv = SshTarget("x", "h", extra_args=("-o", "ProxyCommand=nc %h %p; echo")).ssh_argv("true")
     assert "ProxyCommand=nc %h %p; echo" in argv and "BatchMode=yes" in argv  # each its own argument, no shell
 
