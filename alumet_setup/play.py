@@ -110,16 +110,14 @@ def play(request: PlayRequest) -> int:
         password = click.prompt("BECOME password", hide_input=True, default="", show_default=False, err=True)
     ad_hoc = [t for t in targets if not t.from_inventory]
     try:
-        result = runner.run_playbook(
+        run = runner.PlaybookRun(
             playbook, inventory=[request.inventory] if request.inventory else [],
             generated_inventory=build_inventory(ad_hoc, user=request.user) if ad_hoc else None,
-            hosts=expected, forks=request.forks,
-            limit=",".join(t.name for t in targets if t.from_inventory) or None,
+            hosts=expected, limit=",".join(t.name for t in targets if t.from_inventory) or None,
             extravars=extravars, tags=only_steps, skip_tags=skip_steps, check=request.check, diff=request.diff,
             verbosity=request.verbose, remote_user=request.user if request.inventory else None,
-            become_password=password,
-            roles_path=roles, echo=click.echo, runs_dir=runs, steps=steps, live=sys.stdout,
-        )
+            forks=request.forks, roles_path=roles, steps=steps)
+        result = runner.run_playbook(run, become_password=password, echo=click.echo, runs_dir=runs, live=sys.stdout)
     except runner.RunnerError as exc:
         error(str(exc))
         return EXIT_NOT_READY

@@ -657,30 +657,39 @@ def redact(directory: Path, values: Iterable[str]) -> None:
                     handle.truncate()
 
 
+@dataclass(frozen=True)
+class PlaybookRun:
+    """One ansible-playbook run: the playbook, where (inventory files, an inventory generated for ad-hoc hosts,
+    every host of the run, --limit), with which variables and steps (tags), and how (check, diff, verbosity,
+    forks, remote user). play.py builds it from a PlayRequest; run_playbook runs it."""
+
+    playbook: Path
+    inventory: Sequence[str | Path] = ()
+    generated_inventory: Mapping[str, Any] | None = None
+    hosts: Sequence[str] = ()
+    limit: str | None = None
+    extravars: Mapping[str, Any] | None = None
+    tags: Sequence[str] = ()
+    skip_tags: Sequence[str] = ()
+    check: bool = False
+    diff: bool = False
+    verbosity: int = 0
+    remote_user: str | None = None
+    forks: int | None = None
+    roles_path: Path | None = None
+    steps: PlaySteps | None = None  # which steps the run has: the progress's step headers
+
+
 def run_playbook(
-    playbook: Path,
+    run: PlaybookRun,
     *,
-    inventory: Sequence[str | Path] = (),
-    generated_inventory: Mapping[str, Any] | None = None,
-    hosts: Sequence[str] = (),
-    limit: str | None = None,
-    extravars: Mapping[str, Any] | None = None,
-    tags: Sequence[str] = (),
-    skip_tags: Sequence[str] = (),
-    check: bool = False,
-    diff: bool = False,
-    verbosity: int = 0,
-    remote_user: str | None = None,
     become_password: str | None = None,
-    forks: int | None = None,
-    roles_path: Path | None = None,
     echo: Callable[[str], None] = print,
     keep: int = KEEP_RUNS,
     runs_dir: Path | None = None,
-    steps: PlaySteps | None = None,
     live: TextIO | None = None,
 ) -> RunResult:
-    """Run `playbook` and stream progress to `echo`: step headers when `steps` says which the run has, and
+    """Run `run` and stream progress to `echo`: step headers when `run.steps` says which the run has, and
     the task running now on `live` (the stream `echo` writes to: a status line if it is a terminal).
     RunnerError when ansible-playbook could not run it; otherwise a RunResult whose `.ok` says whether every
     host succeeded."""
@@ -699,23 +708,24 @@ def run_playbook(
         ident = artifact_dir.name  # the run id: the host's lock and the cleanup know its files and modules by it
         private = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp" if os.path.isdir("/tmp") else None))
         activity = Activity(echo, live, tty=None if live is not None else False)
-        progress = Progress(echo, verbosity, diff=diff, root_logins=root_logins(generated_inventory), steps=steps,
+        progress = Progress(echo, run.verbosity, diff=run.diff, root_logins=root_logins(run.generated_inventory),
+                            steps=run.steps,
                             activity=activity)
         status, rc = "unstarted", None
         activity.start()
         try:
-            sources = [str(Path(p).resolve()) for p in inventory]
-            if generated_inventory is not None:
-                sources.append(str(write_inventory(private / "inventory", dict(generated_inventory))))
+            sources = [str(Path(p).resolve()) for p in run.inventory]
+            if run.generated_inventory is not None:
+                sources.append(str(write_inventory(private / "inventory", dict(run.generated_inventory))))
             run_vars = {"alumet_setup_run": ident,
                         "alumet_setup_lock_holder": f"run {ident} of {os.environ.get('USER') or os.getuid()}@"
                                                     f"{socket.gethostname()} pid {os.getpid()}"}
             # Our own file rather than RunnerConfig(extravars=): every string in it is tagged !unsafe,
             # so a value such as "{{ lookup('pipe', ...) }}" reaches the play as text, never as code.
-            vars_file = _write_vars(private / "extravars.yml", {**(extravars or {}), **run_vars})
+            vars_file = _write_vars(private / "extravars.yml", {**(run.extravars or {}), **run_vars})
             cmdline = ["--extra-vars", f"@{vars_file}"]
-            if remote_user:
-                cmdline += ["--user", remote_user]
+            if run.remote_user:
+                cmdline += ["--user", run.remote_user]
             passwords = None
             if become_password is not None:
                 cmdline.append("--ask-become-pass")
@@ -740,16 +750,16 @@ def run_playbook(
                            # One ssh round trip per task instead of several (put module, chmod, run, rm): reruns
                            # of ~200 tasks are mostly these round trips. Needs sudo without requiretty.
                            "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True")}
-            common = {"private_data_dir": str(private), "inventory": sources or None, "limit": limit,
-                      "forks": forks, "passwords": passwords, "envvars": envvars, "quiet": True,
-                      "roles_path": [str(roles_path)] if roles_path else None}
-            run_args = [*cmdline, *(["--check"] if check else []), *(["--diff"] if diff else [])]
+            common = {"private_data_dir": str(private), "inventory": sources or None, "limit": run.limit,
+                      "forks": run.forks, "passwords": passwords, "envvars": envvars, "quiet": True,
+                      "roles_path": [str(run.roles_path)] if run.roles_path else None}
+            run_args = [*cmdline, *(["--check"] if run.check else []), *(["--diff"] if run.diff else [])]
             try:
                 status, rc, artifact_dir = _run_ansible(
-                    dict(common, playbook=str(playbook), artifact_dir=str(runs), ident=ident,
+                    dict(common, playbook=str(run.playbook), artifact_dir=str(runs), ident=ident,
                          rotate_artifacts=0,  # claim_run rotates: the runner's own removes whatever is there
-                         tags=",".join(tags) or None, skip_tags=",".join(skip_tags) or None,
-                         verbosity=verbosity or None, cmdline=shlex.join(run_args)),
+                         tags=",".join(run.tags) or None, skip_tags=",".join(run.skip_tags) or None,
+                         verbosity=run.verbosity or None, cmdline=shlex.join(run_args)),
                     envvars, progress, lambda: bool(caught))
             finally:
                 activity.stop()  # before anything else is printed: the status line never mixes with it
@@ -758,7 +768,7 @@ def run_playbook(
                 # was made there, and each would cost the ssh timeout again); those where root was out of
                 # reach get no second warning.
                 unreached = [f"!{h}" for h in progress.unreachable]
-                cleanup_limit = ",".join([limit or "all", *unreached]) if unreached else limit
+                cleanup_limit = ",".join([run.limit or "all", *unreached]) if unreached else run.limit
                 _cleanup(dict(common, playbook=str(resources.bundled("playbooks") / "cleanup.yml"),
                               roles_path=[str(resources.bundled("roles"))], artifact_dir=str(private / "cleanup"),
                               ident="cleanup", cmdline=shlex.join(cmdline), limit=cleanup_limit),
@@ -779,7 +789,7 @@ def run_playbook(
         detail = progress.errors[0] if progress.errors else _last_output_line(artifact_dir) or status
         raise RunnerError(f"ansible-playbook did not run the playbook: {detail}", rc)
     return RunResult(rc=rc if rc is not None else 1, status=status, stats=progress.stats,
-                     artifact_dir=artifact_dir, hosts=list(hosts), messages=progress.messages,
+                     artifact_dir=artifact_dir, hosts=list(run.hosts), messages=progress.messages,
                      unreachable=progress.unreachable, escalation=progress.escalation, changes=progress.changes)
 
 

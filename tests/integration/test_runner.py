@@ -74,9 +74,9 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     mp.setattr(runner.Progress, "__call__", record)
     try:
         result = runner.run_playbook(
-            playbook, generated_inventory=build_inventory(resolve_targets([])), hosts=["localhost"],
-            extravars={"alumet_group_name": "alumet"}, become_password=PASSWORD, echo=lines.append,
-            keep=3, runs_dir=runs,
+            runner.PlaybookRun(playbook, generated_inventory=build_inventory(resolve_targets([])), hosts=["localhost"],
+                               extravars={"alumet_group_name": "alumet"}),
+            become_password=PASSWORD, echo=lines.append, keep=3, runs_dir=runs,
         )
     finally:
         mp.undo()
@@ -166,9 +166,9 @@ def test_private_data_dir_removed(real_run: dict[str, Any]) -> None:
 def test_broken_playbook_is_one_runner_error(tmp_path: Path) -> None:
     playbook = tmp_path / "broken.yml"
     playbook.write_text("- hosts: all\n  tasks:\n    - name: x\n      no_such_module_here: {}\n")
+    run = runner.PlaybookRun(playbook, generated_inventory=build_inventory(resolve_targets([])), hosts=["localhost"])
     with pytest.raises(runner.RunnerError) as caught:
-        runner.run_playbook(playbook, generated_inventory=build_inventory(resolve_targets([])),
-                            hosts=["localhost"], echo=lambda _line: None, runs_dir=tmp_path / "runs")
+        runner.run_playbook(run, echo=lambda _line: None, runs_dir=tmp_path / "runs")
     assert caught.value.rc not in (0, None)
     assert "\n" not in str(caught.value) and "no_such_module_here" in str(caught.value)
 
@@ -178,8 +178,8 @@ def test_unreachable_host_fails_the_run(tmp_path: Path) -> None:
     playbook.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")
     lines: list[str] = []
     result = runner.run_playbook(
-        playbook, generated_inventory=build_inventory(resolve_targets(["root@127.0.0.1:1"])),
-        hosts=["127.0.0.1_1"], echo=lines.append, runs_dir=tmp_path / "runs")
+        runner.PlaybookRun(playbook, generated_inventory=build_inventory(resolve_targets(["root@127.0.0.1:1"])),
+                           hosts=["127.0.0.1_1"]), echo=lines.append, runs_dir=tmp_path / "runs")
     assert not result.ok
     assert result.stats["127.0.0.1_1"]["unreachable"] == 1
     assert any(line.startswith("[127.0.0.1_1] UNREACHABLE: ") for line in lines)
@@ -217,9 +217,9 @@ def test_diff_of_changed_files_is_printed_under_the_task(tmp_path: Path, check: 
     other.write_text("# sysctl\n")
     lines: list[str] = []
     result = runner.run_playbook(
-        playbook, generated_inventory=build_inventory(resolve_targets([])), hosts=["localhost"],
-        extravars={"target": str(target), "other": str(other)}, check=check, diff=True, echo=lines.append,
-        runs_dir=tmp_path / "runs")
+        runner.PlaybookRun(playbook, generated_inventory=build_inventory(resolve_targets([])), hosts=["localhost"],
+                           extravars={"target": str(target), "other": str(other)}, check=check, diff=True),
+        echo=lines.append, runs_dir=tmp_path / "runs")
     assert result.ok, lines
     at = lines.index(next(line for line in lines if "changed: Write the config" in line))
     assert lines[at + 1:at + 6] == [f"    --- {target}", f"    +++ {target}", "    @@ -1,2 +1,2 @@",

@@ -69,8 +69,8 @@ def test_real_run_without_the_become_program(tmp_path: Path) -> None:
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
         "ansible_become_user": "nobody", "ansible_become_exe": "/nonexistent/sudo"}}}}))
     lines: list[str] = []
-    result = runner.run_playbook(playbook, inventory=[inventory], hosts=["lab01"], echo=lines.append,
-                                 runs_dir=tmp_path / "runs")
+    result = runner.run_playbook(runner.PlaybookRun(playbook, inventory=[inventory], hosts=["lab01"]),
+                                 echo=lines.append, runs_dir=tmp_path / "runs")
     assert not result.ok
     # An inventory host: the advice is the inventory's login user.
     assert result.escalation["lab01"] == ("escalation to root is impossible on lab01: sudo is not installed there; "

@@ -288,8 +288,8 @@ def test_a_real_play_whose_program_writes_escapes(tmp_path: Path) -> None:
     inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
     lines: list[str] = []
-    result = runner.run_playbook(playbook, inventory=[inventory], hosts=["localhost"], echo=lines.append,
-                                 diff=True, runs_dir=tmp_path / "runs")
+    result = runner.run_playbook(runner.PlaybookRun(playbook, inventory=[inventory], hosts=["localhost"], diff=True),
+                                 echo=lines.append, runs_dir=tmp_path / "runs")
     assert result.ok, lines
     assert "\x1b[2J" in target.read_text()  # the escapes really went through Ansible
     assert [line for line in lines if raw_controls(line, newlines=False)] == []

@@ -69,9 +69,9 @@ def test_the_survey_decides_which_hosts_the_play_leaves_out(monkeypatch: pytest.
         return [uptodate.Survey(name, name in up_to_date, "up to date" if name in up_to_date else "why", 0.1)
                 for name, _ in hosts]
 
-    def run_playbook(*_args: object, **kwargs: object) -> runner.RunResult:
-        plays.append(dict(kwargs["extravars"]))  # type: ignore[call-overload]
-        hosts = list(kwargs["hosts"])  # type: ignore[call-overload]
+    def run_playbook(run: runner.PlaybookRun, **_kwargs: object) -> runner.RunResult:
+        plays.append(dict(run.extravars or {}))
+        hosts = list(run.hosts)
         stats = {h: dict.fromkeys(runner.STATS_COLUMNS, 0) for h in hosts}
         return runner.RunResult(0, "successful", stats, Path("/nonexistent"), hosts=hosts)
 

@@ -46,10 +46,10 @@ def _run(tmp_path: Path, tasks: list) -> tuple[runner.RunResult, list[str]]:
     playbook = tmp_path / "play.yml"
     playbook.write_text(yaml.safe_dump([{"name": "tiny", "hosts": "all", "gather_facts": False, "tasks": tasks}]))
     lines: list[str] = []
-    result = runner.run_playbook(playbook, generated_inventory=build_inventory(resolve_targets([])),
-                                 hosts=["localhost"], runs_dir=tmp_path / "runs", echo=lines.append,
-                                 # no sudo on the test machine; root becomes root with su, no password
-                                 extravars={"ansible_become_method": "ansible.builtin.su"})
+    # no sudo on the test machine; root becomes root with su, no password
+    run = runner.PlaybookRun(playbook, generated_inventory=build_inventory(resolve_targets([])), hosts=["localhost"],
+                             extravars={"ansible_become_method": "ansible.builtin.su"})
+    result = runner.run_playbook(run, runs_dir=tmp_path / "runs", echo=lines.append)
     return result, lines
 
 

@@ -55,8 +55,9 @@ def test_extravars_and_generated_inventory_are_never_templated(tmp_path: Path) -
     playbook = tmp_path / "play.yml"
     playbook.write_text(PLAY)
     lines: list[str] = []
-    result = runner.run_playbook(playbook, generated_inventory=inventory, hosts=["localhost"], extravars=variables,
-                                 runs_dir=tmp_path / "runs", echo=lines.append)
+    result = runner.run_playbook(
+        runner.PlaybookRun(playbook, generated_inventory=inventory, hosts=["localhost"], extravars=variables),
+        runs_dir=tmp_path / "runs", echo=lines.append)
     assert result.ok, lines
     assert [p.name for p in markers.values() if p.exists()] == []
     # The values arrived unchanged (and our own template, the interpreter, was rendered).
