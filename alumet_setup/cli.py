@@ -45,7 +45,7 @@ def split_csv(values: Sequence[str]) -> list[str]:
 
 def _complete_steps(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """STEP[,STEP]: complete the name after the last comma."""
-    from .settings import STEPS
+    from .playbook.settings import STEPS
 
     head, comma, last = incomplete.rpartition(",")
     return [f"{head}{comma}{step}" for step in STEPS if step.startswith(last)]
@@ -55,8 +55,8 @@ def _complete_settings(_ctx: click.Context, _param: click.Parameter, incomplete:
     """KEY=VALUE: complete the key, and the value where the spec lists choices."""
     from click.shell_completion import CompletionItem
 
-    from . import resources
-    from .settings import load_specs, value_choices
+    from .hostside import resources
+    from .playbook.settings import load_specs, value_choices
 
     specs = load_specs(resources.bundled("roles"))
     key, sep, value = incomplete.partition("=")
@@ -72,7 +72,7 @@ def _complete_parameters(ctx: click.Context, _param: click.Parameter, incomplete
     and the values of a choice or a bool."""
     from click.shell_completion import CompletionItem
 
-    from .profiles import DEFAULT_PROFILE, PROFILES
+    from .hostside.profiles import DEFAULT_PROFILE, PROFILES
 
     profile = PROFILES.get(ctx.params.get("profile_name") or DEFAULT_PROFILE) or PROFILES[DEFAULT_PROFILE]
     known = {p.name: p for p in profile.parameters}
@@ -86,7 +86,7 @@ def _complete_parameters(ctx: click.Context, _param: click.Parameter, incomplete
 
 
 def _complete_profiles(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
-    from .profiles import PROFILES
+    from .hostside.profiles import PROFILES
 
     return [name for name in PROFILES if name.startswith(incomplete)]
 
@@ -163,7 +163,7 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
     Exit code: 0 every host ready, 1 a host not ready, 2 a host unreachable (or bad input).
     """
     from . import doctor as doc
-    from .findings import REGISTRY, Options
+    from .doctor.findings import REGISTRY, Options
 
     if verbose and quiet:
         fail("-v/--verbose and -q/--quiet exclude each other")
@@ -201,8 +201,8 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         options.config_explicit = True
 
     targets = _doctor_targets(hosts, inventory)
-    from .connection import connect
-    from .ssh import SshSessions
+    from .targets.connection import connect
+    from .targets.ssh import SshSessions
 
     with SshSessions() as sessions:
         connectors = [(_target_name(t), lambda t=t: connect(t, sessions)) for t in targets]
@@ -230,8 +230,8 @@ def _require_toml(path: str) -> None:
     """An explicit --config must exist and parse: that is a usage error, not a finding."""
     import tomllib
 
-    from .alumet_schema import parse_toml
-    from .safe_io import UnsafeFile, read_text
+    from .hostside.alumet_schema import parse_toml
+    from .hostside.safe_io import UnsafeFile, read_text
 
     try:
         parse_toml(read_text(path))
@@ -243,7 +243,7 @@ def _require_toml(path: str) -> None:
 
 def _doctor_targets(hosts: Sequence[str], inventory: str | None) -> list[Any]:
     """The --host values as connect() targets, every one checked before any host is contacted."""
-    from .inventory import InventoryError, resolve_hosts
+    from .playbook.inventory import InventoryError, resolve_hosts
 
     try:
         resolved = resolve_hosts(hosts, inventory, doctor=True)
@@ -346,8 +346,8 @@ def settings_command(steps: tuple[str, ...], as_json: bool) -> None:
     import json
     import textwrap
 
-    from . import resources
-    from .settings import SettingError, by_step, check_steps, describe, load_specs, split_steps, to_json
+    from .hostside import resources
+    from .playbook.settings import SettingError, by_step, check_steps, describe, load_specs, split_steps, to_json
 
     try:
         wanted = split_steps(steps, "--step") if steps else []
@@ -379,12 +379,12 @@ class _ProfileOption(click.Option):
     `config render` runs or shows its help (doctor's start-up does not pay for it)."""
 
     def get_default(self, ctx: click.Context, call: bool = True) -> Any:
-        from .profiles import DEFAULT_PROFILE
+        from .hostside.profiles import DEFAULT_PROFILE
 
         return DEFAULT_PROFILE
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        from .profiles import DEFAULT_PROFILE, PROFILES
+        from .hostside.profiles import DEFAULT_PROFILE, PROFILES
 
         names = [f"{p.name} (the service's)" if p.name == DEFAULT_PROFILE
                  else f"{p.name} (exec)" if p.runs == ("exec",) and "exec" not in p.name else p.name
@@ -406,7 +406,7 @@ class _ProfileOption(click.Option):
 def config_render(profile_name: str, settings: tuple[str, ...], output: str | None, force: bool,
                   follow_symlink: bool, list_parameters: bool) -> None:
     """Print (or write) the configuration of a profile; nothing is written unless it validates."""
-    from . import profiles
+    from .hostside import profiles
 
     try:
         profile = profiles.get_profile(profile_name)
@@ -420,7 +420,7 @@ def config_render(profile_name: str, settings: tuple[str, ...], output: str | No
     if output is None:
         click.echo(text, nl=False)
         return
-    from .safe_io import UnsafeFile, write_output
+    from .hostside.safe_io import UnsafeFile, write_output
 
     try:
         write_output(output, text, force=force, follow_symlinks=follow_symlink)
@@ -440,8 +440,8 @@ def config_render(profile_name: str, settings: tuple[str, ...], output: str | No
                    "(errors, or warnings when valid), each with its severity and message.")
 def config_validate(file: str, run: str | None, as_json: bool) -> None:
     """Check FILE against the configuration schema of the pinned alumet-agent; exit 1 when invalid."""
-    from . import alumet_schema
-    from .safe_io import UnsafeFile, read_text
+    from .hostside import alumet_schema
+    from .hostside.safe_io import UnsafeFile, read_text
 
     try:
         text = read_text(file)
@@ -489,8 +489,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     The whole run keeps the user's Ansible configuration away from the tool's own Ansible (ansible_config.py)."""
     import signal
 
-    from .ansible_config import isolated
-    from .resources import ResourceMissing
+    from .hostside.resources import ResourceMissing
+    from .playbook.ansible_config import isolated
 
     signal.signal(signal.SIGTERM, _terminated)  # the default would end the process without any cleanup
     try:

@@ -18,7 +18,7 @@ from .exits import EXIT_NOT_READY, error, exit_code
 from .textsafe import visible
 
 if TYPE_CHECKING:
-    from .inventory import Hosts
+    from .playbook.inventory import Hosts
 
 
 class BadInput(ValueError):
@@ -64,9 +64,10 @@ def build_settings(build_host: str | None, build_on_each: bool, hosts: Sequence[
 def play(request: PlayRequest) -> int:
     """Validate every input (nothing runs before that: BadInput), run the playbook, render the summary;
     the exit code."""
-    from . import resources, runner
-    from .inventory import InventoryError, build_inventory, resolve_hosts
-    from .settings import SettingError, check_used, load_specs, parse_settings, play_steps, select_steps
+    from .hostside import resources
+    from .playbook import runner
+    from .playbook.inventory import InventoryError, build_inventory, resolve_hosts
+    from .playbook.settings import SettingError, check_used, load_specs, parse_settings, play_steps, select_steps
 
     try:
         only_steps, skip_steps = select_steps(request.only, request.skip)
@@ -100,7 +101,7 @@ def play(request: PlayRequest) -> int:
     # A become password in the environment (ANSIBLE_BECOME_PASS...) is answered at the prompt by the runner.
     ask_become_pass = request.ask_become_pass
     if not ask_become_pass and any(t.local for t in targets) and runner.env_become_password() is None:
-        from .local_become import NoEscalation, needs_password
+        from .playbook.local_become import NoEscalation, needs_password
 
         try:
             ask_become_pass = needs_password()  # as a normal user, the play runs sudo itself

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, resources, safe_io
-from .inventory import InventoryError, inventory_files
+from . import __version__
+from .hostside import resources, safe_io
+from .playbook.inventory import InventoryError, inventory_files
 
 # Bounds on what is hashed: beyond them there is no fast path (the host, or the run, goes the full way).
 MAX_INVENTORY_BYTES = 4 * 1024 * 1024
@@ -47,7 +48,7 @@ class Survey:
 def run_steps(only: Sequence[str], skip: Sequence[str], extravars: Mapping[str, Any]) -> list[str]:
     """The steps this install applies (playbooks/install.yml's tags), the opt-in service where --only or
     --set alumet_service_enabled=true asks for it."""
-    from .settings import STEPS, selected_steps
+    from .playbook.settings import STEPS, selected_steps
 
     steps = selected_steps(STEPS, only, skip, extravars)
     if extravars.get("alumet_service_enabled") is True and "service" not in skip and "service" not in steps:
@@ -106,7 +107,7 @@ def changed_file(host: Any, files: Mapping[str, str]) -> str | None:
 
 def doctor_objection(report: Any, steps: Sequence[str]) -> str | None:
     """The first warning or failure of doctor's (a doctor.Report) that one of these steps would act on."""
-    from .findings import Status
+    from .doctor.findings import Status
 
     for result in report.results:
         finding = result.finding
@@ -123,7 +124,8 @@ def doctor_objection(report: Any, steps: Sequence[str]) -> str | None:
 def survey(hosts: Sequence[tuple[str, Any]], steps: Sequence[str], digest: str) -> list[Survey]:
     """install's fast path: judge each (name, doctor target) in parallel by its record, its recorded files and
     doctor's checks."""
-    from . import choices, doctor
+    from . import doctor
+    from .doctor import choices
 
     def judge(host: Any) -> str | None:
         # Reads only, all of them asked whatever the first answers say: on a remote host they then share
@@ -150,10 +152,10 @@ def untouched(hosts: Sequence[tuple[str, Any]]) -> list[Survey]:
 def _each_host(hosts: Sequence[tuple[str, Any]], judge: Any) -> list[Survey]:
     """`judge(host)` (reads only: the reason the run must go on there, or None) on each (name, doctor target),
     in parallel; a host that cannot be read, or whose reading breaks, runs."""
-    from .connection import connect
     from .doctor import HOST_WORKERS
-    from .hosts import Host, HostError, read_each
-    from .ssh import SshSessions
+    from .targets.connection import connect
+    from .targets.hosts import Host, HostError, read_each
+    from .targets.ssh import SshSessions
 
     def judged(host: Any) -> str:
         try:

@@ -39,7 +39,7 @@ import services  # noqa: E402
 import sshd  # noqa: E402
 from _install import timed_install  # noqa: E402
 
-from alumet_setup import settings  # noqa: E402
+from alumet_setup.playbook import settings  # noqa: E402
 
 HOSTS = {1: [("deb13a", "debian13")], 3: [("deb13a", "debian13"), ("deb13b", "debian13"), ("u2404a", "ubuntu2404")]}
 CAPS = "CAP_PERFMON,CAP_SYS_NICE,CAP_SYS_PTRACE"

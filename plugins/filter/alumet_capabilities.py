@@ -1,1 +1,1 @@
-../../alumet_setup/capabilities.py
+../../alumet_setup/hostside/capabilities.py

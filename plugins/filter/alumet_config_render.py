@@ -1,1 +1,1 @@
-../../alumet_setup/config_filter.py
+../../alumet_setup/hostside/config_filter.py

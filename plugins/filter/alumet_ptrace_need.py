@@ -1,1 +1,1 @@
-../../alumet_setup/ptrace_need.py
+../../alumet_setup/hostside/ptrace_need.py

@@ -1,1 +1,1 @@
-../../alumet_setup/proc_fstab.py
+../../alumet_setup/hostside/proc_fstab.py

@@ -1,1 +1,1 @@
-../../alumet_setup/sysctl_precedence.py
+../../alumet_setup/hostside/sysctl_precedence.py

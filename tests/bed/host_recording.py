@@ -2,9 +2,9 @@
 
     python tests/bed/host_recording.py OUT.json   # doctor on this machine; every question and answer saved
 
-RecordingHost answers as a remote host does (alumet_setup/host_answers.py) and writes down each question a check
-asked (file reads, stats, listings, links, extended attributes, commands) with its answer. ReplayHost
-(alumet_setup/batched_host.AnswerHost) answers from such a record:
+RecordingHost answers as a remote host does (alumet_setup/hostside/host_answers.py) and writes down each question
+a check asked (file reads, stats, listings, links, extended attributes, commands) with its answer. ReplayHost
+(alumet_setup/targets/batched_host.py, AnswerHost) answers from such a record:
 what was never asked is absent (no file, no command), as on a host that lacks it. Unit tests then run
 today's checks against a machine this project cannot keep (a GPU server with RAPL and NVML) without
 depending on the machine they run on (tests/unit/test_recorded_hosts.py).
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from alumet_setup import host_answers  # noqa: E402
-from alumet_setup.batched_host import AnswerHost  # noqa: E402
+from alumet_setup.hostside import host_answers  # noqa: E402
+from alumet_setup.targets.batched_host import AnswerHost  # noqa: E402
 
 
 class RecordingHost(AnswerHost):

@@ -23,7 +23,7 @@ import pytest
 from bedhost import Container, bed_settings, container
 from installed_tool import InstalledTool
 
-from alumet_setup.checks.agent_probe import csv_metric_rows, judge, parse_agent_log
+from alumet_setup.doctor.checks.agent_probe import csv_metric_rows, judge, parse_agent_log
 
 pytestmark = [pytest.mark.containers]
 

@@ -47,7 +47,7 @@ def test_built_collection_runs_its_roles(tmp_path: Path, env: dict[str, str]) ->
     assert "Find which sysctl.d files set the key at boot" in run.stdout
     # The shared tasks come from the collection's own alumet_common, found by its short name.
     assert "alumet_common : Preflight | Assert a supported distribution" in run.stdout, run.stdout[-3000:]
-    # ... and the values' rules through the collection's filter, by its full name (alumet_setup/rules.py).
+    # ... and the values' rules through the collection's filter, by its full name (alumet_setup/hostside/rules.py).
     assert "alumet_common : Preflight | Assert the settings fit their rules" in run.stdout, run.stdout[-3000:]
 
 

@@ -1,5 +1,5 @@
 """The alumet_config role for real: ansible-playbook on this machine (local connection), its files under
-tmp_path. It renders through `config render`'s code (alumet_setup/profiles.py), so it refuses what that
+tmp_path. It renders through `config render`'s code (alumet_setup/hostside/profiles.py), so it refuses what that
 refuses before writing anything, writes any valid Unicode as valid TOML, and never writes over a link."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alumet_setup import alumet_schema
+from alumet_setup.hostside import alumet_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

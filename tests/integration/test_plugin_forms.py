@@ -100,7 +100,7 @@ def wheel_form(tool: installed_tool.InstalledTool) -> Form:
     """The tool's own venv and its bundled roles, found by the installed package itself."""
     where = subprocess.run(
         [str(tool.program.parent / "python"), "-c",
-         "from alumet_setup import resources; print(resources.bundled('roles'))"],
+         "from alumet_setup.hostside import resources; print(resources.bundled('roles'))"],
         cwd=tool.workdir, env=tool.env(), capture_output=True, text=True, check=True)
     roles = Path(where.stdout.strip())
     assert ROOT not in roles.parents and roles.parts[-3:] == ("alumet_setup", "_bundled", "roles"), roles

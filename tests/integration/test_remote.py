@@ -22,7 +22,7 @@ import sshd  # tests/bed, put on sys.path by tests/conftest.py
 from bedhost import install_summary
 from installed_tool import InstalledTool
 
-from alumet_setup.settings import STEPS
+from alumet_setup.playbook.settings import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "doctor-schema.json").read_text())
@@ -118,13 +118,13 @@ def installed(fleet: Fleet) -> Run:
     return cli(fleet, "install", "-i", str(fleet.inventory), *hosts_args(*HOSTS), *fleet.settings)
 
 
-LOCAL_DOCTOR = ("import json, sys; from alumet_setup import doctor, hosts; "
+LOCAL_DOCTOR = ("import json, sys; from alumet_setup import doctor; from alumet_setup.targets import hosts; "
                 "print(json.dumps(doctor.diagnose(hosts.LocalHost(name=sys.argv[1])).to_json()))")
 
 
 @pytest.mark.parametrize("name", ["deb13", "u2404"])
 def test_doctor_over_ssh_finds_check_by_check_what_doctor_finds_on_the_host_itself(fleet: Fleet, name: str) -> None:
-    """Over SSH, doctor reads a host in a few commands (alumet_setup/batched_host.py) and judges it here; on the
+    """Over SSH, doctor reads a host in a few commands (alumet_setup/targets/batched_host.py) and judges it here; on the
     host itself, the same installed package reads it with system calls (LocalHost). A fresh host (this module's
     first test, before install), whose python3 runs the wheel's package and its one pure-Python dependency."""
     container = fleet.containers[name]

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from alumet_setup import runner
-from alumet_setup.inventory import build_inventory, resolve_targets
+from alumet_setup.playbook import runner
+from alumet_setup.playbook.inventory import build_inventory, resolve_targets
 
 PLAYBOOK = """
 - hosts: all

@@ -78,7 +78,7 @@ def test_upgrade_over_the_previous_release_keeps_its_host_then_remove(
     upgrade = installed_tool.as_user(installed_tool.readme_line(SECTION, "pip install --upgrade"), home, ROOT)
     assert upgrade.returncode == 0, upgrade.stdout[-2000:] + upgrade.stderr[-2000:]
     package = installed_tool.package_dir(tool.program.parent / "python", tool.workdir)
-    changed = "alumet_setup/ptrace_need.py"  # differs between the two releases (e3a0927)
+    changed = "alumet_setup/hostside/ptrace_need.py"  # differs between the two releases (e3a0927)
     old = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS}:{changed}"], capture_output=True,
                          text=True, check=True).stdout
     assert (package / "ptrace_need.py").read_text() == (ROOT / changed).read_text() != old

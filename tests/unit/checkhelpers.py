@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup.checks import load_all
-from alumet_setup.findings import REGISTRY, CheckSpec, Context, Finding, Options, Status
-from alumet_setup.hosts import COMMAND_NOT_FOUND, CommandResult, LocalHost
+from alumet_setup.doctor.checks import load_all
+from alumet_setup.doctor.findings import REGISTRY, CheckSpec, Context, Finding, Options, Status
+from alumet_setup.targets.hosts import COMMAND_NOT_FOUND, CommandResult, LocalHost
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -110,7 +110,7 @@ class ScriptedHost(LocalHost):
 
 def probe_question(argv: Sequence[str]) -> tuple[str, list] | None:
     """doctor --probe's one command (host_answers.run_in_tmpdir through python3 -c): (key, its question)."""
-    from alumet_setup.batched_host import BOOTSTRAP
+    from alumet_setup.targets.batched_host import BOOTSTRAP
 
     if tuple(argv[1:3]) != ("-c", BOOTSTRAP):
         return None
@@ -166,7 +166,7 @@ def fresh_tree(root: Path) -> Path:
 def _probe_output(uid: int, cpu_wide_errno: int | None) -> str:
     import json
 
-    from alumet_setup import perf_event
+    from alumet_setup.hostside import perf_event
 
     def event(name: str, err: int | None) -> dict[str, object]:
         return perf_event._result(err is None, err, 1 if err is None else None,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from alumet_setup import alumet_schema, profiles
+from alumet_setup.hostside import alumet_schema, profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 

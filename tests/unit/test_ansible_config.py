@@ -1,4 +1,4 @@
-"""The tool's own Ansible reads no configuration but its own (alumet_setup/ansible_config.py).
+"""The tool's own Ansible reads no configuration but its own (alumet_setup/playbook/ansible_config.py).
 
 Each case plants Python that Ansible would import (an inventory or vars plugin) where a configuration
 file or an ANSIBLE_* variable points, then runs the real command line in a subprocess. The plugin appends
@@ -108,7 +108,7 @@ def test_install_reads_no_ansible_configuration_of_the_user_itself(tmp_path: Pat
 
 
 def test_isolation_hides_the_users_variables_and_gives_them_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    from alumet_setup import ansible_config
+    from alumet_setup.playbook import ansible_config
 
     monkeypatch.setenv("ANSIBLE_CONFIG", "/mine.cfg")
     monkeypatch.setenv("ANSIBLE_LIBRARY", "/mine")

@@ -1,4 +1,4 @@
-"""Doctor reads a remote host in rounds (alumet_setup/batched_host.py): the same findings as a host asked one
+"""Doctor reads a remote host in rounds (alumet_setup/targets/batched_host.py): the same findings as a host asked one
 question at a time, in a few commands. The transport here runs the command on this machine, as ssh runs it
 on a host: the real host_answers.py, started by a real python3."""
 
@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from alumet_setup import doctor, host_answers
-from alumet_setup.batched_host import MAX_ROUNDS, AnswerHost, BatchedHost, Transport, key, one_command_each
-from alumet_setup.hosts import CommandResult, HostError, LocalHost
-from alumet_setup.ssh import SshSession, SshTarget
+from alumet_setup import doctor
+from alumet_setup.hostside import host_answers
+from alumet_setup.targets.batched_host import MAX_ROUNDS, AnswerHost, BatchedHost, Transport, key, one_command_each
+from alumet_setup.targets.hosts import CommandResult, HostError, LocalHost
+from alumet_setup.targets.ssh import SshSession, SshTarget
 
 
 def command_host(transport: Transport, name: str = "here") -> BatchedHost:
@@ -131,7 +132,7 @@ def test_a_hung_host_does_not_hold_the_others_beyond_its_deadline() -> None:
 
 
 def test_the_program_and_the_questions_are_each_one_shell_safe_argument_well_under_the_limit() -> None:
-    from alumet_setup.batched_host import BOOTSTRAP
+    from alumet_setup.targets.batched_host import BOOTSTRAP
 
     packed = host_answers.pack([["k", "exists", ["/"]]] * 200)
     for argument in (packed, BOOTSTRAP.split("'")[1]):
@@ -149,7 +150,7 @@ def test_a_recorded_host_answers_what_it_recorded_and_notes_the_rest() -> None:
     assert json.loads(key("run", [["a", "b"]])) == ["run", ["a", "b"]]
 
 
-# ---- the ssh session (alumet_setup/ssh.py): one program on the host for the whole run, one line per round.
+# ---- the ssh session (alumet_setup/targets/ssh.py): one program on the host for the whole run, one line per round.
 # Here the session's command is a local shell instead of ssh: the same program, pipes and exit codes.
 
 
@@ -161,7 +162,7 @@ def serving() -> str:
     """What SshSession.for_target runs on the host, run here."""
     import shlex
 
-    from alumet_setup.batched_host import BOOTSTRAP
+    from alumet_setup.targets.batched_host import BOOTSTRAP
 
     return f"exec {shlex.quote(sys.executable)} -c {shlex.quote(BOOTSTRAP)}"
 
@@ -213,7 +214,7 @@ def test_a_session_that_never_answers_is_ended_at_its_deadline(tmp_path) -> None
 
 @pytest.mark.processes
 def test_sessions_end_with_the_run(tmp_path) -> None:
-    from alumet_setup.ssh import SshSessions
+    from alumet_setup.targets.ssh import SshSessions
 
     with SshSessions() as sessions:
         session = sessions.keep(local_session(serving()))

@@ -1,4 +1,4 @@
-"""The security.capability decoder and the getcap parser (alumet_setup/capabilities.py)."""
+"""The security.capability decoder and the getcap parser (alumet_setup/hostside/capabilities.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES
 
-from alumet_setup.capabilities import (
+from alumet_setup.hostside.capabilities import (
     CAP_NAMES,
     CapabilityError,
     cap_name,
@@ -20,7 +20,7 @@ from alumet_setup.capabilities import (
     parse_getcap_line,
     setcap_command,
 )
-from alumet_setup.hosts import LocalHost
+from alumet_setup.targets.hosts import LocalHost
 
 
 def blob(name: str) -> bytes:

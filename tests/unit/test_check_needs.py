@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alumet_setup import doctor
-from alumet_setup.findings import (
+from alumet_setup.doctor.findings import (
     REGISTRY,
     CheckSpec,
     Context,
@@ -17,7 +17,7 @@ from alumet_setup.findings import (
     ok,
     validate,
 )
-from alumet_setup.hosts import LocalHost
+from alumet_setup.targets.hosts import LocalHost
 
 
 def spec(check_id: str, *needs: str, log: list[str] | None = None) -> CheckSpec:
@@ -104,8 +104,8 @@ def test_display_order_does_not_depend_on_which_module_was_imported_first() -> N
     import subprocess
     import sys
 
-    script = ("import alumet_setup.checks.{first}\n"
-              "from alumet_setup.checks import load_all\nfrom alumet_setup.findings import REGISTRY\n"
+    script = ("import alumet_setup.doctor.checks.{first}\n"
+              "from alumet_setup.doctor.checks import load_all\nfrom alumet_setup.doctor.findings import REGISTRY\n"
               "load_all(); print(' '.join(REGISTRY))")
     orders = {subprocess.run([sys.executable, "-c", script.format(first=first)], check=True, capture_output=True,
                              text=True).stdout for first in ("agent_probe", "nvml", "config")}

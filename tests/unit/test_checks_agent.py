@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from checkhelpers import FixtureHost, context, copy_fixture, result
 
-from alumet_setup.checks import agent, system  # noqa: F401  (registers the checks)
-from alumet_setup.findings import Context, Status
-from alumet_setup.hosts import LocalHost
+from alumet_setup.doctor.checks import agent, system  # noqa: F401  (registers the checks)
+from alumet_setup.doctor.findings import Context, Status
+from alumet_setup.targets.hosts import LocalHost
 
 REAL = "/opt/alumet/bin/alumet-agent"
 LINK = "/usr/local/bin/alumet-agent"
@@ -386,7 +386,7 @@ def test_capabilities_beyond_the_bounding_set_fail(installed: Path) -> None:
 def test_agent_refused_by_the_bounding_set_says_what_to_do(installed: Path) -> None:
     # The agent's capabilities outside a container's bounding set: execve fails for everyone (exit 126).
     # Reinstalling cannot help, so agent.binary gives the --cap-add fix, the same words as agent.capabilities
-    # (and as the capabilities role's final run: alumet_setup/capabilities.py), and no install command.
+    # (and as the capabilities role's final run: alumet_setup/hostside/capabilities.py), and no install command.
     podman_bounding_set(installed)
     setcap(installed, "cap_perfmon=ep cap_sys_nice=ep")
     refused = result(rc=126, stderr=f"{LINK}: Operation not permitted\n")

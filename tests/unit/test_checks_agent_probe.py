@@ -12,10 +12,10 @@ import pytest
 from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, probe_question, probe_ran, stand_in
 
 from alumet_setup import doctor
-from alumet_setup.checks import agent_probe
-from alumet_setup.checks.agent_probe import PluginOutcome, csv_metric_rows, judge, parse_agent_log
-from alumet_setup.findings import Options, Status
-from alumet_setup.hosts import CommandResult, LocalHost
+from alumet_setup.doctor.checks import agent_probe
+from alumet_setup.doctor.checks.agent_probe import PluginOutcome, csv_metric_rows, judge, parse_agent_log
+from alumet_setup.doctor.findings import Options, Status
+from alumet_setup.targets.hosts import CommandResult, LocalHost
 
 LOGS = Path(FIXTURES) / "agent-logs"
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,9 +245,9 @@ def test_probe_end_to_end_with_the_standin(monkeypatch: pytest.MonkeyPatch, stan
 @pytest.mark.processes
 def test_the_probe_keeps_its_order_where_a_remote_host_is_read_in_batches(monkeypatch: pytest.MonkeyPatch,
                                                                           standin_agent: str) -> None:
-    """Over SSH doctor asks its questions in rounds (alumet_setup/batched_host.py): the probe's steps (its
+    """Over SSH doctor asks its questions in rounds (alumet_setup/targets/batched_host.py): the probe's steps (its
     directory, the configuration, the run, the CSV, the cleanup) are one question, so they keep their order."""
-    from alumet_setup.batched_host import BatchedHost, one_command_each
+    from alumet_setup.targets.batched_host import BatchedHost, one_command_each
 
     stand_in(monkeypatch, "agent.binary", Status.OK, path=standin_agent)
     host = BatchedHost(one_command_each(lambda argv, timeout: LocalHost().run(argv, timeout), "here"), "here")

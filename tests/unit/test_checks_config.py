@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES, evaluate
 
-from alumet_setup import alumet_schema, profiles
-from alumet_setup.findings import Options, Status
-from alumet_setup.hosts import LocalHost
+from alumet_setup.doctor.findings import Options, Status
+from alumet_setup.hostside import alumet_schema, profiles
+from alumet_setup.targets.hosts import LocalHost
 
 HOST = LocalHost(root=os.path.join(FIXTURES, "config"))
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, copy_fixture, stub
 
-from alumet_setup.checks import agent, system  # noqa: F401  (registers the checks; hidepid's below)
-from alumet_setup.checks.hidepid import exemption, group_gid, hidepid_mode
-from alumet_setup.findings import Context, Finding, Status
-from alumet_setup.hosts import LocalHost
-from alumet_setup.mounts import mount_at, mount_of, parse_fstab, parse_mountinfo
+from alumet_setup.doctor.checks import agent, system  # noqa: F401  (registers the checks; hidepid's below)
+from alumet_setup.doctor.checks.hidepid import exemption, group_gid, hidepid_mode
+from alumet_setup.doctor.findings import Context, Finding, Status
+from alumet_setup.doctor.mounts import mount_at, mount_of, parse_fstab, parse_mountinfo
+from alumet_setup.targets.hosts import LocalHost
 
 REMOUNT = "sudo mount -o remount,hidepid=invisible,gid=998 /proc"
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from checkhelpers import FIXTURES, ScriptedHost, done, evaluate
 
-from alumet_setup.findings import Status
-from alumet_setup.hosts import CommandResult, LocalHost
+from alumet_setup.doctor.findings import Status
+from alumet_setup.targets.hosts import CommandResult, LocalHost
 
 NVML = os.path.join(FIXTURES, "nvml")
 

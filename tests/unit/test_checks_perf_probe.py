@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import pytest
 from checkhelpers import FIXTURES, ScriptedHost, done, evaluate, fresh_host, fresh_tree, stand_in
 
-from alumet_setup import doctor, perf_event
-from alumet_setup.checks import perf_probe
-from alumet_setup.findings import Status
-from alumet_setup.hosts import CommandResult, LocalHost
+from alumet_setup import doctor
+from alumet_setup.doctor.checks import perf_probe
+from alumet_setup.doctor.findings import Status
+from alumet_setup.hostside import perf_event
+from alumet_setup.targets.hosts import CommandResult, LocalHost
 
 
 def event(name: str, err: int | None = None) -> dict:
@@ -187,7 +188,7 @@ def test_this_machine() -> None:
 
 
 def test_probe_json_without_the_json_module_round_trips() -> None:
-    from alumet_setup import perf_event
+    from alumet_setup.hostside import perf_event
 
     value = {"error": 'EACCES: "quoted" \\ back\nslash', "ok": False, "errno": 13, "value": None,
              "nested": {"cpu": -1}}

@@ -10,9 +10,9 @@ import pytest
 from checkhelpers import FIXTURES, evaluate, stand_in
 
 from alumet_setup import paths
-from alumet_setup.checks import rapl
-from alumet_setup.findings import Options, Status
-from alumet_setup.hosts import LocalHost
+from alumet_setup.doctor.checks import rapl
+from alumet_setup.doctor.findings import Options, Status
+from alumet_setup.targets.hosts import LocalHost
 
 ENERGY = rapl.POWERCAP_DIR.lstrip("/")
 

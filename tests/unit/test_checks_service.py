@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from checkhelpers import ScriptedHost, done, evaluate
 
-from alumet_setup.checks import service
-from alumet_setup.findings import Status
-from alumet_setup.hosts import CommandResult
+from alumet_setup.doctor.checks import service
+from alumet_setup.doctor.findings import Status
+from alumet_setup.targets.hosts import CommandResult
 
 UNIT_TEXT = "[Service]\nExecStart=/usr/local/bin/alumet-agent --config /etc/alumet/alumet-config.toml run\n"
 

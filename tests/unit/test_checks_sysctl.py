@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, copy_fixture, stub
 
-from alumet_setup.checks import agent, sysctl, system  # noqa: F401  (registers the checks)
-from alumet_setup.checks.sysctl import boot_setters, judge
-from alumet_setup.findings import Context, Finding, Status
-from alumet_setup.hosts import LocalHost
-from alumet_setup.sysctl_precedence import Setter, normalize_key, overriding, parse_sysctl, sysctl_files
+from alumet_setup.doctor.checks import agent, sysctl, system  # noqa: F401  (registers the checks)
+from alumet_setup.doctor.checks.sysctl import boot_setters, judge
+from alumet_setup.doctor.findings import Context, Finding, Status
+from alumet_setup.hostside.sysctl_precedence import Setter, normalize_key, overriding, parse_sysctl, sysctl_files
+from alumet_setup.targets.hosts import LocalHost
 
 PERSIST = "echo 'kernel.perf_event_paranoid = 2' | sudo tee /etc/sysctl.d/local.conf"
 SYSCTL_W = "sudo sysctl -w kernel.perf_event_paranoid=2"

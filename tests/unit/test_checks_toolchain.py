@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from checkhelpers import ScriptedHost, done, evaluate, stand_in
 
-from alumet_setup.checks import toolchain
-from alumet_setup.findings import Status
-from alumet_setup.hosts import CommandResult, LocalHost
+from alumet_setup.doctor.checks import toolchain
+from alumet_setup.doctor.findings import Status
+from alumet_setup.targets.hosts import CommandResult, LocalHost
 
 SYSTEM = toolchain.SYSTEM_BIN.lstrip("/")
 

@@ -1,4 +1,4 @@
-"""The install record (alumet_setup/choices.py, written by roles/install_record): doctor judges a host
+"""The install record (alumet_setup/doctor/choices.py, written by roles/install_record): doctor judges a host
 against the choices install applied, reads the record safely, and says which choices it used."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 import yaml
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, copy_fixture, record_choices, stub
 
-from alumet_setup import choices, paths
-from alumet_setup.checks import agent, hidepid, rapl, sysctl, system  # noqa: F401  (registers the checks)
-from alumet_setup.doctor import diagnose, render_text, to_json
-from alumet_setup.findings import Finding, Status
-from alumet_setup.hosts import LocalHost
+from alumet_setup import paths
+from alumet_setup.doctor import choices, diagnose, render_text, to_json
+from alumet_setup.doctor.checks import agent, hidepid, rapl, sysctl, system  # noqa: F401  (registers the checks)
+from alumet_setup.doctor.findings import Finding, Status
+from alumet_setup.targets.hosts import LocalHost
 
 ROOT = Path(__file__).parents[2]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the record must be owned by root (uid 0)")
@@ -233,8 +233,8 @@ def test_ptrace_choice_as_asked(tmp_path: Path) -> None:
 
 
 def test_ptrace_settings_are_what_the_record_accepts() -> None:
-    from alumet_setup import resources
-    from alumet_setup.settings import SettingError, load_specs, parse_settings
+    from alumet_setup.hostside import resources
+    from alumet_setup.playbook.settings import SettingError, load_specs, parse_settings
 
     options = load_specs(resources.bundled("roles"))
     for raw, value in (("auto", "auto"), ("true", True), ("false", False)):

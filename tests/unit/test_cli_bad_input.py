@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import connection, doctor, profiles, resources, runner
+from alumet_setup import doctor
 from alumet_setup.cli import main
-from alumet_setup.settings import load_specs
+from alumet_setup.hostside import profiles, resources
+from alumet_setup.playbook import runner
+from alumet_setup.playbook.settings import load_specs
+from alumet_setup.targets import connection
 
 
 def _never(*_args: object, **_kwargs: object) -> None:
@@ -123,7 +126,7 @@ def test_a_setting_no_step_reads_is_refused(capsys: pytest.CaptureFixture[str], 
 
 
 def test_settings_for_the_steps_that_run_are_accepted(tmp_path: Path) -> None:
-    from alumet_setup.settings import check_used, load_specs, parse_settings
+    from alumet_setup.playbook.settings import check_used, load_specs, parse_settings
 
     specs = load_specs(resources.bundled("roles"))
     values = parse_settings(["alumet_group_name=lab", "alumet_agent_git_url=ssh://git@example.org/alumet.git",
@@ -137,7 +140,7 @@ def test_settings_for_the_steps_that_run_are_accepted(tmp_path: Path) -> None:
 def test_a_service_step_makes_service_settings_used(tmp_path: Path) -> None:
     """The rule reads the playbook's step->role mapping: once a `service` step runs role alumet_service,
     its settings are accepted for runs that include that step, and refused for the others."""
-    from alumet_setup.settings import SettingError, check_used, load_specs
+    from alumet_setup.playbook.settings import SettingError, check_used, load_specs
 
     specs = load_specs(resources.bundled("roles"))
     playbook = tmp_path / "install.yml"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from alumet_setup import resources
 from alumet_setup.cli import cli
+from alumet_setup.hostside import resources
 
 FAILING = """
 - hosts: all

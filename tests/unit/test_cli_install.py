@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from alumet_setup import resources, runner
 from alumet_setup.cli import cli, main
-from alumet_setup.settings import SettingError, convert, load_specs, parse_settings
+from alumet_setup.hostside import resources
+from alumet_setup.playbook import runner
+from alumet_setup.playbook.settings import SettingError, convert, load_specs, parse_settings
 
 
 def _never_run(*_args: object, **_kwargs: object) -> None:

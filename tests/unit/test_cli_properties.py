@@ -31,9 +31,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alumet_setup import connection, hosts, profiles, resources, runner
 from alumet_setup.cli import main
-from alumet_setup.settings import STEPS, load_specs
+from alumet_setup.hostside import profiles, resources
+from alumet_setup.playbook import runner
+from alumet_setup.playbook.settings import STEPS, load_specs
+from alumet_setup.targets import connection, hosts
 
 SPECS = load_specs(resources.bundled("roles"))
 SETTING_NAMES = sorted(SPECS)

@@ -11,9 +11,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from alumet_setup import resources
 from alumet_setup.cli import cli
-from alumet_setup.settings import STEPS, SettingError, load_specs, parse_settings
+from alumet_setup.hostside import resources
+from alumet_setup.playbook.settings import STEPS, SettingError, load_specs, parse_settings
 
 SPECS = load_specs(resources.bundled("roles"))
 

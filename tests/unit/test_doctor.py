@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 
 from alumet_setup import doctor
-from alumet_setup.findings import REGISTRY, Finding, Status, check
-from alumet_setup.hosts import LocalHost
+from alumet_setup.doctor.findings import REGISTRY, Finding, Status, check
+from alumet_setup.targets.hosts import LocalHost
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "doctor-schema.json").read_text())
 
@@ -38,7 +38,7 @@ def test_a_check_that_raises_is_an_error_and_the_others_still_run(broken_check):
 
 
 def test_a_check_id_is_registered_once_in_a_known_group():
-    from alumet_setup.findings import RegistryError, check
+    from alumet_setup.doctor.findings import RegistryError, check
 
     existing = doctor.check_ids()[0]
     first = REGISTRY[existing]

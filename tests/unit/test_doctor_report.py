@@ -20,7 +20,7 @@ import pytest
 from checkhelpers import fresh_host, fresh_tree
 
 from alumet_setup import doctor
-from alumet_setup.findings import Finding, Status
+from alumet_setup.doctor.findings import Finding, Status
 
 UNIT = Path(__file__).resolve().parent
 SCHEMA = json.loads((UNIT.parents[1] / "docs" / "doctor-schema.json").read_text())
@@ -146,7 +146,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {unit!r})
 from checkhelpers import fresh_host
-from alumet_setup import connection
+from alumet_setup.targets import connection
 from alumet_setup.cli import main
 host = fresh_host(Path(sys.argv[1]))
 connection.connect = lambda target, sessions=None: host

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from alumet_setup import runner
+from alumet_setup.playbook import runner
 
 # What ansible-core 2.19 reports when sudo is absent on an ssh host: gather_facts wraps the setup module's
 # failure, whose stderr is the remote shell's.

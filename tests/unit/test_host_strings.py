@@ -27,11 +27,13 @@ from checkhelpers import FIXTURES, FixtureHost, probe_question, probe_ran, recor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alumet_setup import connection, doctor, hosts, runner, uptodate
-from alumet_setup.checks.agent_probe import TMP_PREFIX
+from alumet_setup import doctor, uptodate
 from alumet_setup.cli import main
-from alumet_setup.findings import Options
-from alumet_setup.hosts import CommandResult, HostError
+from alumet_setup.doctor.checks.agent_probe import TMP_PREFIX
+from alumet_setup.doctor.findings import Options
+from alumet_setup.playbook import runner
+from alumet_setup.targets import connection, hosts
+from alumet_setup.targets.hosts import CommandResult, HostError
 from alumet_setup.terminal import Activity
 from alumet_setup.textsafe import visible
 
@@ -332,7 +334,7 @@ def test_any_host_file_and_file_name_renders_inert(text: str) -> None:
 @given(detail=host_text, fix=host_text, reason=host_text, name=host_text, error=host_text)
 def test_any_host_string_in_a_report_renders_inert(detail: str, fix: str, reason: str, name: str,
                                                    error: str) -> None:
-    from alumet_setup.findings import Finding, Status
+    from alumet_setup.doctor.findings import Finding, Status
 
     results = [doctor.CheckResult(check_id, check_id, check_id.split(".")[0],
                                   Finding(status, detail, fix=(fix, fix), install_step="sysctl"), 0.0)

@@ -1,7 +1,9 @@
-"""alumet_setup's modules import each other without cycles, counting the imports inside functions (kept there
-for start-up time, they are coupling all the same): a cycle means two modules that cannot be understood, or
-moved, one without the other. cli.py <-> play.py (play printed errors through cli) and hosts.py <->
-inventory.py <-> batched_host.py were the last two."""
+"""alumet_setup's folders are its layers, and imports go one way: cli.py -> the use cases (play.py, uptodate.py)
+-> doctor/, playbook/, targets/ -> hostside/, with the common modules (exits, paths, steps, terminal, textsafe,
+threads, version) below all but hostside/, which is self-contained (the collection ships it alone, and Ansible
+loads its modules beside their links). Imports inside functions count (kept there for start-up time, they are
+coupling all the same), and no module is in an import cycle: cli.py <-> play.py (play printed errors through
+cli) and hosts.py <-> inventory.py <-> batched_host.py were the last two."""
 
 from __future__ import annotations
 
@@ -68,12 +70,50 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_package_has_no_import_cycle() -> None:
+COMMON = {"alumet_setup", "exits", "paths", "steps", "terminal", "textsafe", "threads", "version"}
+# What each layer may import, besides itself (a layer is a folder; the top-level modules are named).
+ALLOWED = {
+    "common": set(),
+    "hostside": set(),
+    "targets": {"hostside", "common"},
+    "doctor": {"targets", "hostside", "common"},
+    "playbook": {"targets", "hostside", "common"},
+    "use cases": {"doctor", "playbook", "targets", "hostside", "common"},
+    "cli": {"use cases", "doctor", "playbook", "targets", "hostside", "common"},
+}
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 2:
+        return parts[1]
+    name = parts[-1]
+    if name in COMMON:
+        return "common"
+    if name in ("play", "uptodate"):
+        return "use cases"
+    if name in ("cli", "__main__"):
+        return "cli"
+    return name  # a layer's own package: alumet_setup.doctor is doctor/__init__.py
+
+
+def graph() -> dict[str, set[str]]:
     known = modules()
-    graph = {name: imports(name, path, known) for name, path in known.items()}
-    assert "alumet_setup.hosts" in graph["alumet_setup.connection"]  # the scan sees imports
-    assert "alumet_setup.threads" in graph["alumet_setup.ssh"]  # ... inside functions too
-    assert cycles(graph) == []
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    edges = graph()
+    assert "alumet_setup.targets.hosts" in edges["alumet_setup.targets.connection"]  # the scan sees imports
+    assert "alumet_setup.threads" in edges["alumet_setup.targets.ssh"]  # ... inside functions too
+    assert cycles(edges) == []
+
+
+def test_every_import_goes_down_the_layers() -> None:
+    assert {layer(m) for m in graph()} == set(ALLOWED), "a module outside the layers: place it, and say so here"
+    wrong = sorted(f"{m} ({layer(m)}) imports {d} ({layer(d)})" for m, deps in graph().items() for d in deps
+                   if layer(d) != layer(m) and layer(d) not in ALLOWED[layer(m)])
+    assert wrong == []
 
 
 def test_a_cycle_is_found_where_there_is_one() -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alumet_setup.inventory import (
+from alumet_setup.playbook.inventory import (
     InventoryError,
     Target,
     build_inventory,

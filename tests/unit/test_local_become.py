@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import local_become, runner
 from alumet_setup.cli import main
+from alumet_setup.playbook import local_become, runner
 
 
 def _sudo(directory: Path, rc: int, stderr: str = "") -> Path:

@@ -15,10 +15,10 @@ import sshd  # tests/bed, put on sys.path by tests/conftest.py
 from checkhelpers import FIXTURES, ScriptedHost, done, stand_in
 from hostile import cli, dict_bomb, list_bomb
 
-from alumet_setup import connection
-from alumet_setup.connection import TestinfraHost
-from alumet_setup.findings import Context, Status
-from alumet_setup.hosts import CommandResult, HostError, LocalHost
+from alumet_setup.doctor.findings import Context, Status
+from alumet_setup.targets import connection
+from alumet_setup.targets.connection import TestinfraHost
+from alumet_setup.targets.hosts import CommandResult, HostError, LocalHost
 from alumet_setup.threads import in_background
 
 
@@ -126,8 +126,8 @@ DICT_BOMB, LIST_BOMB = dict_bomb(), list_bomb()
 def test_an_alias_bomb_in_a_setting_is_one_line_within_a_second(setting: str, value: str) -> None:
     """Before: validation passed, then hashing the settings for the fast path expanded 9**7 values (the CLI
     hung, its memory growing by about 45 MB/s). hostile.cli bounds the CLI's time and memory: a hang fails."""
-    from alumet_setup import resources
-    from alumet_setup.settings import SettingError, load_specs, parse_settings
+    from alumet_setup.hostside import resources
+    from alumet_setup.playbook.settings import SettingError, load_specs, parse_settings
 
     specs = load_specs(resources.bundled("roles"))
     start = time.monotonic()

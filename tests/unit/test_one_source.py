@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from alumet_setup import settings
-from alumet_setup.checks import system
+from alumet_setup.doctor.checks import system
+from alumet_setup.playbook import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir())
@@ -71,7 +71,7 @@ def check_install_steps() -> set[str]:
     """Every step a doctor check names in install_step=: literal strings, and the literals a variable
     passed there is assigned (install_step=step) or compared with (step == "sysctl") in the same module."""
     found: set[str] = set()
-    for source in sorted((ROOT / "alumet_setup" / "checks").glob("*.py")):
+    for source in sorted((ROOT / "alumet_setup" / "doctor" / "checks").glob("*.py")):
         tree = ast.parse(source.read_text(encoding="utf-8"))
         names: set[str] = set()
         for node in ast.walk(tree):
@@ -99,7 +99,7 @@ def check_install_steps() -> set[str]:
 
 def test_steps_are_one_list_in_every_layer() -> None:
     install, uninstall = playbook_steps("install.yml"), playbook_steps("uninstall.yml")
-    assert install == list(settings.STEPS), "playbooks/install.yml tags vs alumet_setup/findings.py STEPS"
+    assert install == list(settings.STEPS), "playbooks/install.yml tags vs alumet_setup/doctor/findings.py STEPS"
     # Uninstall has its own order (capabilities go after hidepid and config are undone): same steps.
     assert sorted(uninstall) == sorted(settings.STEPS), "playbooks/uninstall.yml tags vs settings.STEPS"
     unknown = check_install_steps() - set(settings.STEPS)
@@ -156,7 +156,7 @@ def test_no_role_keeps_its_own_copy_of_the_shared_tasks() -> None:
 def test_doctors_oldest_rust_is_the_rustup_roles() -> None:
     """toolchain.MIN_RUST (doctor) mirrors rustup_min_version (the role that installs Rust): doctor must not
     pass a rustc the role would replace, nor fail one it keeps."""
-    from alumet_setup.checks import toolchain
+    from alumet_setup.doctor.checks import toolchain
 
     role_min = load(ROOT / "roles" / "rustup" / "vars" / "main.yml")["rustup_min_version"]
     assert str(toolchain.MIN_RUST) == role_min
@@ -166,7 +166,7 @@ def test_the_schema_is_of_the_release_the_agent_role_builds() -> None:
     """alumet_schema.ALUMET_VERSION (what `config render` and doctor validate against) mirrors the tag the
     alumet_agent role builds by default: a new release changes both, or the configuration is judged by the
     wrong agent."""
-    from alumet_setup import alumet_schema
+    from alumet_setup.hostside import alumet_schema
 
     tag = load(ROOT / "roles" / "alumet_agent" / "defaults" / "main.yml")["alumet_agent_version"]
     assert tag == f"v{alumet_schema.ALUMET_VERSION}"

@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 
-from alumet_setup import play, runner
+from alumet_setup import play
 from alumet_setup.exits import exit_code
-from alumet_setup.settings import SettingError, select_steps
+from alumet_setup.playbook import runner
+from alumet_setup.playbook.settings import SettingError, select_steps
 
 
 @pytest.mark.parametrize(("unreachable", "ok", "code"), [
@@ -100,7 +101,8 @@ def test_the_inventory_is_parsed_once_per_command(monkeypatch: pytest.MonkeyPatc
     an inventory); before, doctor parsed it twice and install up to five times."""
     from pathlib import Path
 
-    from alumet_setup import cli, inventory, uptodate
+    from alumet_setup import cli, uptodate
+    from alumet_setup.playbook import inventory
 
     path = Path(str(tmp_path)) / "hosts.ini"
     path.write_text("[lab]\nlab01 ansible_host=192.0.2.1 ansible_user=ops\nlab02 ansible_host=192.0.2.2\n")

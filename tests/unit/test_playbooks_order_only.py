@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from alumet_setup.runner import _texts
+from alumet_setup.playbook.runner import _texts
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOKS = sorted((ROOT / "playbooks").glob("*.yml"))

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from checkhelpers import FIXTURES, FixtureHost, caps_finding, context, stub
 
-from alumet_setup.checks import hidepid  # noqa: F401  (registers the check)
-from alumet_setup.proc_fstab import is_proc_line, level, proc_lines
+from alumet_setup.doctor.checks import hidepid  # noqa: F401  (registers the check)
+from alumet_setup.hostside.proc_fstab import is_proc_line, level, proc_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "roles" / "hidepid" / "library" / "alumet_proc_fstab.py"
@@ -35,7 +35,7 @@ FSTABS = {
 
 def test_the_role_module_is_the_doctor_code() -> None:
     for link in (MODULE, ROOT / "plugins" / "modules" / "alumet_proc_fstab.py"):
-        assert link.is_symlink() and link.resolve() == (ROOT / "alumet_setup" / "proc_fstab.py").resolve()
+        assert link.is_symlink() and link.resolve() == (ROOT / "alumet_setup" / "hostside" / "proc_fstab.py").resolve()
 
 
 def test_the_proc_line_is_chosen_by_its_mount_point() -> None:

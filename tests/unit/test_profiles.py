@@ -16,7 +16,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alumet_setup import alumet_schema, profiles
+from alumet_setup.hostside import alumet_schema, profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -272,7 +272,7 @@ def test_the_role_filter_renders_every_profile_byte_for_byte_as_render_does(tmp_
     assert csv["output_path"] == hostile["alumet_config_output_path"]
 
 
-# ---- TOML values and the role's renderer (alumet_setup/config_filter.py) ------------------------------
+# ---- TOML values and the role's renderer (alumet_setup/hostside/config_filter.py) ------------------------------
 
 UNICODE_SAMPLES = ["\U0001f600", "é", "日本", "\U00010348", '"', "\\", "\x00", "\x1f", "\x7f", "\t", "\n", "\u2028",
                    "\ufeff", "{{ 6 * 7 }}", "${HOME}", "'", "a\"b\\c\U0001f600"]
@@ -330,7 +330,7 @@ def test_the_filter_plugin_loads_in_every_form(tmp_path: Path, form: str) -> Non
     """Through the role's link (checkout, collection): the modules beside the target; as a copy (the
     wheel's _bundled/roles has no links): the installed alumet_setup package."""
     link = ROOT / "roles" / "alumet_config" / "filter_plugins" / "alumet_config_render.py"
-    assert link.is_symlink() and link.resolve() == (ROOT / "alumet_setup" / "config_filter.py").resolve()
+    assert link.is_symlink() and link.resolve() == (ROOT / "alumet_setup" / "hostside" / "config_filter.py").resolve()
     path = link
     if form == "copy":
         path = tmp_path / "alumet_config_render.py"

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from alumet_setup import runner, settings
+from alumet_setup.playbook import runner, settings
 from alumet_setup.terminal import Activity
 
 ROOT = Path(__file__).resolve().parents[2]

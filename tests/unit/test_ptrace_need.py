@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import ptrace_need
+from alumet_setup.hostside import ptrace_need
 
 ROOT = Path(__file__).parents[2]
 FILTERS = [ROOT / "roles/capabilities/filter_plugins/alumet_ptrace_need.py",
@@ -29,7 +29,7 @@ memory_mode = "slow_but_accurate"
 
 @pytest.mark.parametrize("link", FILTERS)
 def test_the_filter_plugins_are_this_module(link: Path) -> None:
-    assert link.is_symlink() and link.resolve() == (ROOT / "alumet_setup/ptrace_need.py").resolve()
+    assert link.is_symlink() and link.resolve() == (ROOT / "alumet_setup/hostside/ptrace_need.py").resolve()
     spec = importlib.util.spec_from_file_location("alumet_ptrace_need", link)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -69,7 +69,7 @@ def test_bad_toml_is_one_clear_error() -> None:
 
 
 def test_the_shipped_profiles() -> None:
-    from alumet_setup import profiles
+    from alumet_setup.hostside import profiles
 
     for name in profiles.PROFILES:
         assert ptrace_need.reasons(profiles.render(name), "rw", 998) == [], name  # defaults: quick, no exe_regex

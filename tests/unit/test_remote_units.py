@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 
 from alumet_setup import doctor
-from alumet_setup.hosts import HostError
-from alumet_setup.inventory import InventoryError
-from alumet_setup.ssh import SshTarget, ssh_failure
+from alumet_setup.playbook.inventory import InventoryError
+from alumet_setup.targets.hosts import HostError
+from alumet_setup.targets.ssh import SshTarget, ssh_failure
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "doctor-schema.json").read_text())
 BANNER = """@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
@@ -53,14 +53,14 @@ def test_diagnose_many_keeps_order_and_isolates_a_failing_connect() -> None:
     def refuse() -> None:
         raise HostError("b: connection refused")
 
-    from alumet_setup.hosts import LocalHost
+    from alumet_setup.targets.hosts import LocalHost
     reports = doctor.diagnose_many([("b", refuse), ("a", LocalHost)], only=["system.os"])
     assert [r.host for r in reports] == ["b", "a"]
     assert reports[0].error == "connection refused" and reports[1].error is None and reports[1].results
 
 
 def test_ssh_targets_from_specs_and_quoted_arguments() -> None:
-    from alumet_setup.inventory import resolve_hosts
+    from alumet_setup.playbook.inventory import resolve_hosts
 
     def reach(spec: str) -> object:
         [(_, target)] = resolve_hosts([spec], doctor=True).reached
@@ -78,7 +78,7 @@ def test_ssh_targets_from_specs_and_quoted_arguments() -> None:
 
 def test_an_inventory_host_on_the_podman_connection_is_reached_with_podman_exec(tmp_path: Path) -> None:
     """doctor -i and install's survey: testinfra's podman backend, not one Ansible run per command."""
-    from alumet_setup.inventory import ssh_targets
+    from alumet_setup.playbook.inventory import ssh_targets
 
     inventory = tmp_path / "hosts.ini"
     inventory.write_text("c1 ansible_connection=containers.podman.podman\nc2 ansible_connection=podman "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import resources
+from alumet_setup.hostside import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def test_installed_wheel_finds_its_bundled_copy(installed_wheel: Path, name: str
     if not any(p.is_file() for p in source.rglob("*")):
         pytest.skip(f"{name}/ is still empty in this checkout (a wheel holds no empty directories)")
     # Run from an unrelated directory with only the target dir on the path: the checkout is not importable.
-    probe = "import alumet_setup.resources as r, sys; print(r.bundled(sys.argv[1]))"
+    probe = "import alumet_setup.hostside.resources as r, sys; print(r.bundled(sys.argv[1]))"
     result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(installed_wheel)!r}); "
                              + probe, name], capture_output=True, text=True, cwd=tmp_path, check=True)
     found = Path(result.stdout.strip())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import runner
+from alumet_setup.playbook import runner
 
 # Reaches the play (ansible-playbook runs, the host is unreachable: exit 2) without touching this machine.
 INSTALL = ("install", "--check", "--only", "sysctl", "--host", "root@127.0.0.1:1")
@@ -125,7 +125,7 @@ def test_runs_at_once_never_fail_each_other_nor_lose_a_run_in_progress(tmp_path:
 
     threads = [threading.Thread(target=work) for _ in range(workers)]
     # And other processes at the same time: a lock held in one process is seen by all.
-    code = ("import sys, time; from pathlib import Path; from alumet_setup import runner\n"
+    code = ("import sys, time; from pathlib import Path; from alumet_setup.playbook import runner\n"
             "for _ in range(40):\n"
             "    with runner.claim_run(Path(sys.argv[1]), keep=3) as mine:\n"
             "        (mine / 'stdout').write_text('x'); time.sleep(0.001); assert (mine / 'stdout').exists()\n")

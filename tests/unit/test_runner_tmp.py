@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alumet_setup import runner
-from alumet_setup.inventory import build_inventory, resolve_targets
+from alumet_setup.playbook import runner
+from alumet_setup.playbook.inventory import build_inventory, resolve_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 ASYNC_JOB = [
@@ -80,7 +80,8 @@ def test_a_failed_run_leaves_none_either(tmp_path: Path) -> None:
 SCRIPT = """
 import sys
 from pathlib import Path
-from alumet_setup import cli, resources
+from alumet_setup import cli
+from alumet_setup.hostside import resources
 resources.playbook = lambda _name: Path(sys.argv[1])  # the real CLI, a slow play in place of install.yml
 cli.main(["install", "--full", "--only", "sysctl"])  # as root here: no become
 """

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alumet_setup import resources
-from alumet_setup.settings import load_specs, parse_settings
+from alumet_setup.hostside import resources
+from alumet_setup.playbook.settings import load_specs, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))

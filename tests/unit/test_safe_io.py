@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import safe_io
+from alumet_setup.hostside import safe_io
 
 RENDER = ("config", "render", "--profile", "rapl")
 

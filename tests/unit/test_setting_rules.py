@@ -1,4 +1,4 @@
-"""One copy of each setting's range and format (alumet_setup/rules.py): `install --set`, every role's
+"""One copy of each setting's range and format (alumet_setup/hostside/rules.py): `install --set`, every role's
 preflight and doctor's reading of the install record check the same table, so a value the CLI accepts
 is accepted on the host and one it refuses is refused there too (issue 26). The roles' preflights run
 for real: ansible-playbook, local connection, check mode."""
@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from alumet_setup import choices, resources, rules
-from alumet_setup.settings import SettingError, load_specs, parse_settings
+from alumet_setup.doctor import choices
+from alumet_setup.hostside import resources, rules
+from alumet_setup.playbook.settings import SettingError, load_specs, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = load_specs(resources.bundled("roles"))
@@ -151,7 +152,7 @@ def test_the_roles_preflight_accepts_what_the_cli_accepts_and_refuses_what_it_re
 def test_a_number_from_an_ini_inventory_is_judged_as_the_text_the_spec_makes_of_it() -> None:
     """`rustup_toolchain=1.95` in an INI inventory (the test bed's) reaches the preflight as the float 1.95;
     the argument spec's `type: str` reads it as "1.95", so the shared check must too (it refused it)."""
-    from alumet_setup.rules import alumet_setting_errors
+    from alumet_setup.hostside.rules import alumet_setting_errors
     assert alumet_setting_errors({"rustup_toolchain": 1.95, "alumet_agent_version": 1}) == []
     assert alumet_setting_errors({"rustup_toolchain": True}) == ["rustup_toolchain: True is not a toolchain name such "
                                                                  "as 1.89 or stable"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import inventory
-from alumet_setup.inventory import build_inventory, resolve_targets
+from alumet_setup.playbook import inventory
+from alumet_setup.playbook.inventory import build_inventory, resolve_targets
 
 CONFIG = """\
 Host rootbox

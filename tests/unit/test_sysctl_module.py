@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup.sysctl_precedence import Setter, overriding
+from alumet_setup.hostside.sysctl_precedence import Setter, overriding
 
 ROOT = Path(__file__).parents[2]
 MODULE = ROOT / "roles" / "alumet_sysctl" / "library" / "alumet_sysctl_precedence.py"
@@ -18,7 +18,7 @@ MODULE = ROOT / "roles" / "alumet_sysctl" / "library" / "alumet_sysctl_precedenc
 
 def test_the_role_module_is_the_doctor_code():
     assert MODULE.is_symlink()
-    assert MODULE.resolve() == (ROOT / "alumet_setup" / "sysctl_precedence.py").resolve()
+    assert MODULE.resolve() == (ROOT / "alumet_setup" / "hostside" / "sysctl_precedence.py").resolve()
 
 
 @pytest.mark.processes

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from checkhelpers import FixtureHost
 
-from alumet_setup import choices, settings, uptodate
-from alumet_setup.doctor import CheckResult, Report
-from alumet_setup.findings import Finding, Status
+from alumet_setup import uptodate
+from alumet_setup.doctor import CheckResult, Report, choices
+from alumet_setup.doctor.findings import Finding, Status
+from alumet_setup.playbook import settings
 
 ROOT = Path(__file__).parents[2]
 DIGEST = "a" * 64
@@ -56,7 +57,7 @@ def test_the_digest_changes_with_every_input(tmp_path: Path, monkeypatch: pytest
 
 
 def test_a_new_role_content_is_a_new_digest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from alumet_setup import resources
+    from alumet_setup.hostside import resources
 
     base = uptodate.run_digest({}, None)
     for name in ("roles", "playbooks", "templates"):
@@ -138,7 +139,8 @@ def test_doctor_objects_only_to_what_a_step_of_the_run_would_fix() -> None:
 
 
 def test_a_survey_that_breaks_runs_the_host_instead(monkeypatch: pytest.MonkeyPatch) -> None:
-    from alumet_setup import connection, doctor
+    from alumet_setup import doctor
+    from alumet_setup.targets import connection
 
     monkeypatch.setattr(connection, "connect", lambda target, sessions=None: FixtureHost("/nonexistent"))
     monkeypatch.setattr(doctor, "diagnose", lambda host: (_ for _ in ()).throw(RuntimeError("boom")))
@@ -151,7 +153,7 @@ def test_uninstall_has_nothing_to_do_only_where_install_recorded_nothing(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """uptodate.untouched: no /var/lib/alumet-setup, nothing to remove; the directory (even empty, even a link
     somewhere else) or a host that cannot be read sends the host through the play."""
-    from alumet_setup import connection, hosts
+    from alumet_setup.targets import connection, hosts
 
     fresh, installed, linked = tmp_path / "fresh", tmp_path / "installed", tmp_path / "linked"
     (installed / "var/lib/alumet-setup").mkdir(parents=True)

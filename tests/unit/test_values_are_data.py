@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from alumet_setup import resources, runner
 from alumet_setup.cli import main
-from alumet_setup.inventory import Target, build_inventory
-from alumet_setup.settings import load_specs, parse_settings
+from alumet_setup.hostside import resources
+from alumet_setup.playbook import runner
+from alumet_setup.playbook.inventory import Target, build_inventory
+from alumet_setup.playbook.settings import load_specs, parse_settings
 
 PLAY = """\
 - hosts: all

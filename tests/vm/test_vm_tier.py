@@ -145,13 +145,14 @@ def service_checks(vm: vmbed.Vm) -> dict[str, Any]:
                     "&& udevadm verify /etc/udev/rules.d/70-alumet-powercap.rules "
                     "|| udevadm test /sys/class/net/lo; }", check=False, timeout=120)
     out["udev_verify"] = (verify.returncode, verify.stdout + verify.stderr)
-    # The probe of doctor (alumet_setup/perf_event.py) as the service would run it: the unit's own user,
+    # The probe of doctor (alumet_setup/hostside/perf_event.py) as the service would run it: the unit's own user,
     # ambient capabilities and NoNewPrivileges replayed by systemd-run; then the same without capabilities.
     props = vm.ssh("systemctl show -p User -p Group -p AmbientCapabilities -p NoNewPrivileges alumet").stdout
     p = dict(line.split("=", 1) for line in props.splitlines() if "=" in line)
     out["unit"] = p
-    subprocess.run([*vm.ssh_argv(), "cat > /tmp/perf_event.py"], input=(ROOT / "alumet_setup" / "perf_event.py")
-                   .read_bytes(), check=True, capture_output=True, timeout=60)
+    probe = (ROOT / "alumet_setup" / "hostside" / "perf_event.py").read_bytes()
+    subprocess.run([*vm.ssh_argv(), "cat > /tmp/perf_event.py"], input=probe, check=True, capture_output=True,
+                   timeout=60)
     base = (f"systemd-run --quiet --wait --pipe --collect -p User={p.get('User')} -p Group={p.get('Group')} "
             f"-p NoNewPrivileges={p.get('NoNewPrivileges')}")
     with_caps = vm.ssh(f"{base} -p 'AmbientCapabilities={p.get('AmbientCapabilities')}' "

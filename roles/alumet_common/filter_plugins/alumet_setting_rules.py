@@ -1,1 +1,1 @@
-../../../alumet_setup/rules.py
+../../../alumet_setup/hostside/rules.py
