@@ -79,9 +79,11 @@ def test_upgrade_over_the_previous_release_keeps_its_host_then_remove(
     assert upgrade.returncode == 0, upgrade.stdout[-2000:] + upgrade.stderr[-2000:]
     package = installed_tool.package_dir(tool.program.parent / "python", tool.workdir)
     changed = "alumet_setup/hostside/ptrace_need.py"  # differs between the two releases (e3a0927)
-    old = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS}:{changed}"], capture_output=True,
-                         text=True, check=True).stdout
-    assert (package / "ptrace_need.py").read_text() == (ROOT / changed).read_text() != old
+    # ... and moved: the previous release kept it at the package's top (alumet_setup/ptrace_need.py).
+    old = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS}:alumet_setup/ptrace_need.py"],
+                         capture_output=True, text=True, check=True).stdout
+    assert not (package / "ptrace_need.py").exists()  # the upgrade left no module of the old layout behind
+    assert (package / "hostside" / "ptrace_need.py").read_text() == (ROOT / changed).read_text() != old
 
     # The record the previous release wrote is read: doctor judges the host against its choice.
     doctor = cli("doctor", "--only-check", "system.choices", "--json")
