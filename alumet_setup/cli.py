@@ -162,8 +162,7 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
 
     Exit code: 0 every host ready, 1 a host not ready, 2 a host unreachable (or bad input).
     """
-    from . import doctor as doc
-    from .doctor.findings import REGISTRY, Options
+    from .plugin_needs import PLUGINS
 
     if verbose and quiet:
         fail("-v/--verbose and -q/--quiet exclude each other")
@@ -171,40 +170,35 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         click.echo("alumet-setup: warning: doctor --check is deprecated, use --only-check", err=True)
         check_ids += old_check_ids
     if list_checks:
-        doc.check_ids()
-        if as_json:
-            import json
-
-            click.echo(json.dumps({"checks": [
-                {"id": spec.id, "title": spec.title, "group": spec.group,
-                 "blocks": [p for p, needs in doc.PLUGINS.items() if spec.id in needs.required],
-                 "degrades": [p for p, needs in doc.PLUGINS.items() if spec.id in needs.recommended]}
-                for spec in REGISTRY.values()]}, indent=2))
-            return
-        for spec in REGISTRY.values():
-            blocks = [p for p, needs in doc.PLUGINS.items() if spec.id in needs.required]
-            click.echo(f"{spec.id:32} {spec.title}" + (f" (blocks {', '.join(blocks)})" if blocks else ""))
+        _list_checks(as_json)
         return
     selected_plugins = split_csv(plugins) or None
-    unknown = sorted(set(selected_plugins or ()) - set(doc.PLUGINS))
+    unknown = sorted(set(selected_plugins or ()) - set(PLUGINS))
     if unknown:
-        fail(f"unknown plugin {', '.join(unknown)} (known: {', '.join(doc.PLUGINS)})")
+        fail(f"unknown plugin {', '.join(unknown)} (known: {', '.join(PLUGINS)})")
     selected_checks = split_csv(check_ids) or None
     if selected_checks:
-        unknown = sorted(set(selected_checks) - set(doc.check_ids()))
+        from .doctor import check_ids as known_checks
+
+        unknown = sorted(set(selected_checks) - set(known_checks()))
         if unknown:
             fail(f"unknown check {', '.join(unknown)} (see --list-checks)")
-    options = Options(agent_path=agent_path, probe=probe)
     if config_path is not None:
         _require_toml(config_path)
-        options.config_path = config_path
-        options.config_explicit = True
-
     targets = _doctor_targets(hosts, inventory)
-    from .targets.connection import connect
+    from .targets.connection import connect, connect_early
     from .targets.ssh import SshSessions
 
     with SshSessions() as sessions:
+        # Every input checked: connect now, and load doctor's checks while the handshakes go on.
+        connect_early(targets, sessions, forks)
+        from . import doctor as doc
+        from .doctor.findings import Options
+
+        options = Options(agent_path=agent_path, probe=probe)
+        if config_path is not None:
+            options.config_path = config_path
+            options.config_explicit = True
         connectors = [(_target_name(t), lambda t=t: connect(t, sessions)) for t in targets]
         reports = doc.diagnose_many(connectors, options, plugins=selected_plugins, only=selected_checks,
                                     workers=forks)
@@ -224,6 +218,26 @@ def doctor(hosts: tuple[str, ...], inventory: str | None, as_json: bool, config_
         if len(reports) > 1:
             click.echo("\n" + doc.render_table(reports))
     sys.exit(exit_code(any(r.error is not None for r in reports), all(r.ready for r in reports)))
+
+
+def _list_checks(as_json: bool) -> None:
+    """doctor --list-checks: every check's id and title, and the plugins its failure blocks."""
+    from . import doctor as doc
+    from .doctor.findings import REGISTRY
+
+    doc.check_ids()
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"checks": [
+            {"id": spec.id, "title": spec.title, "group": spec.group,
+             "blocks": [p for p, needs in doc.PLUGINS.items() if spec.id in needs.required],
+             "degrades": [p for p, needs in doc.PLUGINS.items() if spec.id in needs.recommended]}
+            for spec in REGISTRY.values()]}, indent=2))
+        return
+    for spec in REGISTRY.values():
+        blocks = [p for p, needs in doc.PLUGINS.items() if spec.id in needs.required]
+        click.echo(f"{spec.id:32} {spec.title}" + (f" (blocks {', '.join(blocks)})" if blocks else ""))
 
 
 def _require_toml(path: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
+from ..plugin_needs import PLUGINS
 from ..steps import STEPS
 from ..targets.hosts import Host, in_rounds, read_each
 from ..textsafe import visible
@@ -34,29 +35,6 @@ class Readiness:
     DEGRADED = "degraded"
     BLOCKED = "blocked"
     NOT_AVAILABLE = "not-available"
-
-
-@dataclass(frozen=True)
-class PluginNeeds:
-    required: tuple[str, ...]
-    recommended: tuple[str, ...] = ()
-
-
-# What each Alumet plugin needs from the host, by check id (docs/alumet-upstream.md).
-PLUGINS: dict[str, PluginNeeds] = {
-    "rapl": PluginNeeds(required=("agent.binary", "rapl.access"), recommended=("rapl.persistence",)),
-    "perf": PluginNeeds(
-        required=("agent.binary", "kernel.perf_event_paranoid", "kernel.perf_probe"),
-        recommended=("agent.capabilities",),
-    ),
-    "procfs": PluginNeeds(required=("agent.binary", "procfs.hidepid")),
-    "nvml": PluginNeeds(required=("agent.binary", "nvml.device", "nvml.library")),
-    "energy-attribution": PluginNeeds(
-        required=("agent.binary", "rapl.access", "procfs.hidepid"),
-        recommended=("rapl.persistence", "config.file"),
-    ),
-    "csv": PluginNeeds(required=("agent.binary",)),
-}
 
 
 @dataclass

@@ -35,6 +35,12 @@ _PROGRAM = base64.b64encode(zlib.compress((Path(__file__).parents[1] / "hostside
 BOOTSTRAP = f"import base64,zlib;exec(zlib.decompress(base64.b64decode('{_PROGRAM}')))"
 
 
+def answers_argv(python: str, packed: str) -> list[str]:
+    """The command that answers one packed batch on a host. -I -S: the standard library only (no site packages,
+    no PYTHON* variables of the login): a faster start, and nothing of the login's environment leaks in."""
+    return [python, "-I", "-S", "-c", BOOTSTRAP, packed]
+
+
 def key(op: str, args: Sequence[Any]) -> str:
     """One question as a string: the operation and the arguments its answer depends on."""
     return json.dumps([op, *args])
@@ -120,7 +126,7 @@ def one_command_each(transport: Transport, name: str) -> Ask:
     connections that cannot keep a program running between rounds (testinfra's podman and ansible backends)."""
 
     def ask(packed: str, timeout: float) -> Any:
-        result = transport(["python3", "-c", BOOTSTRAP, packed], timeout)
+        result = transport(answers_argv("python3", packed), timeout)
         if result.rc == COMMAND_NOT_FOUND:
             raise HostError(f"{name}: python3 is missing on the host (doctor needs it)")
         try:

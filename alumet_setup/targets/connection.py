@@ -78,6 +78,13 @@ class TestinfraHost:
             raise HostError(f"{self.name}: {ssh_failure(stderr) or 'ssh failed (exit code 255)'}") from None
 
 
+def connect_early(targets: Sequence[object], sessions: SshSessions, limit: int) -> None:
+    """Start the ssh connections of the first `limit` targets now, before doctor's checks are even loaded: a
+    handshake is what a remote read waits for longest. connect() then finds them open in `sessions`."""
+    for target in [t for t in targets if isinstance(t, SshTarget)][:limit]:
+        sessions.open(target, BOOTSTRAP)
+
+
 def connect(target: str | SshTarget | None, sessions: SshSessions | None = None) -> Host:
     """The Host for a target: None or `local` -> this machine; an SshTarget -> an ssh session (kept in
     `sessions`, which ends it; one of its own otherwise); anything with `://` -> that testinfra backend. A remote

@@ -105,9 +105,10 @@ class SshSession:
     @classmethod
     def for_target(cls, target: SshTarget, program: str) -> SshSession:
         """A session that runs `program` (a python3 -c program) on the target."""
-        # `sh -c`: the same script whatever the login shell; 127 when python3 is missing.
+        # `sh -c`: the same script whatever the login shell; 127 when python3 is missing. -I -S: the standard
+        # library only (no site packages, no PYTHON* variables of the login): a faster start, nothing leaks in.
         script = (f"command -v python3 >/dev/null 2>&1 || exit {COMMAND_NOT_FOUND}; "
-                  f"exec python3 -c {shlex.quote(program)}")
+                  f"exec python3 -I -S -c {shlex.quote(program)}")
         return cls(target.name, target.ssh_argv("sh -c " + shlex.quote(script)))
 
     def ask(self, line: str, timeout: float) -> Any:
@@ -225,16 +226,23 @@ class SshSessions:
 
     def __init__(self) -> None:
         self._sessions: list[SshSession] = []
+        self._by_target: dict[tuple[SshTarget, str], SshSession] = {}
         self._lock = threading.Lock()
 
     def open(self, target: SshTarget, program: str) -> SshSession:
-        """A session to `target`, connecting now: the handshake goes on while the checks' first pass runs."""
-        return self.keep(SshSession.for_target(target, program))
+        """A session to `target`, connecting now: the handshake goes on while the checks load and make their
+        first pass. Opened again, the same session: one connection per host for the run."""
+        with self._lock:
+            session = self._by_target.get((target, program))
+            if session is None:
+                session = self._by_target[(target, program)] = SshSession.for_target(target, program)
+        return self.keep(session)
 
     def keep(self, session: SshSession) -> SshSession:
         """`session`, started, to be ended with the others."""
         with self._lock:
-            self._sessions.append(session)
+            if session not in self._sessions:
+                self._sessions.append(session)
         session.start()
         return session
 
@@ -243,6 +251,7 @@ class SshSessions:
 
         with self._lock:
             sessions, self._sessions = self._sessions, []
+            self._by_target.clear()
         parallel_map(lambda s: s.close(), sessions, 16)
 
     def __enter__(self) -> SshSessions:

@@ -112,9 +112,9 @@ def probe_question(argv: Sequence[str]) -> tuple[str, list] | None:
     """doctor --probe's one command (host_answers.run_in_tmpdir through python3 -c): (key, its question)."""
     from alumet_setup.targets.batched_host import BOOTSTRAP
 
-    if tuple(argv[1:3]) != ("-c", BOOTSTRAP):
+    if tuple(argv[1:5]) != ("-I", "-S", "-c", BOOTSTRAP):
         return None
-    [[key, op, question]] = json.loads(zlib.decompress(base64.b64decode(argv[3])))
+    [[key, op, question]] = json.loads(zlib.decompress(base64.b64decode(argv[5])))
     return (key, question) if op == "run_in_tmpdir" else None
 
 

@@ -164,7 +164,7 @@ def serving() -> str:
 
     from alumet_setup.targets.batched_host import BOOTSTRAP
 
-    return f"exec {shlex.quote(sys.executable)} -c {shlex.quote(BOOTSTRAP)}"
+    return f"exec {shlex.quote(sys.executable)} -I -S -c {shlex.quote(BOOTSTRAP)}"
 
 
 @pytest.mark.processes
@@ -222,6 +222,26 @@ def test_sessions_end_with_the_run(tmp_path) -> None:
         assert process is not None and process.poll() is None
         assert session.ask(host_answers.pack([["k", "exists", ["/"]]]), 30) == {"k": True}
     assert process.poll() == 0  # ended by its stdin's end, not killed
+
+
+@pytest.mark.processes
+def test_a_host_connected_early_is_read_on_that_one_connection(tmp_path, monkeypatch) -> None:
+    from alumet_setup.targets.connection import connect, connect_early
+    from alumet_setup.targets.ssh import SshSessions
+
+    # An `ssh` that notes each connection and runs the remote command here.
+    started, bin_dir = tmp_path / "started", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\necho "$@" >> {started}\nfor last; do :; done\nexec sh -c "$last"\n')
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    lab, other = SshTarget("lab", "lab.example"), SshTarget("other", "other.example")
+    with SshSessions() as sessions:
+        connect_early([lab, "local", other], sessions, limit=1)  # doctor: before its checks are loaded
+        assert started.read_text().count("\n") == 1 and "lab.example" in started.read_text()
+        host = connect(lab, sessions)
+        assert host.exists("/") and host.read_text("/proc/self/status")
+    assert started.read_text().count("\n") == 1  # connect() found the session open: one connection per host
 
 
 def test_an_ssh_command_line_keeps_the_destination_out_of_the_options() -> None:

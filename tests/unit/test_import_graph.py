@@ -1,9 +1,9 @@
 """alumet_setup's folders are its layers, and imports go one way: cli.py -> the use cases (play.py, uptodate.py)
--> doctor/, playbook/, targets/ -> hostside/, with the common modules (exits, paths, steps, terminal, textsafe,
-threads, version) below all but hostside/, which is self-contained (the collection ships it alone, and Ansible
-loads its modules beside their links). Imports inside functions count (kept there for start-up time, they are
-coupling all the same), and no module is in an import cycle: cli.py <-> play.py (play printed errors through
-cli) and hosts.py <-> inventory.py <-> batched_host.py were the last two."""
+-> doctor/, playbook/, targets/ -> hostside/, with the common modules (exits, paths, plugin_needs, steps,
+terminal, textsafe, threads, version) below all but hostside/, which is self-contained (the collection ships it
+alone, and Ansible loads its modules beside their links). Imports inside functions count (kept there for
+start-up time, they are coupling all the same), and no module is in an import cycle: cli.py <-> play.py (play
+printed errors through cli) and hosts.py <-> inventory.py <-> batched_host.py were the last two."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-COMMON = {"alumet_setup", "exits", "paths", "steps", "terminal", "textsafe", "threads", "version"}
+COMMON = {"alumet_setup", "exits", "paths", "plugin_needs", "steps", "terminal", "textsafe", "threads", "version"}
 # What each layer may import, besides itself (a layer is a folder; the top-level modules are named).
 ALLOWED = {
     "common": set(),

@@ -4,7 +4,7 @@ The other checks predict; this one asks the agent. It renders the `rapl` profile
 in a temporary directory on the host, runs `alumet-agent --config F exec sleep 1`, and reads the
 agent's log (the messages of alumet-dev/alumet v0.9.5, see tests/fixtures/agent-logs/) and the CSV.
 It only runs when asked: starting the agent takes a second and writes to the host's /tmp.
-Its finding is not used by the plugin verdicts (doctor.PLUGINS), asked for or not.
+Its finding is not used by the plugin verdicts (plugin_needs.PLUGINS), asked for or not.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def agent_probe(ctx: Context) -> Finding:
 def _probe(ctx: Context, agent: str) -> Finding:
     from ...hostside import alumet_schema, profiles  # jinja2 only when the probe really runs
     from ...hostside.host_answers import pack
-    from ...targets.batched_host import BOOTSTRAP
+    from ...targets.batched_host import answers_argv
 
     host = ctx.host
     # The agent runs in a private temporary directory with its configuration, and writes its CSV there; the
@@ -272,8 +272,7 @@ def _probe(ctx: Context, agent: str) -> Finding:
     question = [TMP_PREFIX, {CONFIG_NAME: text}, argv, AGENT_TIMEOUT, [CSV_NAME]]
     # /usr/bin/python3 first, as kernel.perf_probe: the host's own interpreter.
     python = "/usr/bin/python3" if host.exists("/usr/bin/python3") else "python3"
-    ran = host.run([python, "-c", BOOTSTRAP, pack([["probe", "run_in_tmpdir", question]])],
-                   timeout=AGENT_TIMEOUT + 10)
+    ran = host.run(answers_argv(python, pack([["probe", "run_in_tmpdir", question]])), timeout=AGENT_TIMEOUT + 10)
     try:
         outcome = json.loads(ran.stdout)["probe"]["tmprun"]
     except (ValueError, KeyError, TypeError):
