@@ -50,11 +50,13 @@ CPU: list[float] = []  # the controller's CPU seconds (the command and its ssh c
 ENV: dict[str, str] = {}  # the environment of every timed command (set by main: PATH with the ssh wrapper)
 
 
-def ssh_wrapper(work: Path, key: Path, known_hosts: Path) -> Path:
-    """A directory holding `ssh`: the system's ssh with this bench's key and known_hosts for 127.0.0.1."""
+def ssh_wrapper(work: Path, key: Path, known_hosts: Path, kex: str | None) -> Path:
+    """A directory holding `ssh`: the system's ssh with this bench's key and known_hosts for 127.0.0.1 (and
+    `kex` as its key exchange, when given)."""
     config = work / "ssh_config"
     config.write_text(f"Host 127.0.0.1\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
-                      f"  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n")
+                      f"  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n"
+                      + (f"  KexAlgorithms {kex}\n" if kex else ""))
     directory = work / "bin"
     directory.mkdir()
     wrapper = directory / "ssh"
@@ -63,24 +65,45 @@ def ssh_wrapper(work: Path, key: Path, known_hosts: Path) -> Path:
     return directory
 
 
+HOSTS_CGROUP: list[Path] = []  # the hosts' container's cgroup (set by measure): the CPU the "hosts" used
+
+
+def cgroup_of(container: str) -> Path:
+    path = subprocess.run(["podman", "inspect", "-f", "{{.State.CgroupPath}}", container], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    return Path("/sys/fs/cgroup" + path) if Path("/sys/fs/cgroup" + path).exists() else \
+        Path("/sys/fs/cgroup/unified" + path)
+
+
+def cgroup_cpu() -> float:
+    """CPU seconds the hosts' container has used so far (0 when its cgroup cannot be read)."""
+    for cgroup in HOSTS_CGROUP:
+        for line in (cgroup / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+    return 0.0
+
+
 def timed(argv: list[str], repeat: int) -> tuple[float, subprocess.CompletedProcess]:
-    """Median wall seconds of `repeat` runs and the last run; CPU gets the median CPU seconds they took here."""
-    times, cpu, last = [], [], None
+    """Median wall seconds of `repeat` runs and the last run; CPU gets the median CPU seconds they took here
+    (the command and its ssh clients), then the median the hosts took."""
+    times, cpu, hosts_cpu, last = [], [], [], None
     for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before, hosts_before = resource.getrusage(resource.RUSAGE_CHILDREN), cgroup_cpu()
         start = time.perf_counter()
         last = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
                               env=ENV or None)
         times.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        hosts_cpu.append(cgroup_cpu() - hosts_before)
     assert last is not None
-    CPU[:] = [statistics.median(cpu)]
+    CPU[:] = [statistics.median(cpu), statistics.median(hosts_cpu)]
     return statistics.median(times), last
 
 
 def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat: int, hung_port: int,
-            surveys: bool) -> None:
+            surveys: bool, kex: str | None = None) -> None:
     ports = [host.port] + [sshd.free_port() for _ in range(max(sizes) - 1)]
     # More sshd daemons on the other ports, 15 each: OpenSSH listens on 16 sockets at most (MAX_LISTEN_SOCKS).
     for first in range(1, len(ports), 15):
@@ -102,11 +125,18 @@ def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat:
     entries = {n: sshd.connection(p, key, known_hosts) for n, p in zip(names, ports, strict=True)}
     entries["hung"] = sshd.connection(hung_port, key, known_hosts)
     inventory = sshd.write_inventory(work / "inventory.yml", {"all": {"hosts": entries}})
-    ENV.update(os.environ, PATH=f"{ssh_wrapper(work, key, known_hosts)}:{os.environ['PATH']}",
+    ENV.update(os.environ, PATH=f"{ssh_wrapper(work, key, known_hosts, kex)}:{os.environ['PATH']}",
                XDG_STATE_HOME=str(work / "state"))
+    HOSTS_CGROUP[:] = [cgroup_of(host.container)]
     login = f"root@127.0.0.1:{ports[0]}"
     rtt, _ = timed(["ssh", "-o", "BatchMode=yes", "-p", str(ports[0]), "root@127.0.0.1", "true"], repeat)
-    print(f"fresh ssh host true: {rtt:.3f} s (median of {repeat})")
+    ssh_cpu, ssh_hosts_cpu = CPU
+    kex_used = subprocess.run(["ssh", "-v", "-o", "BatchMode=yes", "-p", str(ports[0]), "root@127.0.0.1", "true"],
+                              capture_output=True, text=True, env=ENV, check=False).stderr
+    kex_used = next((ln.split("algorithm:")[1].strip() for ln in kex_used.splitlines() if "kex: algorithm:" in ln),
+                    "?")
+    print(f"fresh ssh host true: {rtt:.3f} s (median of {repeat}); key exchange {kex_used}: the ssh client's CPU "
+          f"{ssh_cpu:.3f} s, the host's {ssh_hosts_cpu:.3f} s")
     start, _ = timed([TOOL, "--version"], repeat)
     print(f"alumet-setup --version (the CLI's start): {start:.3f} s")
 
@@ -132,7 +162,8 @@ def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat:
             seconds, _ = doctor(names[:n], repeat)
             print(f"doctor -i INVENTORY, {n} hosts: {seconds:.3f} s = {seconds / one:.1f}x one host, "
                   f"{seconds / rtt:.1f}x the ssh round trip; controller CPU {CPU[0]:.2f} s = "
-                  f"{(CPU[0] - one_cpu) / (n - 1):.3f} s per more host")
+                  f"{(CPU[0] - one_cpu) / (n - 1):.3f} s per more host ({ssh_cpu:.3f} s of it the ssh client's "
+                  f"handshake), the hosts' CPU {CPU[1]:.2f} s (on the same {os.cpu_count()} cores)")
     some = names[: min(8, len(names))]
     seconds, document = doctor([*some, "hung"], 1)
     hung = next(h for h in document["hosts"] if h["host"] == "hung")
@@ -161,6 +192,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,8,32,50", help="fleet sizes (comma-separated)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
     parser.add_argument("--doctor-only", action="store_true", help="leave out uninstall and the install rerun")
+    parser.add_argument("--kex", help="the ssh client's KexAlgorithms (default: its own), e.g. curve25519-sha256 to "
+                                      "see what a cheaper handshake than sntrup761x25519 changes")
     args = parser.parse_args()
     if max(sizes := [int(s) for s in args.sizes.split(",")]) < 8 and not args.doctor_only:
         parser.error("the install rerun needs a size of at least 8 (or --doctor-only)")
@@ -171,7 +204,7 @@ def main() -> None:
     hosts = sshd.start([("bench", "debian13")], Path(f"{key}.pub"), label="alumet-setup-bench")
     try:
         with sshd.silent_port() as hung_port, services.running():
-            measure(hosts[0], key, work, sizes, args.repeat, hung_port, not args.doctor_only)
+            measure(hosts[0], key, work, sizes, args.repeat, hung_port, not args.doctor_only, args.kex)
     finally:
         sshd.remove(hosts)
 
