@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -14,11 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
 
+sys.path.insert(0, str(ROOT / "tests" / "integration"))  # bedhost, for the VM scenario's builder containers
+
 import installed_tool  # noqa: E402  (tests/bed is not a package)
 import prepare  # noqa: E402
 import rust_mirror  # noqa: E402
+import scenarios  # noqa: E402
 import services  # noqa: E402
-import sshd  # noqa: E402
+import vm_scenario as vm_scenario_module  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -62,40 +66,68 @@ def tool(tmp_path_factory: pytest.TempPathFactory) -> installed_tool.InstalledTo
 
 
 @pytest.fixture(scope="session")
-def vm_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("vm")
+def molecule_runs(bed: dict[str, str], bed_env: dict[str, str]) -> Iterator[dict[str, scenarios.Run]]:
+    """`molecule test` of every scenario, started together (tests/bed/scenarios.py); test_molecule.py waits."""
+    with scenarios.running(bed_env) as runs:
+        yield runs
+        _BACKGROUND.update({f"molecule {name}": run.seconds() for name, run in runs.items()})
 
 
 @pytest.fixture(scope="session")
-def vms(bed_env: dict[str, str], vm_work: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
-    """Debian 13 and Ubuntu 24.04 VMs (tests/bed/vm.py), booted together, reached over SSH on 127.0.0.1
-    with a key made for this session; killed by PID at the end whatever happens (this teardown, a
-    finalizer, and vm.py's atexit hook as the last resort). Not the `bed` fixture: the VMs get the test
-    services on private ports (vm.private_services), so they never use the shared 18473/19418."""
-    import standin
+def vm_scenario(bed: dict[str, str], tool: installed_tool.InstalledTool, tmp_path_factory: pytest.TempPathFactory,
+                request: pytest.FixtureRequest) -> Iterator[vm_scenario_module.Background]:
+    """The VM scenario (tests/bed/vm_scenario.py) in a background thread: its VMs boot once molecule's scenarios
+    are done (TCG guests on a loaded 2-core machine missed the initramfs' wait for their disk), while the other
+    tests go on; tests/vm waits for what it saw. QEMU and its helpers are killed by PID at the end whatever
+    happens (this teardown, then vm.py's atexit hook). The full tier's steps run when a selected test of tests/vm
+    is not marked `kernel`."""
     import vm
 
     missing = [] if shutil.which("qemu-system-x86_64") and shutil.which("qemu-img") else ["qemu-system-x86/qemu-utils"]
-    missing += [] if shutil.which("debootstrap") and os.geteuid() == 0 else ["debootstrap and root"]
     if missing:
         if os.environ.get("ALUMET_BED_REQUIRED") == "1":
-            pytest.fail(f"VM tier needs {', '.join(missing)}")
-        pytest.skip(f"VM tier needs {', '.join(missing)}")
-    rust_mirror.build()
-    standin.build()
-    key = sshd.make_key(vm_work / "id_ed25519")
-    with vm.private_services(vm_work), vm.running(vm.selected(), vm_work, key, cpus=1) as running:
-        request.addfinalizer(lambda: [v.stop() for v in running.values()])
-        for name, v in running.items():
-            print(f"vm {name}: {v.accel}, SSH after {v.timings['boot_s']} s", file=sys.stderr)
-        yield running
+            pytest.fail(f"VM scenario needs {', '.join(missing)}")
+        pytest.skip(f"VM scenario needs {', '.join(missing)}")
+    vm_items = [item for item in request.session.items if _in_vm_tier(item.nodeid)]
+    full = any(item.get_closest_marker("kernel") is None for item in vm_items)
+    molecule = (request.getfixturevalue("molecule_runs")
+                if any(item.path.name == "test_molecule.py" for item in request.session.items) else {})
+
+    def after_molecule() -> None:
+        for run in molecule.values():
+            run.proc.wait()
+
+    background = vm_scenario_module.Background(tool, tmp_path_factory.mktemp("vm"), vm.selected(), full,
+                                               before_boot=after_molecule)
+    try:
+        yield background
+    finally:
+        background.stop()
+        _BACKGROUND.update({f"VM scenario: {step}": seconds for step, seconds in background.seen.timings.items()})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background_work(request: pytest.FixtureRequest) -> None:
+    """Start the session's long background work with its first test, when any of its tests is selected: the
+    molecule scenarios, then the VM scenario (which waits for them). Without a test bed their tests skip (or
+    fail, with ALUMET_BED_REQUIRED) on their own."""
+    items = request.session.items
+    if any(item.path.name == "test_molecule.py" for item in items):
+        with contextlib.suppress(pytest.skip.Exception):
+            request.getfixturevalue("molecule_runs")
+    if any(_in_vm_tier(item.nodeid) for item in items):
+        with contextlib.suppress(pytest.skip.Exception):
+            request.getfixturevalue("vm_scenario")
+
+
+def _in_vm_tier(nodeid: str) -> bool:
+    return "/vm/" in f"/{nodeid}"
 
 
 # ---- where the time goes: a per-tier table at the end of every run (CI's budget is printed, not guessed) ------
 _TIER_OF_FILE = {
     "test_remote.py": "end-to-end (installed tool)",
     "test_first_install.py": "end-to-end (installed tool)",
-    "test_agent_service_run.py": "end-to-end (installed tool)",
     "test_host_accounts_kept.py": "end-to-end (installed tool)",
     "test_no_trace.py": "end-to-end (installed tool)",
     "test_printed_fixes.py": "end-to-end (installed tool)",
@@ -104,12 +136,13 @@ _TIER_OF_FILE = {
     "test_faults.py": "faults (killed runs, containers)",
 }
 _TIER_SECONDS: dict[str, list[float]] = {}
+_BACKGROUND: dict[str, float] = {}  # seconds of the work beside the tests: molecule scenarios, the VM scenario
 
 
 def _tier(item_path: str, nodeid: str, keywords: Any = ()) -> str:
     name = Path(item_path).name
-    if "/vm/" in f"/{nodeid}":
-        return "VM (QEMU)"
+    if _in_vm_tier(nodeid):
+        return "VM (asserts on the background scenario)"
     if name == "test_molecule.py":
         return "molecule (all scenarios at once)"
     if name in _TIER_OF_FILE:
@@ -133,3 +166,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for tier, (seconds, tests) in sorted(_TIER_SECONDS.items(), key=lambda item: -item[1][0]):
         terminalreporter.write_line(f"{seconds:8.0f} s  {100 * seconds / total:5.1f} %  {tests:5d} tests  {tier}")
     terminalreporter.write_line(f"{total:8.0f} s  in all")
+    if _BACKGROUND:
+        terminalreporter.section("time of the work beside the tests (wall clock, concurrent with the above)")
+        for what, seconds in _BACKGROUND.items():
+            terminalreporter.write_line(f"{seconds:8.0f} s  {what}")

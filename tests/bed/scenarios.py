@@ -3,7 +3,7 @@ one, and killed (with their containers) whatever happens.
 
 Each scenario has its own container names and ephemeral directory, so they can run at once; one keeps about
 one core of a 2-core machine busy (Ansible waits on `podman exec` the rest of the time), so the suite starts
-them as soon as the test bed is up (tests/integration/conftest.py) and the rest of the tests run beside them.
+them as soon as the test bed is up (tests/conftest.py) and the rest of the tests run beside them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class Run:
     log: Path
     out: IO[bytes]
     started: float
+    ended: float | None = None  # set by a watcher thread as soon as the process ends
 
     def wait(self, timeout: float) -> int | None:
         """The exit status; None if it ran past `timeout` seconds since its start."""
@@ -40,6 +42,14 @@ class Run:
             return self.proc.wait(timeout=max(1.0, timeout - (time.monotonic() - self.started)))
         except subprocess.TimeoutExpired:
             return None
+
+    def seconds(self) -> float:
+        """Its wall time so far, or in all once it ended."""
+        return (self.ended or time.monotonic()) - self.started
+
+    def _watch(self) -> None:
+        self.proc.wait()
+        self.ended = time.monotonic()
 
     def tail(self, lines: int = 80) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -72,6 +82,7 @@ def running(env: Mapping[str, str], names: list[str] | None = None) -> Iterator[
                                     env=run_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
             runs[scenario] = Run(scenario, proc, log, out, time.monotonic())
+            threading.Thread(target=runs[scenario]._watch, daemon=True).start()
         yield runs
     finally:
         left = [run for run in runs.values() if run.proc.poll() is None]

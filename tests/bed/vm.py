@@ -82,7 +82,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 @atexit.register
-def _kill_leftovers() -> None:
+def kill_all() -> None:
+    """Kill every process this one started here and has not reaped (QEMU, forwards, private services)."""
     for pid in list(_LIVE):
         _kill_group(pid)
         (PID_DIR / str(pid)).unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """One test per molecule scenario: `molecule test -s NAME` over the shared molecule/config.yml.
 
-The scenarios run in the background from the start of the session (tests/integration/conftest.py,
+The scenarios run in the background from the start of the session (tests/conftest.py,
 tests/bed/scenarios.py); each test waits for its own and shows the end of its log on failure.
 """
 
