@@ -97,13 +97,14 @@ def vm_scenario(bed: dict[str, str], tool: installed_tool.InstalledTool, tmp_pat
         for run in molecule.values():
             run.proc.wait()
 
-    background = vm_scenario_module.Background(tool, tmp_path_factory.mktemp("vm"), vm.selected(), full,
-                                               before_boot=after_molecule)
-    try:
-        yield background
-    finally:
-        background.stop()
-        _BACKGROUND.update({f"VM scenario: {step}": seconds for step, seconds in background.seen.timings.items()})
+    with vm.sigterm_interrupts():
+        background = vm_scenario_module.Background(tool, tmp_path_factory.mktemp("vm"), vm.selected(), full,
+                                                   before_boot=after_molecule)
+        try:
+            yield background
+        finally:
+            background.stop()
+            _BACKGROUND.update({f"VM scenario: {step}": seconds for step, seconds in background.seen.timings.items()})
 
 
 @pytest.fixture(scope="session", autouse=True)

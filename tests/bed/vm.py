@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import atexit
 import base64
+import concurrent.futures
 import contextlib
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -321,33 +323,45 @@ def _listening(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running(names: Sequence[str], work: Path, key: Path, cpus: int = 1) -> Iterator[dict[str, Vm]]:
-    """Boot every VM (concurrently: QEMU processes start together) and stop them all at the end, also on
-    SIGTERM (turned into KeyboardInterrupt, which pytest unwinds through its teardowns)."""
-    vms: dict[str, Vm] = {}
-    orphans = kill_orphans()
-    if orphans:
-        print(f"vm: stopped {len(orphans)} process(es) left by a session that died: {orphans}")
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM turned into KeyboardInterrupt, which pytest unwinds through its teardowns (a plain SIGTERM ends
+    the process with no cleanup, and QEMU would run on). Only the main thread can set a handler: elsewhere this
+    does nothing, and the main thread's own sigterm_interrupts (the `vm_scenario` fixture) covers it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        import concurrent.futures
-
-        with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
-            futures = {n: pool.submit(start, n, work, key, cpus) for n in names}
-            errors = []
-            for n, fut in futures.items():
-                try:
-                    vms[n] = fut.result()
-                except Exception as exc:
-                    errors.append(f"{n}: {exc}")
-            if errors:
-                raise RuntimeError("\n".join(errors))
-        yield vms
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for vm in vms.values():
-            vm.stop()
+
+
+@contextlib.contextmanager
+def running(names: Sequence[str], work: Path, key: Path, cpus: int = 1) -> Iterator[dict[str, Vm]]:
+    """Boot every VM (concurrently: QEMU processes start together) and stop them all at the end, also on
+    SIGTERM when called from the main thread."""
+    vms: dict[str, Vm] = {}
+    orphans = kill_orphans()
+    if orphans:
+        print(f"vm: stopped {len(orphans)} process(es) left by a session that died: {orphans}")
+    with sigterm_interrupts():
+        try:
+            with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+                futures = {n: pool.submit(start, n, work, key, cpus) for n in names}
+                errors = []
+                for n, fut in futures.items():
+                    try:
+                        vms[n] = fut.result()
+                    except Exception as exc:
+                        errors.append(f"{n}: {exc}")
+                if errors:
+                    raise RuntimeError("\n".join(errors))
+            yield vms
+        finally:
+            for vm in vms.values():
+                vm.stop()
