@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..hostside import host_answers
-from .hosts import COMMAND_NOT_FOUND, CommandResult, FileStat, HostError, LocalHost
+from .hosts import COMMAND_NOT_FOUND, CommandResult, FileStat, HostError, LocalHost, isolated_python
 
 T = TypeVar("T")
 MAX_ROUNDS = 12  # far more than the checks' deepest chain; a run that needs more asks what is left directly
@@ -36,9 +36,8 @@ BOOTSTRAP = f"import base64,zlib;exec(zlib.decompress(base64.b64decode('{_PROGRA
 
 
 def answers_argv(python: str, packed: str) -> list[str]:
-    """The command that answers one packed batch on a host. -I -S: the standard library only (no site packages,
-    no PYTHON* variables of the login): a faster start, and nothing of the login's environment leaks in."""
-    return [python, "-I", "-S", "-c", BOOTSTRAP, packed]
+    """The command that answers one packed batch on a host."""
+    return isolated_python(python, BOOTSTRAP, packed)
 
 
 def key(op: str, args: Sequence[Any]) -> str:

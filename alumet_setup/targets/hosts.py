@@ -28,6 +28,12 @@ T = TypeVar("T")
 COMMAND_NOT_FOUND = 127
 
 
+def isolated_python(python: str, program: str, *args: str) -> list[str]:
+    """`python -c program args` as every host-side program runs: -I -S, the standard library only (no site
+    packages, no PYTHON* variables of the login), so it starts faster and nothing of the login leaks in."""
+    return [python, "-I", "-S", "-c", program, *args]
+
+
 class HostError(Exception):
     """The host could not be reached or asked (connection refused, authentication, ...)."""
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .hosts import COMMAND_NOT_FOUND, HostError
+from .hosts import COMMAND_NOT_FOUND, HostError, isolated_python
 
 # ssh's own words when it could not get in (or the podman/testinfra equivalent): the host is unreachable.
 UNREACHABLE = re.compile(
@@ -105,10 +105,9 @@ class SshSession:
     @classmethod
     def for_target(cls, target: SshTarget, program: str) -> SshSession:
         """A session that runs `program` (a python3 -c program) on the target."""
-        # `sh -c`: the same script whatever the login shell; 127 when python3 is missing. -I -S: the standard
-        # library only (no site packages, no PYTHON* variables of the login): a faster start, nothing leaks in.
+        # `sh -c`: the same script whatever the login shell; 127 when python3 is missing.
         script = (f"command -v python3 >/dev/null 2>&1 || exit {COMMAND_NOT_FOUND}; "
-                  f"exec python3 -I -S -c {shlex.quote(program)}")
+                  f"exec {shlex.join(isolated_python('python3', program))}")
         return cls(target.name, target.ssh_argv("sh -c " + shlex.quote(script)))
 
     def ask(self, line: str, timeout: float) -> Any:
@@ -233,16 +232,16 @@ class SshSessions:
         """A session to `target`, connecting now: the handshake goes on while the checks load and make their
         first pass. Opened again, the same session: one connection per host for the run."""
         with self._lock:
-            session = self._by_target.get((target, program))
-            if session is None:
-                session = self._by_target[(target, program)] = SshSession.for_target(target, program)
+            held = self._by_target.get((target, program))
+            if held is not None:
+                return held
+            session = self._by_target[(target, program)] = SshSession.for_target(target, program)
         return self.keep(session)
 
     def keep(self, session: SshSession) -> SshSession:
         """`session`, started, to be ended with the others."""
         with self._lock:
-            if session not in self._sessions:
-                self._sessions.append(session)
+            self._sessions.append(session)
         session.start()
         return session
 

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-from ...targets.hosts import CommandResult
+from ...targets.hosts import CommandResult, isolated_python
 from ...threads import in_background
 from ..findings import Context, Finding, Status, check
 
@@ -54,8 +54,7 @@ def setpriv_argv(python: str, caps: list[int]) -> list[str]:
 
 
 def probe_argv(python: str) -> list[str]:
-    # -I -S: no site packages, no user environment: faster start, and nothing of the caller's leaks in.
-    return [python, "-I", "-S", "-c", probe_source()]
+    return isolated_python(python, probe_source())
 
 
 def parse(result: CommandResult) -> dict[str, Any] | None:
