@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import images
 import rust_mirror
 import standin
@@ -10,9 +12,13 @@ from images import ROOT
 
 
 def main() -> None:
-    images.main([])  # all images; never parse the caller's argv (pytest)
-    rust_mirror.build()
-    standin.build()
+    seconds = {}
+    for part, build in (("container images", lambda: images.main([])),  # never parse the caller's argv (pytest)
+                        ("Rust mirror", rust_mirror.build), ("stand-in Alumet source", standin.build)):
+        start = time.monotonic()
+        build()
+        seconds[part] = time.monotonic() - start
+    print("test bed: " + ", ".join(f"{part} {s:.0f} s" for part, s in seconds.items()))
     # Per-platform apt archive caches, bind-mounted by molecule: debs are kept, installs stay real.
     for name in images.IMAGES:
         (ROOT / ".cache" / "apt" / name / "partial").mkdir(parents=True, exist_ok=True)
