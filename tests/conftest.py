@@ -14,7 +14,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
-
 sys.path.insert(0, str(ROOT / "tests" / "integration"))  # bedhost, for the VM scenario's builder containers
 
 import installed_tool  # noqa: E402  (tests/bed is not a package)
