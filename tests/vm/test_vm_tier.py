@@ -127,7 +127,10 @@ def test_the_service_runs_unprivileged_with_ambient_capabilities(seen: Seen, nam
     rc, out, err = c["probe_caps"]
     assert rc == 0, f"{name}: the probe as the service did not run: {err}"
     cpu_wide = json.loads(out)["cpu_wide"]
-    assert cpu_wide["ok"], f"{name}: a CPU-wide perf event at paranoid 2 is refused to the service's user: {out}"
+    paranoid = need(seen.after_reboot.get(name), seen, "the reboot after install").paranoid
+    assert cpu_wide["ok"], (
+        f"{name}: a CPU-wide perf event is refused to the service's user, with its capabilities, at paranoid "
+        f"{paranoid}: {out}")
 
 
 @kernel
