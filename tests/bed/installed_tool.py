@@ -39,6 +39,8 @@ class InstalledTool:
     def run(self, *args: str, timeout: float = 900, **kwargs: object) -> subprocess.CompletedProcess[str]:
         """`alumet-setup ARGS` from `workdir`; output captured as text. kwargs go to subprocess.run (env...)."""
         kwargs.setdefault("env", self.env())
+        if "input" not in kwargs:  # never the test session's own stdin (ssh would leave it non-blocking)
+            kwargs.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.run([str(self.program), *args], cwd=kwargs.pop("cwd", self.workdir), capture_output=True,
                               text=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
 

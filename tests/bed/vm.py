@@ -184,8 +184,10 @@ class Vm:
                 "-o", "ConnectTimeout=10", "root@127.0.0.1"]
 
     def ssh(self, command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        # stdin of its own: ssh sets O_NONBLOCK on the stdin it is given, and a shared one (the test session's)
+        # stays non-blocking for every later child when ssh is killed; ansible-playbook then refuses to start.
         result = subprocess.run([*self.ssh_argv(), command], capture_output=True, text=True, timeout=timeout,
-                                check=False)
+                                check=False, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise RuntimeError(f"{self.name}: `{command}` exited {result.returncode}: {result.stderr.strip()}")
         return result

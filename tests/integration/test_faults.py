@@ -310,23 +310,6 @@ def test_unsupported_distribution_refused_by_name(bed: dict[str, str], tool: Ins
         assert c.checksums() == before
 
 
-def test_hidepid_edit_then_uninstall_restores_fstab_byte_for_byte(bed: dict[str, str], tmp_path: Path) -> None:
-    # A host that already hides processes: install keeps hidepid=2 and exempts the alumet group;
-    # uninstall puts the saved fstab back and removes the backup.
-    with container() as c:
-        c.sh("printf '# /etc/fstab\\nproc /proc proc defaults,hidepid=2 0 0\\n' > /etc/fstab")
-        original = c.sh("cat /etc/fstab").stdout
-        run = c.play(tmp_path, ["alumet_group", "hidepid"])
-        assert run.returncode == 0, run.stdout[-3000:]
-        gid = c.sh("getent group alumet | cut -d: -f3").stdout.strip()
-        assert f"hidepid=2,gid={gid}" in c.sh("grep /proc /etc/fstab").stdout
-        assert c.sh("cat /etc/fstab.alumet-setup.bak").stdout == original
-        undo = c.play(tmp_path, ["hidepid", "alumet_group"], tasks_from="uninstall")
-        assert undo.returncode == 0, undo.stdout[-3000:]
-        assert c.sh("cat /etc/fstab").stdout == original
-        assert c.sh("test ! -e /etc/fstab.alumet-setup.bak", check=False).returncode == 0
-
-
 def test_check_mode_previews_every_step_without_python3_apt_or_rust_servers(bed: dict[str, str], tool: InstalledTool,
                                                                             tmp_path: Path) -> None:
     # A minimal host (no python3-apt) that cannot reach the Rust servers: the dry run still goes
