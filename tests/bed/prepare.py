@@ -7,6 +7,7 @@ import time
 
 import images
 import rust_mirror
+import sshd
 import standin
 from images import ROOT
 
@@ -14,6 +15,7 @@ from images import ROOT
 def main() -> None:
     seconds = {}
     for part, build in (("container images", lambda: images.main([])),  # never parse the caller's argv (pytest)
+                        ("sshd images", lambda: [sshd.image(name) for name in images.IMAGES]),
                         ("Rust mirror", rust_mirror.build), ("stand-in Alumet source", standin.build)):
         start = time.monotonic()
         build()

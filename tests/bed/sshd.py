@@ -1,15 +1,16 @@
-"""Containers running sshd on 127.0.0.1:PORT: remote hosts for tests/integration/test_remote.py and
-bench/fleet_install.py.
+"""Containers running sshd on 127.0.0.1:PORT: the remote hosts of the end-to-end tests and benches, and every
+throwaway container of tests/integration/bedhost.py.
 
-Each one is a bed image (python3 only) run with the host network, never privileged; openssh-server is
-installed at start with apt (its archive cache under .cache/apt/ is kept, so the packages download
-once), and the test key is bind-mounted as root's authorized_keys. Host key checking stays on: the
-caller gets a known_hosts made with ssh-keyscan.
+Each one runs a bed image with openssh-server added (`image`: baked once per bed image, so a host starts in
+about a second) with the host network, never privileged; the test key is bind-mounted as root's
+authorized_keys and the host keys are made at each start, so no two containers share them. Host key checking
+stays on: the caller gets a known_hosts made with ssh-keyscan.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -23,13 +24,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 240  # apt update + openssh-server on a busy 2-core machine
+START_TIMEOUT = 120  # podman run and three host keys on a busy 2-core machine
 
-_SCRIPT = (
+# openssh-server on top of a bed image; the host keys the package made go, each container makes its own.
+_BAKE = (
     "set -e; export DEBIAN_FRONTEND=noninteractive; "
     "apt-get -qq -o Acquire::Retries=3 update; "
     "apt-get -qq -y --no-install-recommends install openssh-server >/dev/null; "
-    "mkdir -p /run/sshd; ssh-keygen -A; "
+    "rm -f /etc/ssh/ssh_host_*"
+)
+_SCRIPT = (
+    "set -e; mkdir -p /run/sshd; ssh-keygen -A; "
     # Every client of the bed comes from 127.0.0.1: OpenSSH >= 9.8 would answer the deliberate failures of
     # the broken-host tests by refusing every later connection from it for a while (PerSourcePenalties).
     "if /usr/sbin/sshd -t -o PerSourcePenalties=no 2>/dev/null; then set -- -o PerSourcePenalties=no; fi; "
@@ -43,6 +48,42 @@ class SshHost:
     platform: str  # bed image name: debian13, ubuntu2404, ubuntu2204
     port: int
     container: str
+
+
+def image(platform: str) -> str:
+    """localhost/alumet-bed-PLATFORM-sshd, baked from the bed image now tagged latest (its ID is the tag, so a
+    rebuilt bed image gets a new one); a lock file keeps two builders (a test and the VM scenario's thread, or
+    two sessions) from baking it twice at once."""
+    base = f"localhost/alumet-bed-{platform}:latest"
+    base_id = subprocess.run(["podman", "image", "inspect", "-f", "{{.Id}}", base], capture_output=True, text=True,
+                             check=True).stdout.strip()[:12]
+    repo = f"localhost/alumet-bed-{platform}-sshd"
+    ref = f"{repo}:{base_id}"
+    lock_path = ROOT / ".cache" / f"sshd-image-{platform}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if subprocess.run(["podman", "image", "exists", ref], check=False).returncode == 0:
+            return ref
+        cache = ROOT / ".cache" / "apt" / platform
+        cache.mkdir(parents=True, exist_ok=True)
+        builder = f"as-sshd-bake-{platform}-{uuid.uuid4().hex[:6]}"
+        try:
+            baked = subprocess.run(["podman", "run", "--name", builder, "--network", "host",
+                                    "-v", f"{cache}:/var/cache/apt/archives", base, "sh", "-c", _BAKE],
+                                   capture_output=True, text=True, timeout=600, check=False)
+            if baked.returncode != 0:
+                raise RuntimeError(f"baking {ref} failed ({baked.returncode}):\n{baked.stdout}{baked.stderr}")
+            subprocess.run(["podman", "commit", "--quiet", "--change", "CMD=/bin/bash", builder, ref], check=True,
+                           capture_output=True, text=True)
+        finally:
+            subprocess.run(["podman", "rm", "-f", "-t", "0", builder], capture_output=True, check=False)
+        # Drop the images baked from older bed images, so storage does not grow with every rebuild.
+        older = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
+                               capture_output=True, text=True, check=False).stdout.split()
+        for old in set(older) - {ref}:
+            subprocess.run(["podman", "rmi", old], capture_output=True, check=False)
+        return ref
 
 
 def free_port() -> int:
@@ -94,25 +135,31 @@ AGENT_CAPS = ("CAP_PERFMON", "CAP_SYS_NICE", "CAP_SYS_PTRACE")
 
 
 def start(hosts: Sequence[tuple[str, str]], public_key: Path, label: str = "alumet-setup-sshd",
-          cap_add: Mapping[str, Sequence[str]] | None = None) -> list[SshHost]:
-    """Start one container per (name, platform) and wait until every sshd answers. They start
-    together; apt runs in each concurrently. A second host of a platform gets its own apt cache
-    directory, since two apt runs cannot share one archive lock. `cap_add`: name -> the capabilities
-    added to podman's default bounding set (default AGENT_CAPS; empty: podman's default set only)."""
+          cap_add: Mapping[str, Sequence[str]] | None = None, podman_args: Sequence[str] = (),
+          shared_apt_cache: bool = False) -> list[SshHost]:
+    """Start one container per (name, platform) and wait until every sshd answers. `cap_add`: name -> the
+    capabilities added to podman's default bounding set (default AGENT_CAPS; empty: podman's default set only);
+    `podman_args`: more options for every `podman run`. Apt's archive cache under .cache/apt/ is kept between
+    runs: each host of a platform gets a directory of its own (two apt runs cannot share one archive lock),
+    or, with `shared_apt_cache`, the platform's directory as an overlay (its downloads shared, apt's lock and
+    new files private to the container)."""
+    images = {platform: image(platform) for platform in sorted({platform for _, platform in hosts})}
     run_id = uuid.uuid4().hex[:6]
     started: list[SshHost] = []
     seen: dict[str, int] = {}
     try:
         for name, platform in hosts:
             seen[platform] = seen.get(platform, 0) + 1
-            cache = ROOT / ".cache" / "apt" / (platform if seen[platform] == 1 else f"{platform}-{seen[platform]}")
+            own = shared_apt_cache or seen[platform] == 1
+            cache = ROOT / ".cache" / "apt" / (platform if own else f"{platform}-{seen[platform]}")
             cache.mkdir(parents=True, exist_ok=True)
             host = SshHost(name, platform, free_port(), f"as-sshd-{name}-{run_id}")
             subprocess.run(
                 ["podman", "run", "-d", "--name", host.container, "--label", label, "--network", "host",
                  *[arg for cap in (cap_add or {}).get(name, AGENT_CAPS) for arg in ("--cap-add", cap)],
-                 "-v", f"{public_key}:/root/.ssh/authorized_keys:ro", "-v", f"{cache}:/var/cache/apt/archives",
-                 f"localhost/alumet-bed-{platform}:latest", "sh", "-c", _SCRIPT.format(port=host.port)],
+                 "-v", f"{public_key}:/root/.ssh/authorized_keys:ro",
+                 "-v", f"{cache}:/var/cache/apt/archives{':O' if shared_apt_cache else ''}", *podman_args,
+                 images[platform], "sh", "-c", _SCRIPT.format(port=host.port)],
                 check=True, capture_output=True, text=True,
             )
             started.append(host)
@@ -121,7 +168,7 @@ def start(hosts: Sequence[tuple[str, str]], public_key: Path, label: str = "alum
             while not host_keys(host.port):
                 if time.monotonic() > deadline or _exited(host.container):
                     raise RuntimeError(f"sshd in {host.container} did not come up:\n{_logs(host.container)}")
-                time.sleep(1)
+                time.sleep(0.2)
     except BaseException:
         remove(started)
         raise

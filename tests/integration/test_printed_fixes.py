@@ -2,7 +2,7 @@
 user would, then doctor again, and that check is ok, or its finding now names another fix, which is followed
 in turn (at most MAX_FOLLOWED in all).
 
-One bed container (Debian 13, reached through podman's connection) and the installed tool (the `tool` fixture):
+One bed container (Debian 13, reached over SSH as a lab host is: bedhost.py) and the installed tool (`tool`):
 - fresh: every distinct remedy of the checks that are not ok, the full install last (the others must work on a
   host that has nothing yet);
 - then, one at a time on the installed host, each damage below, and the remedy of each check it breaks.
@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
-from bedhost import Container, bed_vars, container, podman_collection
+from bedhost import Container, bed_vars, container
 from installed_tool import InstalledTool, without_sudo
 
 pytestmark = [pytest.mark.containers]
@@ -56,8 +55,7 @@ class Lab:
     log: list[str] = field(default_factory=list)  # what each remedy was and what came of it (printed at the end)
 
     def cli(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-        return self.tool.cli(*args, state=self.work / "state", timeout=timeout,
-                             ANSIBLE_COLLECTIONS_PATH=str(podman_collection(self.work)))
+        return self.tool.cli(*args, state=self.work / "state", timeout=timeout)
 
     def doctor(self) -> dict[str, dict]:
         run = self.cli("doctor", "-i", str(self.inventory), "--json", timeout=180)
@@ -109,11 +107,7 @@ def follow(lab: Lab, label: str, broken: list[str], checks: dict[str, dict]) -> 
 @pytest.fixture
 def lab(bed: dict[str, str], tool: InstalledTool, tmp_path: Path) -> Iterator[Lab]:
     with container() as c:
-        inventory = tmp_path / "inventory.yml"
-        host = {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3",
-                "ansible_become": False, **bed_vars(bed)}
-        inventory.write_text(yaml.safe_dump({"all": {"hosts": {c.name: host}}}))
-        lab = Lab(c, tool, tmp_path, inventory)
+        lab = Lab(c, tool, tmp_path, c.inventory(tmp_path, **bed_vars(bed)))
         try:
             yield lab
         finally:
