@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,7 +21,9 @@ import prepare  # noqa: E402
 import rust_mirror  # noqa: E402
 import scenarios  # noqa: E402
 import services  # noqa: E402
-import vm_scenario as vm_scenario_module  # noqa: E402
+
+if TYPE_CHECKING:  # the VM scenario (and vm, vm_image, bedhost with it) loads only when its fixture runs
+    import vm_scenario as vm_scenario_module
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +83,7 @@ def vm_scenario(bed: dict[str, str], tool: installed_tool.InstalledTool, tmp_pat
     happens (this teardown, then vm.py's atexit hook). The full tier's steps run when a selected test of tests/vm
     is not marked `kernel`."""
     import vm
+    import vm_scenario as vm_scenario_module
 
     missing = [] if shutil.which("qemu-system-x86_64") and shutil.which("qemu-img") else ["qemu-system-x86/qemu-utils"]
     if missing:

@@ -34,7 +34,8 @@ class Host:
         # first login: made before any listing is taken, so that the listings compare what the runs leave.
         subprocess.run(["ssh", "-p", str(host.port), "-i", str(work / "id"), "-o", "BatchMode=yes",
                         "-o", f"UserKnownHostsFile={work / 'known_hosts'}", "-o", "IdentitiesOnly=yes",
-                        "root@127.0.0.1", "true"], check=True, capture_output=True, timeout=60)
+                        "root@127.0.0.1", "true"], check=True, capture_output=True, timeout=60,
+                       stdin=subprocess.DEVNULL)  # ssh would make the session's stdin non-blocking
 
     def sh(self, script: str) -> str:
         return subprocess.run(["podman", "exec", self.host.container, "sh", "-c", script], capture_output=True,
