@@ -83,7 +83,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="as-service-rerun-") as tmp, services.running():
         work = Path(tmp)
         key = sshd.make_key(work / "id_ed25519")
-        with vm.private_services(work), vm.running([VM_NAME], work, key) as vms, container(VM_NAME) as builder:
+        with (vm.private_services(work) as ports, vm.running([VM_NAME], work, key, service_ports=ports) as vms,
+              container(VM_NAME) as builder):
             guest = vms[VM_NAME]
             print(f"vm {VM_NAME}: {guest.accel}, SSH after {guest.timings['boot_s']} s", flush=True)
             build = {"ansible_connection": "containers.podman.podman", "ansible_become": False,

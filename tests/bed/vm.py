@@ -50,8 +50,6 @@ BOOT_TIMEOUT = 600
 KVM_PROBE_TIMEOUT = 20
 
 
-# Host port behind each guest port of services.py (private_services() fills it in).
-SERVICE_PORTS: dict[int, int] = {}
 _LIVE: set[int] = set()  # PIDs this process started and has not reaped yet
 
 
@@ -75,10 +73,25 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies do not count: their sockets are closed)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
 def _kill(proc: subprocess.Popen) -> None:
+    """Kill the group and return once none of it runs: reaping the leader is not enough, git-daemon (git's
+    child, re-parented when git dies) went on listening for a moment after `git daemon` was reaped."""
     _kill_group(proc.pid)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     _LIVE.discard(proc.pid)
     (PID_DIR / str(proc.pid)).unlink(missing_ok=True)
 
@@ -170,6 +183,8 @@ class Vm:
     key: Path
     known_hosts: Path
     accel: str
+    # Host port behind each guest port of services.py: private_services()' listeners, else the bed's own.
+    service_ports: dict[int, int]
     qemu: subprocess.Popen | None = None
     forward: subprocess.Popen | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -227,7 +242,7 @@ class Vm:
         """Reverse forwards: the guest's 127.0.0.1:18473/19418 reach the host's test services."""
         if self.forward is not None:
             _kill(self.forward)
-        rs = [a for guest, host in (SERVICE_PORTS or {p: p for p in services.commands()}).items()
+        rs = [a for guest, host in self.service_ports.items()
               for a in ("-R", f"{guest}:127.0.0.1:{host}")]
         argv = self.ssh_argv()
         self.forward = _popen([argv[0], "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15", *rs,
@@ -273,15 +288,17 @@ class Vm:
                 _kill(proc)
 
 
-def start(name: str, work: Path, key: Path, cpus: int = 1) -> Vm:
-    """Boot `name` on a fresh overlay of its cached image; returns once root gets a shell over SSH."""
+def start(name: str, work: Path, key: Path, cpus: int = 1, service_ports: dict[int, int] | None = None) -> Vm:
+    """Boot `name` on a fresh overlay of its cached image; returns once root gets a shell over SSH. The guest
+    reaches `service_ports` (guest port -> host port; default: the bed's listeners on the same ports)."""
     base = build(name)
     work.mkdir(parents=True, exist_ok=True)
     accel = accelerator(base, work)
     disk = work / f"{name}.qcow2"
     _overlay(base / "disk.img", disk)
     pub = base64.b64encode(key.with_suffix(".pub").read_bytes().strip()).decode()
-    vm = Vm(name, PLATFORMS[name], sshd.free_port(), work, key, work / f"{name}.known_hosts", accel)
+    ports = service_ports or {port: port for port in services.commands()}
+    vm = Vm(name, PLATFORMS[name], sshd.free_port(), work, key, work / f"{name}.known_hosts", accel, ports)
     vm.known_hosts.unlink(missing_ok=True)
     begin = time.monotonic()
     vm.qemu = _popen(_qemu_argv(accel, base, disk, vm.console, vm.port, cpus, f"quiet alumet_test_key={pub}"),
@@ -297,8 +314,11 @@ def start(name: str, work: Path, key: Path, cpus: int = 1) -> Vm:
 @contextlib.contextmanager
 def private_services(work: Path) -> Iterator[dict[int, int]]:
     """services.py's listeners (same commands, same caches) on free loopback ports of their own; yields
-    guest port -> host port and stops them at the end."""
+    guest port -> host port (for `running`) and stops them at the end. Nothing global: a test may run its own
+    beside the VM scenario's."""
     started: list[subprocess.Popen] = []
+    ports: dict[int, int] = {}
+    work.mkdir(parents=True, exist_ok=True)
     try:
         for port, argv in services.commands().items():
             free = sshd.free_port()
@@ -310,10 +330,9 @@ def private_services(work: Path) -> Iterator[dict[int, int]]:
                 if started[-1].poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"vm: {argv[0]} on port {free} did not start, see {work}/service-{port}.log")
                 time.sleep(0.1)
-            SERVICE_PORTS[port] = free
-        yield dict(SERVICE_PORTS)
+            ports[port] = free
+        yield ports
     finally:
-        SERVICE_PORTS.clear()
         for proc in started:
             _kill(proc)
 
@@ -344,7 +363,8 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def running(names: Sequence[str], work: Path, key: Path, cpus: int = 1) -> Iterator[dict[str, Vm]]:
+def running(names: Sequence[str], work: Path, key: Path, cpus: int = 1,
+            service_ports: dict[int, int] | None = None) -> Iterator[dict[str, Vm]]:
     """Boot every VM (concurrently: QEMU processes start together) and stop them all at the end, also on
     SIGTERM when called from the main thread."""
     vms: dict[str, Vm] = {}
@@ -354,7 +374,7 @@ def running(names: Sequence[str], work: Path, key: Path, cpus: int = 1) -> Itera
     with sigterm_interrupts():
         try:
             with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
-                futures = {n: pool.submit(start, n, work, key, cpus) for n in names}
+                futures = {n: pool.submit(start, n, work, key, cpus, service_ports) for n in names}
                 errors = []
                 for n, fut in futures.items():
                     try:

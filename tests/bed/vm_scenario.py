@@ -318,9 +318,9 @@ class Background:
                 before_boot()
             key = sshd.make_key(work / "id_ed25519")
             with contextlib.ExitStack() as stack:
-                stack.enter_context(vmbed.private_services(work))
+                ports = stack.enter_context(vmbed.private_services(work))
                 with self._timed("boot (SSH up)"):
-                    vms = stack.enter_context(vmbed.running(platforms, work, key, cpus=1))
+                    vms = stack.enter_context(vmbed.running(platforms, work, key, cpus=1, service_ports=ports))
                 # One bed container of each VM's release, first in the inventory: install's build-once compiles
                 # the agent there at native speed and copies it to the VM of the same release (a cargo build took
                 # 10 minutes under TCG; building is the container tier's job, the kernel and boot are this one's).
