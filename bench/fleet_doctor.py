@@ -9,8 +9,11 @@ The hosts: one Debian 13 sshd container of the test bed (tests/bed/sshd.py) whos
 N-1 more ports of 127.0.0.1, so that each of the N inventory hosts has a connection (and a ControlMaster)
 of its own, as N machines would; they share the container's CPU with the controller (2 cores here), so a
 real fleet is no slower. A host that never answers (a port that accepts and stays silent) is doctored
-beside the N hosts once, to show it holds none of them. Medians of --repeat runs; doctor is the `alumet-setup`
-of the checkout's venv (the same package the wheel holds). `ssh` is, for every command here, a wrapper that
+beside the N hosts once, to show it holds none of them. Medians of --repeat runs; doctor is the `alumet-setup` a
+user gets: the README's first command run in a HOME of the bench's own (a wheel, `pip install .`, its modules
+byte-compiled at install), run from a directory outside the checkout (`--tool PATH` times another one). The
+checkout's editable venv is no measure: with PYTHONDONTWRITEBYTECODE set, each module edited since its last .pyc is
+compiled at every start (40 ms of doctor's 0.4 s, measured). `ssh` is, for every command here, a wrapper that
 adds the bench's ssh configuration (its key and known_hosts), so `--host root@127.0.0.1:PORT` works as it
 does for a user whose ~/.ssh/config names the key. The install rerun's hosts were installed once (h00, with
 the test bed's Rust mirror and stand-in agent): the 8 inventory hosts are one container, so all 8 hold that
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,12 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bed"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import installed_tool  # noqa: E402
 import prepare  # noqa: E402  (tests/bed is not a package)
 import services  # noqa: E402
 import sshd  # noqa: E402
 from fleet_install import SETTINGS  # noqa: E402  (the bed's mirror and stand-in agent)
 
-TOOL = str(ROOT / ".venv" / "bin" / "alumet-setup")
+TOOL = ""  # the alumet-setup timed (main: the README's install, or --tool)
+CWD: list[Path] = []  # where it runs from: outside the checkout
 
 
 CPU: list[float] = []  # the controller's CPU seconds (the command and its ssh clients) of the last timed() call
@@ -92,7 +98,7 @@ def timed(argv: list[str], repeat: int) -> tuple[float, subprocess.CompletedProc
         before, hosts_before = resource.getrusage(resource.RUSAGE_CHILDREN), cgroup_cpu()
         start = time.perf_counter()
         last = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
-                              env=ENV or None)
+                              env=ENV or None, cwd=CWD[0] if CWD else None)
         times.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -125,7 +131,8 @@ def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat:
     entries = {n: sshd.connection(p, key, known_hosts) for n, p in zip(names, ports, strict=True)}
     entries["hung"] = sshd.connection(hung_port, key, known_hosts)
     inventory = sshd.write_inventory(work / "inventory.yml", {"all": {"hosts": entries}})
-    ENV.update(os.environ, PATH=f"{ssh_wrapper(work, key, known_hosts, kex)}:{os.environ['PATH']}",
+    user = installed_tool.user_env()
+    ENV.update(user, PATH=f"{ssh_wrapper(work, key, known_hosts, kex)}:{user['PATH']}",
                XDG_STATE_HOME=str(work / "state"))
     HOSTS_CGROUP[:] = [cgroup_of(host.container)]
     login = f"root@127.0.0.1:{ports[0]}"
@@ -194,12 +201,28 @@ def main() -> None:
     parser.add_argument("--doctor-only", action="store_true", help="leave out uninstall and the install rerun")
     parser.add_argument("--kex", help="the ssh client's KexAlgorithms (default: its own), e.g. curve25519-sha256 to "
                                       "see what a cheaper handshake than sntrup761x25519 changes")
+    parser.add_argument("--tool", help="time this alumet-setup instead of installing one by the README's command")
     args = parser.parse_args()
     if max(sizes := [int(s) for s in args.sizes.split(",")]) < 8 and not args.doctor_only:
         parser.error("the install rerun needs a size of at least 8 (or --doctor-only)")
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
     prepare.main()  # the bed images (cached)
     work = Path(tempfile.mkdtemp(prefix="fleet-doctor-"))
+    try:
+        bench(work, args, sizes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(work: Path, args: argparse.Namespace, sizes: list[int]) -> None:
+    global TOOL
+    CWD[:] = [work]
+    if args.tool:
+        TOOL = args.tool
+    else:
+        started = time.monotonic()
+        TOOL = str(installed_tool.install(work / "home", work).program)
+        print(f"alumet-setup installed by the README's first command in {time.monotonic() - started:.0f} s: {TOOL}")
     key = sshd.make_key(work / "id")
     hosts = sshd.start([("bench", "debian13")], Path(f"{key}.pub"), label="alumet-setup-bench")
     try:

@@ -6,6 +6,7 @@ this file's source and a batch of questions in one command (`python3 -c SOURCE Q
 batched_host.py), or, over ssh, runs it once and writes one batch per line (ssh.py); it gets every answer
 of a batch back at once, encoded as JSON:
   bytes -> {"bytes": base64}   stat -> {"stat": {...}}   command -> {"command": {"rc", "stdout", "stderr"}}
+  a function called here -> {"called": its JSON-able value}
   an error a check handles -> {"raises": "PermissionError" | "OSError", "message": ...}
 """
 
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import zlib
 
 COMMAND_NOT_FOUND = 127  # as a shell answers for a missing program
@@ -116,6 +118,20 @@ def run_in_tmpdir(prefix: str, files: dict, argv: list, timeout: float, read: li
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def call(name: str, source: str, function: str):
+    """`function()` of a standard-library program (its `source`, loaded as module `name`), called in this process:
+    for what must run as the user that reads the host, without starting a python3 of its own (doctor's perf
+    probe as that user: two python3 starts a host less). Any exception it raises comes back as an OSError."""
+    namespace: dict = {"__name__": name}
+    try:
+        exec(compile(source, name, "exec"), namespace)
+        return namespace[function]()
+    except OSError:
+        raise
+    except Exception as exc:  # the program's own failure: the check reports it, the other answers go on
+        raise OSError(f"{name}.{function}: {type(exc).__name__}: {exc}") from None
+
+
 def which(command: str, extra_dirs: list, path_env: str):  # -> str | None
     """PATH first, then `extra_dirs` (`~` and `$HOME` expanded)."""
     found = shutil.which(command, path=path_env)
@@ -153,6 +169,8 @@ def answer(op: str, args: list):
             return which(args[0], args[1], os.environ.get("PATH", os.defpath))
         elif op == "run_in_tmpdir":
             return {"tmprun": run_in_tmpdir(*args)}
+        elif op == "call":
+            return {"called": call(*args)}
         else:
             return {"raises": "OSError", "message": f"unknown question {op!r}"}
     except PermissionError as exc:
@@ -167,13 +185,26 @@ def pack(questions: list) -> str:
     return base64.b64encode(zlib.compress(json.dumps(questions).encode(), 6)).decode()
 
 
-def answer_all(questions: list) -> dict:
-    """{key: encoded answer} for a batch of [key, op, args] questions."""
-    from concurrent.futures import ThreadPoolExecutor  # here: LocalHost, in doctor's fast path, needs none of it
+WAITS = ("run", "run_in_tmpdir", "call")  # questions that run something: they may take seconds
 
-    # Commands wait on the host (a probe runs for seconds): every question at once, in threads.
-    with ThreadPoolExecutor(max(1, min(16, len(questions)))) as pool:
-        return dict(pool.map(lambda q: (q[0], answer(q[1], q[2])), questions))
+
+def answer_all(questions: list) -> dict:
+    """{key: encoded answer} for a batch of [key, op, args] questions. What runs something gets a thread each (a
+    probe waits for seconds, the others answer meanwhile); reads are answered here, in microseconds each."""
+    answers = {}
+
+    def one(question: list) -> None:
+        answers[question[0]] = answer(question[1], question[2])
+
+    threads = [threading.Thread(target=one, args=(q,)) for q in questions if q[1] in WAITS]
+    for thread in threads:
+        thread.start()
+    for question in questions:
+        if question[1] not in WAITS:
+            one(question)
+    for thread in threads:
+        thread.join()
+    return answers
 
 
 def unpack(packed) -> list:  # str or bytes, as pack() wrote it

@@ -26,6 +26,7 @@ from ..hostside import host_answers
 from .hosts import COMMAND_NOT_FOUND, CommandResult, FileStat, HostError, LocalHost, isolated_python
 
 T = TypeVar("T")
+_NOT_CALLED = object()  # AnswerHost.call's stand-in: a call without an answer raises, as a failed one does
 MAX_ROUNDS = 12  # far more than the checks' deepest chain; a run that needs more asks what is left directly
 ROUND_GRACE = 20.0  # beyond the longest command of a round: connecting and answering
 # host_answers.py as one shell-safe argument (base64 has no quotes): a few kB, well under the host's limit
@@ -56,6 +57,8 @@ def decode(value: Any, argv: Sequence[str] = ()) -> Any:
     if "command" in value:
         c = value["command"]
         return CommandResult(tuple(argv), c["rc"], c["stdout"], c["stderr"])
+    if "called" in value:
+        return value["called"]
     if value.get("raises") == "PermissionError":
         raise PermissionError(13, value.get("message") or "Permission denied")
     if "raises" in value:
@@ -114,6 +117,13 @@ class AnswerHost(LocalHost):
 
     def which(self, command: str, extra_dirs: Sequence[str] = ()) -> str | None:
         return self._answer("which", [command, list(extra_dirs)], None)
+
+    def call(self, name: str, source: str, function: str) -> Any:
+        # Keyed by name and function, not the source: a record stays valid when the program's text changes.
+        value = self._answer("call", [name, function], _NOT_CALLED, [name, source, function])
+        if value is _NOT_CALLED:
+            raise OSError(f"{name}.{function}: not answered")
+        return value
 
 
 Transport = Callable[[list[str], float], CommandResult]  # (argv, timeout) -> the command's result on the host

@@ -15,10 +15,12 @@ Paths are always absolute paths as seen on the target host.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..hostside import host_answers
 
@@ -102,6 +104,11 @@ class Host(Protocol):
             ) -> CommandResult: ...
 
     def which(self, command: str, extra_dirs: Sequence[str] = ()) -> str | None: ...
+
+    def call(self, name: str, source: str, function: str) -> Any:
+        """`function()` of a standard-library program (`source`, loaded as module `name`) run on the host by the
+        process that reads it, so as the same user; its JSON-able value. OSError when it failed."""
+        ...
 
 
 _STAT_KINDS = {0o040000: "dir", 0o100000: "file", 0o120000: "link"}
@@ -194,6 +201,19 @@ class LocalHost:
                     return candidate
             return None
         return host_answers.which(command, list(extra_dirs), self._path_env)
+
+    def call(self, name: str, source: str, function: str) -> Any:
+        if not self.is_fixture:
+            return host_answers.call(name, source, function)
+        # A fixture tree has no process of its own: the program runs as a command (which the tests script), and
+        # its last line of output that is JSON is the value.
+        result = self.run(isolated_python("python3", source), timeout=10)
+        for line in reversed(result.stdout.splitlines()):
+            if line.startswith(("{", "[")):
+                with contextlib.suppress(ValueError):
+                    return json.loads(line)
+        raise OSError(f"{name}.{function}: " + ((result.stderr or result.stdout).strip().splitlines()
+                                                or [f"exit code {result.rc}"])[-1])
 
 
 @dataclass(frozen=True)

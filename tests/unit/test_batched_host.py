@@ -150,6 +150,57 @@ def test_a_recorded_host_answers_what_it_recorded_and_notes_the_rest() -> None:
     assert json.loads(key("run", [["a", "b"]])) == ["run", ["a", "b"]]
 
 
+PROGRAM = """
+import os
+
+
+def who():
+    return {"uid": os.geteuid(), "pid": os.getpid()}
+
+
+def broken():
+    return {}["missing"]
+
+
+def denied():
+    raise PermissionError(13, "no entry")
+"""
+
+
+@pytest.mark.processes
+def test_a_call_runs_in_the_process_that_reads_the_host_and_its_failures_are_oserrors() -> None:
+    """Host.call (doctor's perf probe as the caller): the function runs in host_answers' own process on the host,
+    not a python3 of its own; whatever it raises is an OSError there, the other answers of the round go on."""
+    transport = Here()
+    host = command_host(transport)
+
+    def read() -> tuple[object, bool]:
+        try:  # a round that has no answer yet gets a failed call, as checks handle it
+            called: object = host.call("program", PROGRAM, "who")
+        except OSError as exc:
+            called = exc
+        return called, host.exists("/")
+
+    answers = host.in_rounds(read)
+    assert isinstance(answers[0], dict) and answers[0]["uid"] == os.geteuid() and answers[1] is True
+    assert answers[0]["pid"] != os.getpid()  # the host's process, not this one
+    assert len(transport.commands) == 1  # the call and the read in one command, by one python3
+    with pytest.raises(OSError, match=r"program.broken: KeyError: 'missing'"):
+        host.call("program", PROGRAM, "broken")
+    with pytest.raises(PermissionError):
+        host.call("program", PROGRAM, "denied")
+    assert LocalHost().call("program", PROGRAM, "who") == {"uid": os.geteuid(), "pid": os.getpid()}
+
+
+def test_a_call_is_keyed_by_its_name_not_its_text_and_unanswered_it_raises() -> None:
+    """A record stays valid when the program's text changes; a call a record never saw fails as a failed call."""
+    host = AnswerHost({key("call", ["program", "who"]): {"called": {"uid": 0}}})
+    assert host.call("program", "changed text", "who") == {"uid": 0}
+    with pytest.raises(OSError, match="not answered"):
+        host.call("program", PROGRAM, "broken")
+    assert list(host.unanswered) == [key("call", ["program", "broken"])]
+
+
 # ---- the ssh session (alumet_setup/targets/ssh.py): one program on the host for the whole run, one line per round.
 # Here the session's command is a local shell instead of ssh: the same program, pipes and exit codes.
 

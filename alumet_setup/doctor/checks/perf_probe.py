@@ -2,7 +2,9 @@
 
 perf_event_paranoid and capabilities only predict what the kernel will allow; seccomp filters,
 container capability sets and distribution patches decide. So doctor ships alumet_setup/hostside/perf_event.py
-to the host (`python3 -c SOURCE`, identical over SSH) and reads what the kernel answered.
+to the host and reads what the kernel answered: as the caller, in the process that reads the host (Host.call:
+doctor's own locally, host_answers' over SSH, no python3 of its own); as the agent, under setpriv
+(`python3 -c SOURCE`), which needs a process of its own.
 """
 
 from __future__ import annotations
@@ -102,11 +104,15 @@ def perf_probe(ctx: Context) -> Finding:
     python = "/usr/bin/python3" if ctx.host.exists("/usr/bin/python3") else "python3"
     # The unprivileged probe starts at once, beside the one as the caller: doctor must answer fast.
     as_agent = in_background(lambda: _probe_as_agent(ctx, python))
-    first = ctx.host.run(probe_argv(python), timeout=10)
-    raw = parse(first)
+    try:
+        raw, failure = ctx.host.call("perf_event", probe_source(), "probe"), ""
+    except OSError as exc:
+        raw, failure = None, str(exc)
+    if not (isinstance(raw, dict) and {"own", "cpu_wide", "rapl", "uid"} <= raw.keys()):
+        raw, failure = None, failure or f"unexpected answer {str(raw)[:80]!r}"
     # Not root: the unprivileged run says nothing more (setpriv needs root); it is not waited for.
     second, caps, caps_text = as_agent.result() if raw is not None and raw["uid"] == 0 else (None, [], "")
-    return _judge(ctx, python, first, raw, second, caps, caps_text)
+    return _judge(ctx, python, failure, raw, second, caps, caps_text)
 
 
 def _probe_as_agent(ctx: Context, python: str) -> tuple[CommandResult | None, list[int], str]:
@@ -117,10 +123,10 @@ def _probe_as_agent(ctx: Context, python: str) -> tuple[CommandResult | None, li
     return ctx.host.run(setpriv_argv(python, caps), timeout=10), caps, caps_text
 
 
-def _judge(ctx: Context, python: str, first: CommandResult, raw: dict[str, Any] | None,
+def _judge(ctx: Context, python: str, failure: str, raw: dict[str, Any] | None,
            second: CommandResult | None, caps: list[int], caps_text: str) -> Finding:
     if raw is None:
-        return Finding(Status.ERROR, f"the probe did not run: {_failure(first)}", data={"python": python})
+        return Finding(Status.ERROR, f"the probe did not run: {failure}", data={"python": python})
     data: dict[str, Any] = {"python": python, "rapl": raw["rapl"], "probes": {}}
     if raw["uid"] != 0:
         data["probes"]["self"] = raw
