@@ -110,6 +110,14 @@ def image_exists(ref: str) -> bool:
     return subprocess.run(["podman", "image", "exists", ref]).returncode == 0
 
 
+def drop_older(repo: str, keep: set[str]) -> None:
+    """Remove every image of `repo` but the references in `keep`, so storage does not grow with every rebuild."""
+    listed = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
+                            capture_output=True, text=True, check=False).stdout.split()
+    for ref in set(listed) - keep:
+        subprocess.run(["podman", "rmi", ref], capture_output=True, check=False)
+
+
 def build(name: str, tag: str) -> None:
     family, suite, script = IMAGES[name]
     repo = f"localhost/alumet-bed-{name}"
@@ -135,15 +143,7 @@ def build(name: str, tag: str) -> None:
         if tar.wait() != 0:
             sys.exit(f"images: tar of {rootfs} failed")
     subprocess.run(["podman", "tag", f"{repo}:{tag}", f"{repo}:latest"], check=True)
-    # Drop images of older recipes so storage does not grow with every change.
-    old = subprocess.run(
-        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for ref in set(old) - {f"{repo}:{tag}", f"{repo}:latest"}:
-        subprocess.run(["podman", "rmi", ref], check=False, stdout=subprocess.DEVNULL)
+    drop_older(repo, {f"{repo}:{tag}", f"{repo}:latest"})  # images of older recipes
     print(f"images: built {repo}:{tag} in {time.monotonic() - start:.0f} s")
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import images
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120  # podman run and three host keys on a busy 2-core machine
 
@@ -78,11 +80,7 @@ def image(platform: str) -> str:
                            capture_output=True, text=True)
         finally:
             subprocess.run(["podman", "rm", "-f", "-t", "0", builder], capture_output=True, check=False)
-        # Drop the images baked from older bed images, so storage does not grow with every rebuild.
-        older = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
-                               capture_output=True, text=True, check=False).stdout.split()
-        for old in set(older) - {ref}:
-            subprocess.run(["podman", "rmi", old], capture_output=True, check=False)
+        images.drop_older(repo, {ref})  # those baked from older bed images
         return ref
 
 
