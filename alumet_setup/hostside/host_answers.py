@@ -29,11 +29,27 @@ _KINDS = {0o040000: "dir", 0o100000: "file", 0o120000: "link"}
 
 
 def read_bytes(path: str):  # -> bytes | None
+    """A regular file's first MAX_ANSWER bytes; None when there is none. A FIFO, device or directory reads as
+    absent: opened without blocking and checked before any read, so a FIFO where a file is expected (a
+    sysctl.d/*.conf, the agent's config) cannot hold doctor, and nothing can swap one in between."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_ANSWER)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:
+            return None
+        os.set_blocking(fd, True)  # procfs and sysfs files read as usual
+        chunks, left = [], MAX_ANSWER
+        while left > 0:
+            chunk = os.read(fd, min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def listdir(path: str) -> list:
@@ -194,7 +210,10 @@ def answer_all(questions: list) -> dict:
     answers = {}
 
     def one(question: list) -> None:
-        answers[question[0]] = answer(question[1], question[2])
+        try:
+            answers[question[0]] = answer(question[1], question[2])
+        except Exception as exc:  # a malformed question: its own error, never a batch without its answer
+            answers[question[0]] = {"raises": "OSError", "message": f"{question[1]}: {type(exc).__name__}: {exc}"}
 
     threads = [threading.Thread(target=one, args=(q,)) for q in questions if q[1] in WAITS]
     for thread in threads:

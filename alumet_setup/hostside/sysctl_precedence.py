@@ -70,27 +70,31 @@ def _name_order(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
+def candidates(host: Any) -> list[tuple[str, str]]:
+    """(name, path) of every *.conf in the sysctl.d directories, in directory order (a name may repeat)."""
+    dirs = list(SYSCTL_DIRS)
+    if host.realpath("/lib") != "/usr/lib":
+        dirs.append(SPLIT_USR_DIR)
+    return [(name, directory + "/" + name) for directory in dirs for name in host.listdir(directory)
+            if name.endswith(".conf")]
+
+
 def sysctl_files(host: Any) -> list[str]:
     """The files systemd-sysctl applies at boot, in the order it applies them.
 
     `host` needs listdir, realpath and stat (hosts.Host, or LocalFiles below)."""
-    dirs = list(SYSCTL_DIRS)
-    if host.realpath("/lib") != "/usr/lib":
-        dirs.append(SPLIT_USR_DIR)
     chosen: dict[str, str | None] = {}
-    for directory in dirs:
-        for name in host.listdir(directory):
-            if not name.endswith(".conf") or name in chosen:
-                continue
-            path = directory + "/" + name
-            if host.realpath(path) == "/dev/null":
-                chosen[name] = None  # masks the name in later directories, sets nothing
-                continue
-            st = host.stat(path)
-            if st is None or not st.is_file:
-                continue  # a dangling link or a directory is skipped and masks nothing
-            chosen[name] = path
-    return [path for name in sorted(chosen, key=_name_order) if (path := chosen[name])]
+    for name, path in candidates(host):
+        if name in chosen:
+            continue
+        if host.realpath(path) == "/dev/null":
+            chosen[name] = None  # masks the name in later directories, sets nothing
+            continue
+        st = host.stat(path)
+        if st is None or not st.is_file:
+            continue  # a dangling link or a directory is skipped and masks nothing
+        chosen[name] = path
+    return [kept for name in sorted(chosen, key=_name_order) if (kept := chosen[name])]
 
 
 class Setter(NamedTuple):

@@ -192,6 +192,14 @@ def test_a_call_runs_in_the_process_that_reads_the_host_and_its_failures_are_ose
     assert LocalHost().call("program", PROGRAM, "who") == {"uid": os.geteuid(), "pid": os.getpid()}
 
 
+def test_a_malformed_question_gets_its_own_error_and_the_batch_its_other_answers() -> None:
+    answers = host_answers.answer_all([["bad", "stat", []], ["bad run", "run", [None, 1, None]],
+                                       ["ok", "exists", ["/"]]])
+    assert answers["ok"] is True
+    assert answers["bad"] == {"raises": "OSError", "message": "stat: IndexError: list index out of range"}
+    assert answers["bad run"]["raises"] == "OSError" and answers["bad run"]["message"].startswith("run: TypeError")
+
+
 def test_a_call_is_keyed_by_its_name_not_its_text_and_unanswered_it_raises() -> None:
     """A record stays valid when the program's text changes; a call a record never saw fails as a failed call."""
     host = AnswerHost({key("call", ["program", "who"]): {"called": {"uid": 0}}})

@@ -295,3 +295,52 @@ def test_real_machine_gives_a_valid_finding() -> None:
     assert finding.status is not Status.ERROR, finding.detail
     assert finding.data["live"] == int(Path("/proc/sys/kernel/perf_event_paranoid").read_text())
     json.dumps(finding.data)
+
+
+def test_a_fifo_among_the_sysctl_files_is_skipped_without_waiting(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor reads every sysctl.d candidate before it knows which are files (one round on a remote host): a FIFO
+    named *.conf (systemd-sysctl skips it) must neither hold the check nor count."""
+    import os
+    import threading
+
+    root = copy_fixture("sysctl/debian13", tmp_path)
+    os.mkfifo(root / "etc/sysctl.d/zz-fifo.conf")
+    found: list[Finding] = []
+    reader = threading.Thread(target=lambda: found.append(paranoid(FixtureHost(root), monkeypatch)), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():  # unblock the read so the test session can end, then fail
+        with open(root / "etc/sysctl.d/zz-fifo.conf", "wb"):
+            pass
+        pytest.fail("doctor waited on a FIFO in /etc/sysctl.d")
+    assert found[0].status is not Status.ERROR, found[0].detail
+    assert "/etc/sysctl.d/zz-fifo.conf" not in [s["file"] for s in found[0].data["setters"]]
+
+
+def test_the_boot_setters_are_asked_in_two_rounds_whatever_the_number_of_files() -> None:
+    """listdir, then each file's realpath, stat and content at once: a remote host answers the sysctl.d chain in
+    two rounds (it took four: the live value, the listing, realpath and stat, then the contents)."""
+    import base64
+
+    from alumet_setup.targets.batched_host import AnswerHost, key
+
+    def encoded(value: object) -> object:  # as host_answers.answer encodes what the fixture tree answers
+        if isinstance(value, bytes):
+            return {"bytes": base64.b64encode(value).decode()}
+        return {"stat": vars(value)} if value is not None and hasattr(value, "kind") else value
+
+    tree = LocalHost(str(FIXTURES / "sysctl" / "zz99"))
+    rounds = 0
+    recorded = AnswerHost()
+    for _ in range(4):
+        recorded.unanswered = {}
+        result = boot_setters(recorded)
+        if not recorded.unanswered:
+            break
+        rounds += 1
+        for qkey, (op, args) in recorded.unanswered.items():
+            recorded.answers[qkey] = encoded(getattr(tree, op)(*args))
+    assert rounds == 2, rounds
+    assert result == boot_setters(tree)
+    assert key("read_bytes", ["/etc/sysctl.d/local.conf"]) in recorded.answers

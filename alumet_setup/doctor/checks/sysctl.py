@@ -30,6 +30,10 @@ def key_matches(pattern: str, key: str = KEY) -> bool:
 
 def boot_setters(host: Host) -> list[Setter]:
     """Every place that sets perf_event_paranoid at boot, in application order."""
+    # Every candidate file read first, so a remote host is asked its content with its realpath and stat (which
+    # decide whether it counts): one round instead of two. host.read_text reads a FIFO or device as absent.
+    for _, path in precedence.candidates(host):
+        host.read_text(path)
     return precedence.boot_setters(host, KEY)
 
 
@@ -104,6 +108,8 @@ def _unoverride_fix(host: Host, setter: Setter) -> str:
 @check("kernel.perf_event_paranoid", "perf_event_paranoid", needs=("agent.capabilities", "kernel.perf_probe"))
 def perf_event_paranoid(ctx: Context) -> Finding:
     host = ctx.host
+    # The boot setters first: a remote host is asked for them in the round that reads the live value.
+    setters = boot_setters(host)
     text = host.read_text(LIVE_PATH)
     if text is None:
         return Finding(Status.NOT_AVAILABLE, f"no {LIVE_PATH}: kernel built without perf events")
@@ -112,7 +118,6 @@ def perf_event_paranoid(ctx: Context) -> Finding:
     except ValueError:
         return Finding(Status.ERROR, f"{LIVE_PATH}: unexpected value {text.strip()!r}")
 
-    setters = boot_setters(host)
     valid = [s for s in setters if s.int_value is not None]  # the kernel refuses the others
     last = valid[-1].int_value if valid else None
     boot = last if last is not None else kernel_default(host)
