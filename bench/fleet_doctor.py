@@ -187,6 +187,9 @@ def measure(host: sshd.SshHost, key: Path, work: Path, sizes: list[int], repeat:
     seconds, run = timed([TOOL, "install", "-i", str(inventory), "--host", names[0], *settings], 1)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     print(f"(install on {names[0]}, the stand-in agent built: {seconds:.0f} s)")
+    installed, document = doctor([login], repeat, None)
+    print(f"doctor --host {login}, the agent installed: {installed:.3f} s = {installed / rtt:.1f}x the ssh round trip "
+          f"({document['hosts'][0]['round_trips']} rounds: the agent's capabilities decide the probe as the agent)")
     eight = [a for n in names[:8] for a in ("--host", n)]
     seconds, run = timed([TOOL, "install", "-i", str(inventory), *eight, *settings], repeat)
     assert run.returncode == 0 and "Nothing to run" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
